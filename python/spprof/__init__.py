@@ -1,0 +1,306 @@
+"""spprof: a sampling profiler for CPython.
+
+In-process use::
+
+    import spprof
+    spprof.start()                      # every thread, CPU time, 10 ms
+    ...
+    profile = spprof.stop()
+    profile.save("profile.json")        # speedscope; .svg -> flame graph
+
+or ``with spprof.Profiler(interval_ms=5) as p: ...`` and
+``@spprof.profile(output_path="f.json")``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import math
+import numbers
+import os
+import sys
+import threading
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from . import _threads
+from ._profile import (
+    AggregatedProfile,
+    AggregatedStack,
+    Frame,
+    PathLike,
+    Profile,
+    ProfilerStats,
+    Sample,
+    _format_for,
+)
+
+try:
+    from . import _spprof as _engine
+except ImportError as exc:  # pragma: no cover - a broken install
+    raise ImportError("spprof's C extension could not be loaded: %s" % exc) from exc
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "start",
+    "stop",
+    "is_active",
+    "stats",
+    "register_thread",
+    "unregister_thread",
+    "ThreadProfiler",
+    "Profiler",
+    "profile",
+    "native_unwinding_available",
+    "set_native_unwinding",
+    "native_unwinding_enabled",
+    "Profile",
+    "AggregatedProfile",
+    "AggregatedStack",
+    "Sample",
+    "Frame",
+    "ProfilerStats",
+]
+
+_lock = threading.Lock()
+_session: Optional["_Session"] = None
+_native = False
+
+_CLOCKS = {
+    "": _engine.MECH_AUTO,
+    "auto": _engine.MECH_AUTO,
+    "perf": _engine.MECH_PERF,
+    "cpu": _engine.MECH_CPUTIMER,
+    "wall": _engine.MECH_WALL,
+}
+
+
+class _Session:
+    def __init__(self, interval_ms: float, output_path: Optional[str]) -> None:
+        self.interval_ms = interval_ms
+        self.output_path = output_path
+
+
+def _check_interval(interval_ms: Any) -> float:
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, numbers.Real):
+        raise TypeError("interval_ms must be a number, not %s" % type(interval_ms).__name__)
+    value = float(interval_ms)
+    if math.isnan(value) or not 1 <= value <= 1000:
+        raise ValueError("interval_ms must be between 1 and 1000 (milliseconds), got %r" % (interval_ms,))
+    return value
+
+
+def _check_memory(memory_limit_mb: Any) -> int:
+    if isinstance(memory_limit_mb, bool) or not isinstance(memory_limit_mb, numbers.Integral):
+        raise TypeError("memory_limit_mb must be an integer, not %s" % type(memory_limit_mb).__name__)
+    if not 1 <= memory_limit_mb <= 1 << 20:
+        raise ValueError("memory_limit_mb must be between 1 and 1048576, got %r" % (memory_limit_mb,))
+    return int(memory_limit_mb)
+
+
+def _check_output_path(output_path: Optional[PathLike]) -> Optional[str]:
+    if output_path is None:
+        return None
+    path = os.fspath(output_path)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    _format_for(path, None)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(2, "output directory does not exist", directory)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(13, "output directory is not writable", directory)
+    return path
+
+
+def start(
+    interval_ms: float = 10,
+    output_path: Optional[PathLike] = None,
+    memory_limit_mb: int = 100,
+) -> None:
+    """Start sampling every Python thread of this process.
+
+    interval_ms: CPU time between samples of a thread, 1 to 1000.
+    output_path: if given, stop() also saves the profile there (format from
+        the suffix; speedscope JSON by default).
+    memory_limit_mb: bound on the memory the profiler itself uses; samples
+        beyond it are counted as dropped.
+
+    Raises RuntimeError if already running, ValueError/TypeError for bad
+    arguments, OSError if output_path's directory cannot be written.
+    """
+    global _session
+    interval = _check_interval(interval_ms)
+    memory = _check_memory(memory_limit_mb)
+    path = _check_output_path(output_path)
+    clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
+    if clock not in _CLOCKS:
+        raise ValueError("SPPROF_CLOCK must be one of perf, cpu, wall, auto; got %r" % clock)
+    with _lock:
+        if _session is not None:
+            raise RuntimeError("profiler is already running; call spprof.stop() first")
+        _engine.start(int(interval * 1e6), memory << 20, _native, _CLOCKS[clock])
+        _session = _Session(interval, path)
+        try:
+            _threads.activate()
+        except BaseException:
+            _threads.deactivate()
+            _engine.stop("", interval)
+            _session = None
+            raise
+
+
+def stop() -> Profile:
+    """Stop sampling and return the Profile (saved to output_path if start()
+    was given one). Raises RuntimeError if the profiler is not running."""
+    global _session
+    with _lock:
+        if _session is None:
+            raise RuntimeError("profiler is not running; call spprof.start() first")
+        session = _session
+        names = _threads.deactivate()
+        data = _engine.stop(" ".join(sys.argv) or "python", session.interval_ms)
+        _session = None
+    result = Profile(data, session.interval_ms, names)
+    if session.output_path is not None:
+        result.save(session.output_path)
+    return result
+
+
+def is_active() -> bool:
+    """True while the profiler is running."""
+    return _session is not None
+
+
+def stats() -> Optional[ProfilerStats]:
+    """Live statistics, or None when the profiler is not running."""
+    session = _session
+    if session is None:
+        return None
+    s = _engine.stats()
+    weight_s = s["weight_ns"] / 1e9
+    elapsed_ms = s["elapsed_ns"] / 1e6
+    return ProfilerStats(
+        collected_samples=s["samples"],
+        dropped_samples=s["dropped"],
+        duration_ms=elapsed_ms,
+        overhead_estimate_pct=0.0,
+        effective_rate_hz=s["samples"] / weight_s if weight_s else 0.0,
+        sampled_time_ms=s["weight_ns"] / 1e6,
+        clock=s["mechanism"],
+        threads=s["threads"],
+        memory_bytes=s["memory"],
+    )
+
+
+def register_thread() -> bool:
+    """Sample the calling thread (threads are sampled automatically; this is
+    for threads not started through threading). False if not running."""
+    if _session is None:
+        return False
+    return bool(_engine.add_thread())
+
+
+def unregister_thread() -> bool:
+    """Stop sampling the calling thread; its samples so far are kept."""
+    if _session is None:
+        return False
+    return bool(_engine.remove_thread())
+
+
+class ThreadProfiler:
+    """``with ThreadProfiler(): ...`` registers the thread for the block."""
+
+    def __enter__(self) -> "ThreadProfiler":
+        self.registered = register_thread()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.registered:
+            unregister_thread()
+
+
+def native_unwinding_available() -> bool:
+    """True if C frames can be recorded (needs libunwind, loaded at run time)."""
+    return bool(_engine.native_unwinding_available())
+
+
+def set_native_unwinding(enabled: bool) -> None:
+    """Record C frames between Python frames from the next start() on.
+    Raises RuntimeError if enabling and libunwind is not available."""
+    global _native
+    if enabled and not native_unwinding_available():
+        raise RuntimeError(
+            "native unwinding needs libunwind (Debian/Ubuntu: libunwind8; "
+            "Fedora: libunwind), which could not be loaded"
+        )
+    _native = bool(enabled)
+
+
+def native_unwinding_enabled() -> bool:
+    return _native
+
+
+class Profiler:
+    """Context manager: ``with Profiler(interval_ms=5) as p: ...`` then
+    ``p.profile``."""
+
+    def __init__(
+        self,
+        interval_ms: float = 10,
+        output_path: Optional[PathLike] = None,
+        memory_limit_mb: int = 100,
+    ) -> None:
+        self.interval_ms = _check_interval(interval_ms)
+        self.output_path = output_path
+        self.memory_limit_mb = _check_memory(memory_limit_mb)
+        self._profile: Optional[Profile] = None
+
+    def __enter__(self) -> "Profiler":
+        start(self.interval_ms, self.output_path, self.memory_limit_mb)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._profile = stop()
+
+    @property
+    def profile(self) -> Optional[Profile]:
+        """The Profile, once the block has ended."""
+        return self._profile
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def profile(
+    interval_ms: float = 10,
+    output_path: Optional[PathLike] = None,
+    memory_limit_mb: int = 100,
+) -> Callable[[F], F]:
+    """Decorator: profile each call of the function, saving to output_path."""
+    _check_interval(interval_ms)
+    _check_memory(memory_limit_mb)
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Profiler(interval_ms, output_path, memory_limit_mb):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def _stop_at_exit() -> None:
+    # Sampling must end before the interpreter tears thread states down.
+    if _session is not None:
+        try:
+            stop()
+        except Exception as exc:  # never turn a clean exit into a traceback
+            sys.stderr.write("spprof: could not save the profile at exit: %s\n" % exc)
+
+
+_threads.install(_engine)
+atexit.register(_stop_at_exit)

@@ -1,0 +1,449 @@
+/* profile.c - the profile model: interned strings, frames, stack trie, totals. */
+#include "profile.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* An open-addressing set of ids; the owner supplies hashing and equality so
+ * one implementation serves strings, frames, stacks and threads. */
+typedef struct idset {
+    uint32_t *slots;  /* owned; SPP_NONE marks an empty slot */
+    uint32_t cap;     /* power of two */
+    uint32_t used;
+} idset;
+
+typedef struct string_rec {
+    uint32_t off;  /* offset into the byte arena */
+    uint32_t len;
+} string_rec;
+
+struct spp_profile {
+    size_t limit;     /* bytes, 0 = unlimited */
+    size_t used;      /* bytes held by the tables below */
+
+    char *bytes;      /* owned string arena, each string NUL-terminated */
+    size_t nbytes, capbytes;
+    string_rec *strings;
+    uint32_t nstrings, capstrings;
+    idset string_set;
+
+    spp_frame *frames;
+    uint32_t nframes, capframes;
+    idset frame_set;
+
+    spp_stack *stacks;
+    uint32_t nstacks, capstacks;
+    idset stack_set;
+
+    spp_thread *threads;
+    uint32_t nthreads, capthreads;
+
+    uint64_t samples, weight, dropped;
+
+    spp_meta meta;    /* strings owned */
+};
+
+static uint64_t hash_bytes(const void *data, size_t len)
+{
+    /* FNV-1a, 64 bit: short keys, no adversary. */
+    const unsigned char *s = data;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Grows *arr (of elem bytes each) so that it holds at least need elements,
+ * charging the growth to the profile's memory budget. */
+static int grow(spp_profile *p, void **arr, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return SPP_OK;
+    if (need == SPP_NONE)
+        return SPP_ENOMEM;
+    uint64_t ncap = *cap ? (uint64_t)*cap * 2 : 64;
+    while (ncap < need)
+        ncap *= 2;
+    if (ncap > SPP_NONE - 1)
+        ncap = SPP_NONE - 1;
+    size_t add = (size_t)(ncap - *cap) * elem;
+    if (p->limit && p->used + add > p->limit)
+        return SPP_ENOMEM;
+    void *n = realloc(*arr, (size_t)ncap * elem);
+    if (!n)
+        return SPP_ENOMEM;
+    *arr = n;
+    *cap = (uint32_t)ncap;
+    p->used += add;
+    return SPP_OK;
+}
+
+typedef int (*idset_eq)(const spp_profile *p, uint32_t id, const void *key);
+typedef uint64_t (*idset_hash_id)(const spp_profile *p, uint32_t id);
+
+/* Returns the slot holding an id equal to key, or the empty slot where it
+ * belongs. */
+static uint32_t *idset_find(const spp_profile *p, const idset *s, uint64_t h,
+                            idset_eq eq, const void *key)
+{
+    uint32_t mask = s->cap - 1;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        uint32_t id = s->slots[i];
+        if (id == SPP_NONE || eq(p, id, key))
+            return &s->slots[i];
+    }
+}
+
+/* Makes room for one more id, rehashing with hash_id. */
+static int idset_reserve(spp_profile *p, idset *s, idset_hash_id hash_id)
+{
+    if (s->cap && (uint64_t)(s->used + 1) * 4 < (uint64_t)s->cap * 3)
+        return SPP_OK;
+    uint32_t ncap = s->cap ? s->cap * 2 : 256;
+    size_t add = (size_t)(ncap - s->cap) * sizeof(uint32_t);
+    if (p->limit && p->used + add > p->limit)
+        return SPP_ENOMEM;
+    uint32_t *slots = malloc((size_t)ncap * sizeof(uint32_t));
+    if (!slots)
+        return SPP_ENOMEM;
+    memset(slots, 0xff, (size_t)ncap * sizeof(uint32_t));
+    for (uint32_t i = 0; i < s->cap; i++) {
+        uint32_t id = s->slots[i];
+        if (id == SPP_NONE)
+            continue;
+        uint32_t j = (uint32_t)hash_id(p, id) & (ncap - 1);
+        while (slots[j] != SPP_NONE)
+            j = (j + 1) & (ncap - 1);
+        slots[j] = id;
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->cap = ncap;
+    p->used += add;
+    return SPP_OK;
+}
+
+spp_profile *spp_profile_new(size_t limit_bytes)
+{
+    spp_profile *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->limit = limit_bytes;
+    p->used = sizeof(*p);
+    return p;
+}
+
+void spp_profile_free(spp_profile *p)
+{
+    if (!p)
+        return;
+    free(p->bytes);
+    free(p->strings);
+    free(p->string_set.slots);
+    free(p->frames);
+    free(p->frame_set.slots);
+    free(p->stacks);
+    free(p->stack_set.slots);
+    free(p->threads);
+    free((char *)p->meta.title);
+    free((char *)p->meta.clock);
+    free((char *)p->meta.mechanism);
+    free(p);
+}
+
+/* ---- strings ---- */
+
+typedef struct str_key {
+    const char *s;
+    size_t len;
+} str_key;
+
+static int string_eq(const spp_profile *p, uint32_t id, const void *key)
+{
+    const str_key *k = key;
+    const string_rec *r = &p->strings[id];
+    return r->len == k->len && memcmp(p->bytes + r->off, k->s, k->len) == 0;
+}
+
+static uint64_t string_hash_id(const spp_profile *p, uint32_t id)
+{
+    const string_rec *r = &p->strings[id];
+    return hash_bytes(p->bytes + r->off, r->len);
+}
+
+uint32_t spp_profile_intern(spp_profile *p, const char *s, size_t len)
+{
+    if (len > UINT32_MAX / 2)
+        return SPP_NONE;
+    if (idset_reserve(p, &p->string_set, string_hash_id) < 0)
+        return SPP_NONE;
+    str_key key = {s, len};
+    uint64_t h = hash_bytes(s, len);
+    uint32_t *slot = idset_find(p, &p->string_set, h, string_eq, &key);
+    if (*slot != SPP_NONE)
+        return *slot;
+    if (p->nbytes + len + 1 > UINT32_MAX)
+        return SPP_NONE;
+    if (p->nbytes + len + 1 > p->capbytes) {
+        size_t ncap = p->capbytes ? p->capbytes * 2 : 4096;
+        while (ncap < p->nbytes + len + 1)
+            ncap *= 2;
+        if (p->limit && p->used + (ncap - p->capbytes) > p->limit)
+            return SPP_NONE;
+        char *n = realloc(p->bytes, ncap);
+        if (!n)
+            return SPP_NONE;
+        p->used += ncap - p->capbytes;
+        p->bytes = n;
+        p->capbytes = ncap;
+    }
+    if (grow(p, (void **)&p->strings, &p->capstrings, p->nstrings + 1, sizeof(string_rec)) < 0)
+        return SPP_NONE;
+    uint32_t id = p->nstrings++;
+    p->strings[id].off = (uint32_t)p->nbytes;
+    p->strings[id].len = (uint32_t)len;
+    if (len)
+        memcpy(p->bytes + p->nbytes, s, len);
+    p->bytes[p->nbytes + len] = '\0';
+    p->nbytes += len + 1;
+    *slot = id;
+    p->string_set.used++;
+    return id;
+}
+
+uint32_t spp_profile_intern_cstr(spp_profile *p, const char *s)
+{
+    return spp_profile_intern(p, s, strlen(s));
+}
+
+const char *spp_profile_string(const spp_profile *p, uint32_t id, size_t *len)
+{
+    if (id >= p->nstrings) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = p->strings[id].len;
+    return p->bytes + p->strings[id].off;
+}
+
+/* ---- frames ---- */
+
+static uint64_t frame_hash(const spp_frame *f)
+{
+    uint64_t h = mix64(((uint64_t)f->name << 32) ^ f->file);
+    return mix64(h ^ ((uint64_t)(uint32_t)f->line << 32) ^ ((uint64_t)f->kind << 24) ^
+                 (uint32_t)f->first_line);
+}
+
+static int frame_eq(const spp_profile *p, uint32_t id, const void *key)
+{
+    const spp_frame *a = &p->frames[id], *b = key;
+    return a->name == b->name && a->file == b->file && a->line == b->line &&
+           a->first_line == b->first_line && a->kind == b->kind;
+}
+
+static uint64_t frame_hash_id(const spp_profile *p, uint32_t id)
+{
+    return frame_hash(&p->frames[id]);
+}
+
+uint32_t spp_profile_frame(spp_profile *p, const spp_frame *f)
+{
+    if (idset_reserve(p, &p->frame_set, frame_hash_id) < 0)
+        return SPP_NONE;
+    uint32_t *slot = idset_find(p, &p->frame_set, frame_hash(f), frame_eq, f);
+    if (*slot != SPP_NONE)
+        return *slot;
+    if (grow(p, (void **)&p->frames, &p->capframes, p->nframes + 1, sizeof(spp_frame)) < 0)
+        return SPP_NONE;
+    uint32_t id = p->nframes++;
+    p->frames[id] = *f;
+    *slot = id;
+    p->frame_set.used++;
+    return id;
+}
+
+/* ---- stacks ---- */
+
+typedef struct stack_key {
+    uint32_t parent, frame;
+} stack_key;
+
+static uint64_t stack_hash(uint32_t parent, uint32_t frame)
+{
+    return mix64(((uint64_t)parent << 32) | frame);
+}
+
+static int stack_eq(const spp_profile *p, uint32_t id, const void *key)
+{
+    const stack_key *k = key;
+    return p->stacks[id].parent == k->parent && p->stacks[id].frame == k->frame;
+}
+
+static uint64_t stack_hash_id(const spp_profile *p, uint32_t id)
+{
+    return stack_hash(p->stacks[id].parent, p->stacks[id].frame);
+}
+
+static uint32_t new_stack(spp_profile *p, uint32_t parent, uint32_t frame, uint32_t thread)
+{
+    if (grow(p, (void **)&p->stacks, &p->capstacks, p->nstacks + 1, sizeof(spp_stack)) < 0)
+        return SPP_NONE;
+    uint32_t id = p->nstacks++;
+    spp_stack *s = &p->stacks[id];
+    memset(s, 0, sizeof(*s));
+    s->parent = parent;
+    s->frame = frame;
+    s->thread = thread;
+    s->depth = parent == SPP_NONE ? 0 : p->stacks[parent].depth + 1;
+    return id;
+}
+
+uint32_t spp_profile_push(spp_profile *p, uint32_t parent, uint32_t frame)
+{
+    if (parent >= p->nstacks || frame >= p->nframes)
+        return SPP_NONE;
+    if (idset_reserve(p, &p->stack_set, stack_hash_id) < 0)
+        return SPP_NONE;
+    stack_key key = {parent, frame};
+    uint32_t *slot = idset_find(p, &p->stack_set, stack_hash(parent, frame), stack_eq, &key);
+    if (*slot != SPP_NONE)
+        return *slot;
+    uint32_t id = new_stack(p, parent, frame, p->stacks[parent].thread);
+    if (id == SPP_NONE)
+        return SPP_NONE;
+    *slot = id;
+    p->stack_set.used++;
+    return id;
+}
+
+/* ---- threads ---- */
+
+uint32_t spp_profile_thread(spp_profile *p, uint64_t tid, const char *name)
+{
+    uint32_t i;
+    /* Threads are few (hundreds at most); a linear scan from the newest is
+     * cheap next to everything else a sample costs, and callers cache. */
+    for (i = p->nthreads; i-- > 0;)
+        if (p->threads[i].tid == tid)
+            break;
+    if (i == UINT32_MAX) {
+        if (grow(p, (void **)&p->threads, &p->capthreads, p->nthreads + 1, sizeof(spp_thread)) < 0)
+            return SPP_NONE;
+        i = p->nthreads;
+        uint32_t root = new_stack(p, SPP_NONE, SPP_NONE, i);
+        if (root == SPP_NONE)
+            return SPP_NONE;
+        memset(&p->threads[i], 0, sizeof(spp_thread));
+        p->threads[i].tid = tid;
+        p->threads[i].name = SPP_NONE;
+        p->threads[i].root = root;
+        p->nthreads++;
+    }
+    if (name) {
+        uint32_t s = spp_profile_intern_cstr(p, name);
+        if (s != SPP_NONE)
+            p->threads[i].name = s;
+    }
+    return i;
+}
+
+void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_t time_ns)
+{
+    if (stack >= p->nstacks) {
+        p->dropped++;
+        return;
+    }
+    spp_stack *s = &p->stacks[stack];
+    s->self_count++;
+    s->self_weight += weight_ns;
+    spp_thread *t = &p->threads[s->thread];
+    if (!t->samples || time_ns < t->first_ns)
+        t->first_ns = time_ns;
+    if (time_ns > t->last_ns)
+        t->last_ns = time_ns;
+    t->samples++;
+    t->weight += weight_ns;
+    p->samples++;
+    p->weight += weight_ns;
+}
+
+void spp_profile_drop(spp_profile *p, uint64_t n) { p->dropped += n; }
+
+uint32_t spp_profile_nthreads(const spp_profile *p) { return p->nthreads; }
+const spp_thread *spp_profile_thread_at(const spp_profile *p, uint32_t i)
+{
+    return i < p->nthreads ? &p->threads[i] : NULL;
+}
+uint32_t spp_profile_nframes(const spp_profile *p) { return p->nframes; }
+const spp_frame *spp_profile_frame_at(const spp_profile *p, uint32_t id)
+{
+    return id < p->nframes ? &p->frames[id] : NULL;
+}
+uint32_t spp_profile_nstacks(const spp_profile *p) { return p->nstacks; }
+const spp_stack *spp_profile_stack_at(const spp_profile *p, uint32_t id)
+{
+    return id < p->nstacks ? &p->stacks[id] : NULL;
+}
+uint64_t spp_profile_samples(const spp_profile *p) { return p->samples; }
+uint64_t spp_profile_weight(const spp_profile *p) { return p->weight; }
+uint64_t spp_profile_dropped(const spp_profile *p) { return p->dropped; }
+size_t spp_profile_memory(const spp_profile *p) { return p->used; }
+
+uint32_t spp_profile_unwind(const spp_profile *p, uint32_t stack, uint32_t *out, uint32_t cap)
+{
+    if (stack >= p->nstacks)
+        return 0;
+    uint32_t depth = p->stacks[stack].depth;
+    uint32_t n = depth < cap ? depth : cap;
+    /* Walk leaf to root, keeping the root-most n frames in root-first order. */
+    uint32_t i = depth;
+    for (uint32_t s = stack; s != SPP_NONE && p->stacks[s].frame != SPP_NONE; s = p->stacks[s].parent) {
+        i--;
+        if (i < n)
+            out[i] = p->stacks[s].frame;
+    }
+    return n;
+}
+
+static int dup_str(const char **dst, const char *src)
+{
+    free((char *)*dst);
+    *dst = NULL;
+    if (!src)
+        return SPP_OK;
+    size_t n = strlen(src) + 1;
+    char *c = malloc(n);
+    if (!c)
+        return SPP_ENOMEM;
+    memcpy(c, src, n);
+    *dst = c;
+    return SPP_OK;
+}
+
+int spp_profile_set_meta(spp_profile *p, const spp_meta *m)
+{
+    p->meta.interval_ms = m->interval_ms;
+    p->meta.start_ns = m->start_ns;
+    p->meta.end_ns = m->end_ns;
+    if (dup_str(&p->meta.title, m->title) < 0 || dup_str(&p->meta.clock, m->clock) < 0 ||
+        dup_str(&p->meta.mechanism, m->mechanism) < 0)
+        return SPP_ENOMEM;
+    return SPP_OK;
+}
+
+const spp_meta *spp_profile_meta(const spp_profile *p) { return &p->meta; }

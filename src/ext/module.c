@@ -1,0 +1,518 @@
+/* module.c - the CPython extension _spprof: argument parsing, the Profile
+ * data type, and turning error codes into exceptions. No sampling logic. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../core/profile.h"
+#include "../formats/formats.h"
+#include "../inproc/sampler.h"
+#include "../pyabi/offsets.h"
+#include "../pyabi/walker.h"
+
+/* The layout of the running interpreter, found once at import. */
+static spp_pyoffsets offsets;
+static int offsets_ok;
+static char offsets_error[200];
+
+static destructor code_dealloc_orig;
+
+static void code_dealloc_hook(PyObject *code)
+{
+    /* Samples may still refer to this code object; resolve them while it is
+     * alive, and forget it so a new object at this address is read anew. */
+    spp_sampler_code_dying((uint64_t)(uintptr_t)code);
+    code_dealloc_orig(code);
+}
+
+static void install_code_hook(void)
+{
+    if (!code_dealloc_orig) {
+        code_dealloc_orig = PyCode_Type.tp_dealloc;
+        PyCode_Type.tp_dealloc = code_dealloc_hook;
+    }
+}
+
+static int find_offsets(void)
+{
+#if PY_VERSION_HEX >= 0x030d0000
+    void *runtime = dlsym(RTLD_DEFAULT, "_PyRuntime");
+    if (!runtime) {
+        snprintf(offsets_error, sizeof(offsets_error), "_PyRuntime not found: %s", dlerror());
+        return -1;
+    }
+    int rc = spp_pyoffsets_from_debug(&offsets, runtime, SPP_DEBUG_OFFSETS_MAX);
+    if (rc < 0) {
+        snprintf(offsets_error, sizeof(offsets_error),
+                 "the interpreter's debug offsets for Python %d.%d are not usable (%s)",
+                 PY_MAJOR_VERSION, PY_MINOR_VERSION,
+                 rc == SPP_ENOSYS ? "layout not known to this spprof" : "failed validation");
+        return -1;
+    }
+    return 0;
+#else
+    const spp_pyoffsets *row = spp_pyoffsets_for_version(PY_VERSION_HEX);
+    if (!row) {
+        snprintf(offsets_error, sizeof(offsets_error), "no layout for Python %d.%d",
+                 PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        return -1;
+    }
+    offsets = *row;
+    return 0;
+#endif
+}
+
+/* The pthread key CPython keeps each thread's PyThreadState under (the
+ * "autoTSSkey"). Found by value rather than by layout: it is the key whose
+ * value in this thread is this thread's state. */
+static int find_tss_key(void)
+{
+    void *mine = PyGILState_GetThisThreadState();
+    if (!mine)
+        return -1;
+    for (int k = 0; k < PTHREAD_KEYS_MAX; k++)
+        if (pthread_getspecific((pthread_key_t)k) == mine)
+            return k;
+    return -1;
+}
+
+static void eval_range(uint64_t *start, uint64_t *end)
+{
+    *start = *end = 0;
+    void *sym = dlsym(RTLD_DEFAULT, "_PyEval_EvalFrameDefault");
+    Dl_info info;
+    const ElfW(Sym) *es = NULL;
+    if (sym && dladdr1(sym, &info, (void **)&es, RTLD_DL_SYMENT) && es) {
+        *start = (uint64_t)(uintptr_t)sym;
+        *end = *start + es->st_size;
+    }
+}
+
+static PyObject *error_with_errno(PyObject *type, const char *what)
+{
+    return PyErr_Format(type, "%s: %s", what, strerror(errno));
+}
+
+/* ---- ProfileData ---- */
+
+typedef struct {
+    PyObject_HEAD
+    spp_profile *p; /* owned */
+} ProfileData;
+
+static void pd_dealloc(ProfileData *self)
+{
+    spp_profile_free(self->p);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int parse_write_opts(PyObject *kw_lines, int full, int threads, spp_write_opts *o)
+{
+    spp_write_opts_default(o);
+    o->lines = PyObject_IsTrue(kw_lines);
+    o->full_filenames = full;
+    o->thread_roots = threads;
+    return o->lines < 0 ? -1 : 0;
+}
+
+static PyObject *pd_write(ProfileData *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"path", "format", "lines", "full_filenames", "thread_roots", NULL};
+    PyObject *path_obj;
+    const char *format;
+    PyObject *lines = Py_True;
+    int full = 0, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&s|Opp", kwlist, PyUnicode_FSConverter, &path_obj,
+                                     &format, &lines, &full, &threads))
+        return NULL;
+    spp_write_opts o;
+    if (parse_write_opts(lines, full, threads, &o) < 0) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    if (!spp_writer_lookup(format)) {
+        Py_DECREF(path_obj);
+        return PyErr_Format(PyExc_ValueError, "unknown format %R", PyTuple_GET_ITEM(args, 1));
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = spp_write_file(self->p, path, format, &o);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        if (rc == SPP_ENOMEM) {
+            PyErr_NoMemory();
+        } else {
+            PyObject *name = PyUnicode_DecodeFSDefault(path);
+            if (name) {
+                errno = -rc;
+                PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+                Py_DECREF(name);
+            }
+        }
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    Py_DECREF(path_obj);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pd_render(ProfileData *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"format", "lines", "full_filenames", "thread_roots", NULL};
+    const char *format;
+    PyObject *lines = Py_True;
+    int full = 0, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Opp", kwlist, &format, &lines, &full, &threads))
+        return NULL;
+    spp_write_opts o;
+    if (parse_write_opts(lines, full, threads, &o) < 0)
+        return NULL;
+    spp_writer_fn fn = spp_writer_lookup(format);
+    if (!fn)
+        return PyErr_Format(PyExc_ValueError, "unknown format '%s'", format);
+    spp_out out;
+    spp_out_open_mem(&out);
+    if (fn(self->p, &out, &o) < 0) {
+        spp_out_abort(&out);
+        return PyErr_NoMemory();
+    }
+    size_t len;
+    char *buf = spp_out_take(&out, &len);
+    if (!buf)
+        return PyErr_NoMemory();
+    PyObject *res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+    free(buf);
+    return res;
+}
+
+static PyObject *pd_set_thread_name(ProfileData *self, PyObject *args)
+{
+    unsigned long long tid;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "Ks", &tid, &name))
+        return NULL;
+    /* Only threads that were sampled get a name; others are not added. */
+    for (uint32_t i = 0; i < spp_profile_nthreads(self->p); i++)
+        if (spp_profile_thread_at(self->p, i)->tid == tid) {
+            spp_profile_thread(self->p, tid, name);
+            break;
+        }
+    Py_RETURN_NONE;
+}
+
+static PyObject *frame_tuple(const spp_profile *p, const spp_frame *f)
+{
+    static const char *const kinds[] = {"python", "native", "thread", "other"};
+    return Py_BuildValue("(ssiis)", spp_profile_string(p, f->name, NULL),
+                         spp_profile_string(p, f->file, NULL), f->line, f->first_line,
+                         kinds[f->kind & 3]);
+}
+
+/* [(tid, thread name or None, (frames root-first), count, weight_ns)] */
+static PyObject *pd_stacks(ProfileData *self, PyObject *unused)
+{
+    (void)unused;
+    const spp_profile *p = self->p;
+    uint32_t nframes = spp_profile_nframes(p);
+    PyObject *frames = PyList_New(nframes);
+    PyObject *result = PyList_New(0);
+    uint32_t *ids = PyMem_Malloc(sizeof(uint32_t) * 4096);
+    if (!frames || !result || !ids)
+        goto fail;
+    for (uint32_t i = 0; i < nframes; i++) {
+        PyObject *t = frame_tuple(p, spp_profile_frame_at(p, i));
+        if (!t)
+            goto fail;
+        PyList_SET_ITEM(frames, i, t);
+    }
+    for (uint32_t s = 0; s < spp_profile_nstacks(p); s++) {
+        const spp_stack *st = spp_profile_stack_at(p, s);
+        if (!st->self_count)
+            continue;
+        uint32_t depth = spp_profile_unwind(p, s, ids, 4096);
+        PyObject *stack = PyTuple_New(depth);
+        if (!stack)
+            goto fail;
+        for (uint32_t d = 0; d < depth; d++) {
+            PyObject *f = PyList_GET_ITEM(frames, ids[d]);
+            Py_INCREF(f);
+            PyTuple_SET_ITEM(stack, d, f);
+        }
+        const spp_thread *t = spp_profile_thread_at(p, st->thread);
+        PyObject *item = Py_BuildValue("(KzNKK)", (unsigned long long)t->tid,
+                                       t->name == SPP_NONE ? NULL : spp_profile_string(p, t->name, NULL),
+                                       stack, (unsigned long long)st->self_count,
+                                       (unsigned long long)st->self_weight);
+        if (!item || PyList_Append(result, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    PyMem_Free(ids);
+    Py_DECREF(frames);
+    return result;
+fail:
+    PyMem_Free(ids);
+    Py_XDECREF(frames);
+    Py_XDECREF(result);
+    return NULL;
+}
+
+static PyObject *pd_info(ProfileData *self, PyObject *unused)
+{
+    (void)unused;
+    const spp_profile *p = self->p;
+    const spp_meta *m = spp_profile_meta(p);
+    return Py_BuildValue("{sKsKsKsIsIsIsnsssKsK}", "samples",
+                         (unsigned long long)spp_profile_samples(p), "weight_ns",
+                         (unsigned long long)spp_profile_weight(p), "dropped",
+                         (unsigned long long)spp_profile_dropped(p), "threads",
+                         spp_profile_nthreads(p), "stacks", spp_profile_nstacks(p), "frames",
+                         spp_profile_nframes(p), "memory", (Py_ssize_t)spp_profile_memory(p),
+                         "mechanism", m->mechanism ? m->mechanism : "none", "start_ns",
+                         (unsigned long long)m->start_ns, "end_ns", (unsigned long long)m->end_ns);
+}
+
+static PyMethodDef pd_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))pd_write, METH_VARARGS | METH_KEYWORDS,
+     "write(path, format, lines=True, full_filenames=False, thread_roots=False)"},
+    {"render", (PyCFunction)(void (*)(void))pd_render, METH_VARARGS | METH_KEYWORDS,
+     "render(format, ...) -> bytes"},
+    {"set_thread_name", (PyCFunction)pd_set_thread_name, METH_VARARGS, NULL},
+    {"stacks", (PyCFunction)pd_stacks, METH_NOARGS, NULL},
+    {"info", (PyCFunction)pd_info, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ProfileDataType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "spprof._spprof.ProfileData",
+    .tp_basicsize = sizeof(ProfileData),
+    .tp_dealloc = (destructor)pd_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A recorded profile held in C (the engine's profile model).",
+    .tp_methods = pd_methods,
+};
+
+/* ---- sampler control ---- */
+
+static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    (void)mod;
+    static char *kwlist[] = {"interval_ns", "memory_limit", "native", "mechanism", NULL};
+    unsigned long long interval_ns, memory_limit;
+    int native = 0, mechanism = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|pi", kwlist, &interval_ns, &memory_limit,
+                                     &native, &mechanism))
+        return NULL;
+    if (!offsets_ok)
+        return PyErr_Format(PyExc_RuntimeError, "spprof cannot sample this interpreter: %s",
+                            offsets_error);
+    int key = find_tss_key();
+    if (key < 0)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "spprof cannot find this interpreter's thread-state key");
+    install_code_hook();
+    spp_sampler_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.interval_ns = interval_ns;
+    cfg.memory_limit = (size_t)memory_limit;
+    cfg.native = native;
+    cfg.mechanism = mechanism;
+    cfg.offsets = &offsets;
+    cfg.code_type = (uint64_t)(uintptr_t)&PyCode_Type;
+    cfg.tss_key = key;
+    eval_range(&cfg.eval_start, &cfg.eval_end);
+    int rc = spp_sampler_start(&cfg);
+    if (rc == SPP_EINVAL && errno == EBUSY)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "SIGPROF already has a handler in this process (another profiler, "
+                            "or setitimer(ITIMER_PROF) code); spprof does not replace it");
+    if (rc == SPP_EINVAL)
+        return PyErr_Format(PyExc_RuntimeError, "profiler is already running");
+    if (rc == SPP_ENOSYS)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "native unwinding needs libunwind (Debian: libunwind8), "
+                            "which could not be loaded");
+    if (rc < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_add_thread(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    long long tid = -1;
+    if (!PyArg_ParseTuple(args, "|L", &tid))
+        return NULL;
+    if (tid < 0)
+        tid = (long long)syscall(SYS_gettid);
+    int rc = spp_sampler_add_thread((pid_t)tid, pthread_self());
+    if (rc == SPP_EINVAL)
+        Py_RETURN_FALSE;
+    if (rc == SPP_ENOMEM)
+        return PyErr_Format(PyExc_MemoryError,
+                            "cannot sample thread %lld: the thread limit or memory_limit_mb is reached",
+                            tid);
+    if (rc < 0)
+        return error_with_errno(PyExc_OSError, "cannot arm a sampling clock for the thread");
+    Py_RETURN_TRUE;
+}
+
+static PyObject *m_remove_thread(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    long long tid = -1;
+    if (!PyArg_ParseTuple(args, "|L", &tid))
+        return NULL;
+    if (tid < 0)
+        tid = (long long)syscall(SYS_gettid);
+    return PyBool_FromLong(spp_sampler_remove_thread((pid_t)tid) == 0);
+}
+
+static PyObject *m_stop(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    const char *title;
+    double interval_ms;
+    if (!PyArg_ParseTuple(args, "sd", &title, &interval_ms))
+        return NULL;
+    spp_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    meta.title = title;
+    meta.clock = "cpu";
+    meta.interval_ms = interval_ms;
+    spp_sampler_stats st;
+    spp_sampler_get_stats(&st);
+    meta.start_ns = st.start_ns;
+    meta.end_ns = st.start_ns + st.elapsed_ns;
+    if (st.mechanism == SPP_MECH_WALL)
+        meta.clock = "wall";
+    spp_profile *p;
+    Py_BEGIN_ALLOW_THREADS
+    p = spp_sampler_stop(&meta);
+    Py_END_ALLOW_THREADS
+    if (!p)
+        return PyErr_Format(PyExc_RuntimeError, "profiler is not running");
+    ProfileData *pd = PyObject_New(ProfileData, &ProfileDataType);
+    if (!pd) {
+        spp_profile_free(p);
+        return NULL;
+    }
+    pd->p = p;
+    return (PyObject *)pd;
+}
+
+static PyObject *m_stats(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    spp_sampler_stats st;
+    spp_sampler_get_stats(&st);
+    return Py_BuildValue("{sOsKsKsKsKsKsIsnss}", "active", st.active ? Py_True : Py_False,
+                         "samples", (unsigned long long)st.samples, "dropped",
+                         (unsigned long long)st.dropped, "weight_ns",
+                         (unsigned long long)st.weight_ns, "start_ns",
+                         (unsigned long long)st.start_ns, "elapsed_ns",
+                         (unsigned long long)st.elapsed_ns, "threads", st.threads, "memory",
+                         (Py_ssize_t)st.memory, "mechanism", spp_mechanism_name(st.mechanism));
+}
+
+static PyObject *m_native_available(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    return PyBool_FromLong(spp_native_available());
+}
+
+/* Test hook: the line spprof's own decoder gives for a byte offset into a
+ * code object's bytecode, read through the same reader the sampler uses. */
+static PyObject *m_addr2line(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *code;
+    long long addr;
+    if (!PyArg_ParseTuple(args, "O!L", &PyCode_Type, &code, &addr))
+        return NULL;
+    if (!offsets_ok)
+        return PyErr_Format(PyExc_RuntimeError, "%s", offsets_error);
+    spp_code c;
+    if (spp_code_read(&offsets, &spp_local_reader, (uint64_t)(uintptr_t)code, &c) < 0)
+        return PyErr_Format(PyExc_RuntimeError, "cannot read the code object");
+    int line = spp_code_addr2line(&offsets, &c, addr);
+    PyObject *res = Py_BuildValue("(ssi)", c.name, c.file, line);
+    spp_code_clear(&c);
+    return res;
+}
+
+static PyObject *m_layout(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    if (!offsets_ok)
+        return PyErr_Format(PyExc_RuntimeError, "%s", offsets_error);
+    return Py_BuildValue("{sksisisi}", "version", (unsigned long)offsets.version, "frame_model",
+                         offsets.frame_model, "line_model", offsets.line_model,
+                         "free_threaded", offsets.free_threaded);
+}
+
+static PyMethodDef methods[] = {
+    {"start", (PyCFunction)(void (*)(void))m_start, METH_VARARGS | METH_KEYWORDS,
+     "start(interval_ns, memory_limit, native=False, mechanism=0)"},
+    {"add_thread", m_add_thread, METH_VARARGS, "add_thread(tid=current) -> bool"},
+    {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
+    {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
+    {"stats", m_stats, METH_NOARGS, "live statistics"},
+    {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},
+    {"addr2line", m_addr2line, METH_VARARGS, NULL},
+    {"layout", m_layout, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static void atfork_child(void) { spp_sampler_atfork_child(); }
+
+static int exec_module(PyObject *m)
+{
+    if (PyType_Ready(&ProfileDataType) < 0)
+        return -1;
+    Py_INCREF(&ProfileDataType);
+    if (PyModule_AddObject(m, "ProfileData", (PyObject *)&ProfileDataType) < 0) {
+        Py_DECREF(&ProfileDataType);
+        return -1;
+    }
+    static int once;
+    if (!once) {
+        once = 1;
+        offsets_ok = find_offsets() == 0;
+        pthread_atfork(NULL, NULL, atfork_child);
+    }
+    PyModule_AddIntConstant(m, "MECH_AUTO", SPP_MECH_AUTO);
+    PyModule_AddIntConstant(m, "MECH_PERF", SPP_MECH_PERF);
+    PyModule_AddIntConstant(m, "MECH_CPUTIMER", SPP_MECH_CPUTIMER);
+    PyModule_AddIntConstant(m, "MECH_WALL", SPP_MECH_WALL);
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, (void *)exec_module},
+#if PY_VERSION_HEX >= 0x030d0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_spprof", "spprof's C engine.", 0, methods, slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__spprof(void) { return PyModuleDef_Init(&moduledef); }

@@ -1,0 +1,47 @@
+/* formats.h - the output writers, one per file, all reading the core model.
+ *
+ * Each writer streams a whole profile into an spp_out; spp_write_file picks
+ * the writer by name and handles the atomic temporary-file-and-rename.
+ * Not thread-safe (the profile must not change while it is written).
+ */
+#ifndef SPP_FORMATS_H
+#define SPP_FORMATS_H
+
+#include "../core/profile.h"
+#include "out.h"
+
+typedef struct spp_write_opts {
+    int lines;           /* include line numbers in frame names (default 1) */
+    int full_filenames;  /* keep full paths instead of shortening them */
+    int thread_roots;    /* add the thread as the root frame (collapsed, svg) */
+} spp_write_opts;
+
+void spp_write_opts_default(spp_write_opts *o);
+
+int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+int spp_write_collapsed(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+
+/* Format names accepted by spp_write_file: "speedscope", "collapsed" (alias
+ * "raw"), "flamegraph" (alias "svg"). Returns NULL for an unknown name. */
+typedef int (*spp_writer_fn)(const spp_profile *, spp_out *, const spp_write_opts *);
+spp_writer_fn spp_writer_lookup(const char *format);
+
+/* Writes p to path atomically. Returns 0, SPP_EINVAL for an unknown format,
+ * or -errno from the file system (path errors). */
+int spp_write_file(const spp_profile *p, const char *path, const char *format,
+                   const spp_write_opts *opts);
+
+/* Frame labels shared by the text formats. */
+
+/* The file name as shown: the full path, or shortened to what follows
+ * site-packages/, dist-packages/ or the last "lib/pythonX.Y/" component. */
+const char *spp_short_file(const char *path, int full);
+
+/* Writes "name (file:line)" (or without ":line") with esc escaping the parts
+ * (NULL writes them raw). */
+typedef void (*spp_escape_fn)(spp_out *, const char *, size_t);
+void spp_write_label(spp_out *o, const spp_profile *p, const spp_frame *f,
+                     const spp_write_opts *opts, spp_escape_fn esc);
+
+#endif

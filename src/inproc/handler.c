@@ -1,0 +1,171 @@
+/* handler.c - the signal handler: the only code that runs in signal context.
+ *
+ * Everything here is async-signal-safe: no allocation, no locks, no stdio,
+ * no Python C-API; errno is saved and restored; every loop is capped. The
+ * handler copies raw frame references of the interrupted thread into that
+ * thread's ring; the drain thread makes sense of them later.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "../pyabi/walker.h"
+#include "internal.h"
+
+/* libunwind's local unwinder, loaded at run time so that the package needs
+ * no library at build or install time. The cursor is opaque to us; its real
+ * size (UNW_TDEP_CURSOR_LEN words) is 127 on x86_64, so 256 is ample. */
+typedef struct {
+    uint64_t opaque[256];
+} unw_cursor_buf;
+#define UNW_REG_IP_X86_64 16
+#define UNW_INIT_SIGNAL_FRAME_FLAG 1
+
+static int (*unw_init_local2_fn)(void *cursor, void *ucontext, int flag);
+static int (*unw_step_fn)(void *cursor);
+static int (*unw_get_reg_fn)(void *cursor, int reg, uint64_t *val);
+static _Atomic int unw_ready;
+
+static int native_stack(void *uc, uint64_t *ips, int cap)
+{
+    unw_cursor_buf cursor;
+    int n = 0;
+    if (unw_init_local2_fn(&cursor, uc, UNW_INIT_SIGNAL_FRAME_FLAG) < 0)
+        return 0;
+    while (n < cap) {
+        uint64_t ip;
+        if (unw_get_reg_fn(&cursor, UNW_REG_IP_X86_64, &ip) < 0 || ip == 0)
+            break;
+        ips[n++] = ip;
+        if (unw_step_fn(&cursor) <= 0)
+            break;
+    }
+    return n;
+}
+
+static void warm_up_unwinder(void)
+{
+    /* libunwind initialises itself lazily on first use; do that here, outside
+     * any signal handler, by unwinding the current thread once. */
+    ucontext_t uc;
+    getcontext(&uc);
+    uint64_t ips[8];
+    native_stack(&uc, ips, 8);
+}
+
+int spp_native_init(void)
+{
+    if (atomic_load(&unw_ready))
+        return SPP_OK;
+#if defined(__x86_64__)
+    static const char *const libs[] = {"libunwind-x86_64.so.8", "libunwind.so.8",
+                                       "libunwind-x86_64.so", "libunwind.so"};
+    for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+        void *h = dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h)
+            continue;
+        unw_init_local2_fn = (int (*)(void *, void *, int))dlsym(h, "_ULx86_64_init_local2");
+        unw_step_fn = (int (*)(void *))dlsym(h, "_ULx86_64_step");
+        unw_get_reg_fn = (int (*)(void *, int, uint64_t *))dlsym(h, "_ULx86_64_get_reg");
+        if (unw_init_local2_fn && unw_step_fn && unw_get_reg_fn) {
+            warm_up_unwinder();
+            atomic_store(&unw_ready, 1);
+            return SPP_OK;
+        }
+        dlclose(h);
+    }
+#endif
+    return SPP_ENOSYS;
+}
+
+int spp_native_available(void) { return spp_native_init() == SPP_OK; }
+
+static uint64_t slot_weight(spp_slot *s, const siginfo_t *si)
+{
+    if (s->mech == SPP_MECH_PERF) {
+        uint64_t now;
+        if (read(s->fd, &now, sizeof(now)) != (ssize_t)sizeof(now))
+            return spp_g.cfg.interval_ns;
+        uint64_t w = now - s->last_cpu;
+        s->last_cpu = now;
+        return w;
+    }
+    /* Timers: each expiry stands for one interval, and the kernel coalesces
+     * expiries it could not deliver into the overrun count (on a 250 Hz tick
+     * a 1 ms CPU timer fires every 4 ms with an overrun of 3). */
+    int overrun = si->si_code == SI_TIMER && si->si_overrun > 0 ? si->si_overrun : 0;
+    return spp_g.cfg.interval_ns * (uint64_t)(1 + overrun);
+}
+
+void spp_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    int saved_errno = errno;
+    atomic_fetch_add(&spp_g.in_handler, 1);
+    if (!atomic_load(&spp_g.active))
+        goto out;
+
+    int idx = -1;
+    if (si->si_code == SI_TIMER)
+        idx = si->si_value.sival_int;
+    else if (si->si_code > 0 && si->si_fd >= 0 && si->si_fd < SPP_MAX_FD)
+        idx = atomic_load_explicit(&spp_g.fd_slot[si->si_fd], memory_order_acquire) - 1;
+    if (idx < 0 || idx >= SPP_MAX_THREADS) {
+        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
+        goto out;
+    }
+    spp_slot *s = &spp_g.slots[idx];
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ACTIVE ||
+        s->tid != (pid_t)syscall(SYS_gettid)) {
+        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
+        goto out;
+    }
+    uint64_t weight = slot_weight(s, si);
+
+    uint64_t tstate = (uint64_t)(uintptr_t)pthread_getspecific((pthread_key_t)spp_g.cfg.tss_key);
+    if (!tstate) {
+        /* A thread with no Python thread state (yet, or any more). */
+        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
+        goto out;
+    }
+    spp_rec *rec = spp_ring_reserve(&s->ring, SPP_REC_MAX);
+    if (!rec) {
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        goto out;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    rec->flags = 0;
+    rec->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    rec->weight_ns = weight;
+
+    const spp_pyoffsets *o = spp_g.cfg.offsets;
+    spp_rawframe *py = (spp_rawframe *)(rec + 1);
+    uint8_t entries[SPP_MAX_PY_FRAMES];
+    uint64_t frame = 0;
+    int npy = 0, truncated = 0;
+    if (spp_thread_frame(o, &spp_local_reader, tstate, &frame) == 0)
+        npy = spp_walk(o, &spp_local_reader, frame, spp_g.cfg.code_type, py, entries,
+                       SPP_MAX_PY_FRAMES, &truncated);
+    if (truncated)
+        rec->flags |= SPP_REC_TRUNCATED;
+    uint64_t *native = (uint64_t *)(py + npy);
+    int nnative = 0;
+    if (spp_g.cfg.native && atomic_load_explicit(&unw_ready, memory_order_relaxed)) {
+        nnative = native_stack(uc, native, SPP_MAX_NATIVE);
+        rec->flags |= SPP_REC_NATIVE;
+    }
+    memcpy(native + nnative, entries, (size_t)npy);
+    rec->npy = (uint16_t)npy;
+    rec->nnative = (uint16_t)nnative;
+    size_t size = sizeof(spp_rec) + (size_t)npy * sizeof(spp_rawframe) +
+                  (size_t)nnative * sizeof(uint64_t) + (size_t)npy;
+    rec->size = (uint32_t)((size + 7) & ~(size_t)7);
+    spp_ring_commit(&s->ring, rec);
+out:
+    atomic_fetch_sub(&spp_g.in_handler, 1);
+    errno = saved_errno;
+}

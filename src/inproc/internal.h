@@ -1,0 +1,76 @@
+/* internal.h - state shared by the sampler's control code (sampler.c,
+ * clock.c) and its signal handler (handler.c). Not for other modules. */
+#ifndef SPP_INPROC_INTERNAL_H
+#define SPP_INPROC_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "ring.h"
+#include "sampler.h"
+
+#define SPP_MAX_THREADS 1024     /* threads sampled at once */
+#define SPP_MAX_PY_FRAMES 256    /* deeper stacks keep their innermost frames */
+#define SPP_MAX_NATIVE 128
+#define SPP_MAX_FD 65536
+#define SPP_SIGNAL SIGPROF
+
+/* The largest record the handler writes. */
+#define SPP_REC_MAX                                                                 \
+    ((uint32_t)(sizeof(spp_rec) + SPP_MAX_PY_FRAMES * sizeof(spp_rawframe) +        \
+                SPP_MAX_NATIVE * sizeof(uint64_t) + SPP_MAX_PY_FRAMES))
+
+enum slot_state {
+    SLOT_FREE = 0,
+    SLOT_ARMING,   /* being set up by a control thread */
+    SLOT_ACTIVE,   /* clock armed; the handler records */
+    SLOT_EXITED,   /* clock disarmed; waiting for the last drain */
+};
+
+typedef struct spp_slot {
+    _Atomic int state;
+    pid_t tid;
+    int mech;
+    int fd;                    /* perf_event fd, -1 if none */
+    timer_t timer;
+    int has_timer;
+    uint64_t last_cpu;         /* perf task-clock at the previous sample */
+    _Atomic uint64_t dropped;  /* ring full or unreadable stack */
+    spp_ring ring;
+} spp_slot;
+
+typedef struct spp_sampler {
+    _Atomic int active;        /* the handler records only while set */
+    spp_sampler_config cfg;
+    int mech;                  /* the mechanism that worked for the first thread */
+    spp_slot slots[SPP_MAX_THREADS];
+    _Atomic int16_t fd_slot[SPP_MAX_FD];  /* perf fd -> slot index + 1 */
+    uint32_t ring_bytes;
+    uint64_t mono_to_real;     /* add to CLOCK_MONOTONIC to get CLOCK_REALTIME */
+    uint64_t start_real, start_mono;
+    struct sigaction old_action;
+    int handler_installed;
+    _Atomic uint64_t handler_misses; /* signals with no slot or no Python thread */
+    _Atomic int in_handler;    /* handlers running now; stop waits for zero */
+
+    pthread_mutex_t lock;      /* guards slots' setup/teardown, profile, drain */
+    pthread_t drain_thread;
+    int drain_running;
+    int drain_stop;
+    pthread_cond_t drain_cond;
+    spp_profile *profile;      /* owned while running */
+} spp_sampler;
+
+extern spp_sampler spp_g;
+
+/* handler.c */
+void spp_handler(int sig, siginfo_t *si, void *uc);
+int spp_native_init(void);
+
+/* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
+int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
+void spp_clock_disarm(spp_slot *s);
+
+#endif

@@ -1,0 +1,618 @@
+/* sampler.c - starts and stops the in-process sampler, keeps the thread
+ * slots, and runs the drain thread that turns raw records into the profile. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../pyabi/walker.h"
+#include "internal.h"
+
+spp_sampler spp_g = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .drain_cond = PTHREAD_COND_INITIALIZER,
+};
+
+#define RING_BYTES (32u * 1024u)   /* per thread: at least 6 of the largest records */
+#define DRAIN_PERIOD_NS 10000000ull
+#define LIVENESS_PERIOD 10         /* drains between checks for exited threads */
+#define CODE_CACHE 1024            /* direct-mapped caches, powers of two */
+#define LINE_CACHE 8192
+#define NATIVE_CACHE 2048
+#define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
+
+/* What the drain knows about a code object it has seen. Guarded by lock. */
+typedef struct code_entry {
+    uint64_t addr;
+    uint64_t gen;      /* unique per reading, so line-cache entries go stale with it */
+    uint32_t name, file;
+    spp_code code;
+} code_entry;
+
+typedef struct line_entry {
+    uint64_t code, instr, gen;
+    uint32_t frame;
+} line_entry;
+
+typedef struct native_entry {
+    uint64_t ip;
+    uint32_t frame;
+    int glue;          /* interpreter-internal frame between Python frames */
+} native_entry;
+
+static struct {
+    code_entry *codes;
+    line_entry *lines;
+    native_entry *natives;
+    uint64_t gen;
+    uint32_t unknown_frame, truncated_frame;
+    void *interp_base;       /* load address of the module running the eval loop */
+    uint64_t dropped;        /* records that could not be stored */
+    uint64_t samples;
+    uint32_t ring_total;     /* bytes of rings allocated */
+    uint32_t ring_budget;
+    int16_t slot_thread_valid[SPP_MAX_THREADS];
+    uint32_t slot_thread[SPP_MAX_THREADS];  /* profile thread index per slot */
+} R;
+
+static uint64_t now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 31;
+    h *= 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    return h;
+}
+
+/* ---- resolving raw records ---- */
+
+static code_entry *code_lookup(uint64_t addr)
+{
+    code_entry *ce = &R.codes[mix(addr) & (CODE_CACHE - 1)];
+    if (ce->addr == addr && ce->gen)
+        return ce;
+    spp_code_clear(&ce->code);
+    ce->addr = 0;
+    ce->gen = 0;
+    if (spp_code_read(spp_g.cfg.offsets, &spp_local_reader, addr, &ce->code) < 0)
+        return NULL;
+    ce->name = spp_profile_intern_cstr(spp_g.profile, ce->code.name);
+    ce->file = spp_profile_intern_cstr(spp_g.profile, ce->code.file);
+    if (ce->name == SPP_NONE || ce->file == SPP_NONE) {
+        spp_code_clear(&ce->code);
+        return NULL;
+    }
+    ce->addr = addr;
+    ce->gen = ++R.gen;
+    return ce;
+}
+
+static uint32_t python_frame(const spp_rawframe *raw)
+{
+    code_entry *ce = code_lookup(raw->code);
+    if (!ce)
+        return R.unknown_frame;
+    line_entry *le = &R.lines[mix(raw->code ^ mix(raw->instr)) & (LINE_CACHE - 1)];
+    if (le->gen == ce->gen && le->code == raw->code && le->instr == raw->instr)
+        return le->frame;
+    spp_frame f = {
+        .name = ce->name,
+        .file = ce->file,
+        .line = spp_code_line(spp_g.cfg.offsets, &ce->code, raw->instr),
+        .first_line = ce->code.firstlineno,
+        .kind = SPP_FRAME_PYTHON,
+    };
+    uint32_t id = spp_profile_frame(spp_g.profile, &f);
+    if (id != SPP_NONE) {
+        le->code = raw->code;
+        le->instr = raw->instr;
+        le->gen = ce->gen;
+        le->frame = id;
+    }
+    return id;
+}
+
+static const native_entry *native_frame(uint64_t ip, int leaf)
+{
+    native_entry *ne = &R.natives[mix(ip) & (NATIVE_CACHE - 1)];
+    if (ne->ip == ip && ne->frame != SPP_NONE)
+        return ne;
+    /* A return address points after the call; look up the call itself. */
+    uint64_t at = leaf ? ip : ip - 1;
+    Dl_info info;
+    char buf[64];
+    const char *name = NULL, *file = "";
+    memset(&info, 0, sizeof(info));
+    if (dladdr((void *)(uintptr_t)at, &info)) {
+        name = info.dli_sname;
+        if (info.dli_fname) {
+            const char *slash = strrchr(info.dli_fname, '/');
+            file = slash ? slash + 1 : info.dli_fname;
+        }
+    }
+    if (!name) {
+        snprintf(buf, sizeof(buf), "0x%llx", (unsigned long long)at);
+        name = buf;
+    }
+    spp_frame f = {
+        .name = spp_profile_intern_cstr(spp_g.profile, name),
+        .file = spp_profile_intern_cstr(spp_g.profile, file),
+        .kind = SPP_FRAME_NATIVE,
+    };
+    if (f.name == SPP_NONE || f.file == SPP_NONE)
+        return NULL;
+    ne->frame = spp_profile_frame(spp_g.profile, &f);
+    if (ne->frame == SPP_NONE)
+        return NULL;
+    ne->ip = ip;
+    ne->glue = R.interp_base && info.dli_fbase == R.interp_base;
+    return ne;
+}
+
+/* Builds the frames of a record, innermost first. With native frames, each
+ * run of the evaluation loop in the native stack is replaced by the Python
+ * frames it was running, and interpreter glue between Python frames is left
+ * out, so C functions appear exactly where they were called from. */
+static uint32_t record_frames(const spp_rec *rec, uint32_t *out)
+{
+    const spp_rawframe *py = (const spp_rawframe *)(rec + 1);
+    const uint64_t *native = (const uint64_t *)(py + rec->npy);
+    const uint8_t *entries = (const uint8_t *)(native + rec->nnative);
+    uint32_t n = 0, pi = 0;
+    int seen_python = 0;
+    for (uint32_t ni = 0; ni < rec->nnative; ni++) {
+        uint64_t ip = native[ni];
+        if (ip >= spp_g.cfg.eval_start && ip < spp_g.cfg.eval_end) {
+            while (pi < rec->npy) {
+                int entry = entries[pi];
+                out[n++] = python_frame(&py[pi++]);
+                if (entry)
+                    break;
+            }
+            seen_python = 1;
+            continue;
+        }
+        const native_entry *ne = native_frame(ip, ni == 0);
+        if (!ne || (ne->glue && seen_python))
+            continue;
+        if (pi >= rec->npy && seen_python)
+            break; /* below the outermost Python frame: process start-up */
+        out[n++] = ne->frame;
+    }
+    while (pi < rec->npy)
+        out[n++] = python_frame(&py[pi++]);
+    return n;
+}
+
+static void resolve(int slot, const spp_rec *rec)
+{
+    spp_profile *p = spp_g.profile;
+    if (!R.slot_thread_valid[slot]) {
+        uint32_t t = spp_profile_thread(p, (uint64_t)spp_g.slots[slot].tid, NULL);
+        if (t == SPP_NONE) {
+            R.dropped++;
+            return;
+        }
+        R.slot_thread[slot] = t;
+        R.slot_thread_valid[slot] = 1;
+    }
+    uint32_t frames[MAX_MERGED];
+    uint32_t n = record_frames(rec, frames);
+    uint32_t stack = spp_profile_thread_at(p, R.slot_thread[slot])->root;
+    if (rec->flags & SPP_REC_TRUNCATED)
+        stack = spp_profile_push(p, stack, R.truncated_frame);
+    for (uint32_t i = n; i-- > 0 && stack != SPP_NONE;)
+        stack = frames[i] == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, frames[i]);
+    if (stack == SPP_NONE) {
+        R.dropped++;
+        return;
+    }
+    spp_profile_add(p, stack, rec->weight_ns, rec->time_ns + spp_g.mono_to_real);
+    R.samples++;
+}
+
+static void drain_slot(int i)
+{
+    spp_slot *s = &spp_g.slots[i];
+    spp_ring *r = &s->ring;
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    while (head < tail) {
+        const spp_rec *rec = (const spp_rec *)(r->buf + (head & (r->cap - 1)));
+        if (rec->size < sizeof(spp_rec) || rec->size > r->cap)
+            break; /* cannot happen unless memory is corrupt; stop reading */
+        if (!(rec->flags & SPP_REC_WRAP))
+            resolve(i, rec);
+        head += rec->size;
+    }
+    atomic_store_explicit(&r->head, head, memory_order_release);
+}
+
+static void release_slot(int i)
+{
+    spp_slot *s = &spp_g.slots[i];
+    R.dropped += atomic_exchange(&s->dropped, 0);
+    free(s->ring.buf);
+    R.ring_total -= (uint32_t)s->ring.cap;
+    memset(&s->ring, 0, sizeof(s->ring));
+    R.slot_thread_valid[i] = 0;
+    s->tid = 0;
+    atomic_store(&s->state, SLOT_FREE);
+}
+
+/* Resolves every record in every ring; frees slots of exited threads.
+ * Called with the lock held. */
+static void drain_all(void)
+{
+    for (int i = 0; i < SPP_MAX_THREADS; i++) {
+        int st = atomic_load(&spp_g.slots[i].state);
+        if (st != SLOT_ACTIVE && st != SLOT_EXITED)
+            continue;
+        drain_slot(i);
+        if (st == SLOT_EXITED)
+            release_slot(i);
+    }
+}
+
+/* Threads that ended without unregistering (started before spprof was
+ * imported) are noticed here; a dead thread receives no more signals. */
+static void reap_exited_threads(void)
+{
+    pid_t pid = getpid();
+    for (int i = 0; i < SPP_MAX_THREADS; i++) {
+        spp_slot *s = &spp_g.slots[i];
+        if (atomic_load(&s->state) != SLOT_ACTIVE)
+            continue;
+        if (syscall(SYS_tgkill, pid, s->tid, 0) < 0 && errno == ESRCH) {
+            atomic_store(&s->state, SLOT_EXITED);
+            spp_clock_disarm(s);
+        }
+    }
+}
+
+static void *drain_main(void *arg)
+{
+    (void)arg;
+    unsigned rounds = 0;
+    pthread_mutex_lock(&spp_g.lock);
+    while (!spp_g.drain_stop) {
+        drain_all();
+        if (++rounds % LIVENESS_PERIOD == 0)
+            reap_exited_threads();
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + DRAIN_PERIOD_NS;
+        until.tv_sec += (time_t)(ns / 1000000000ull);
+        until.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&spp_g.drain_cond, &spp_g.lock, &until);
+    }
+    pthread_mutex_unlock(&spp_g.lock);
+    return NULL;
+}
+
+/* ---- control ---- */
+
+static int other_handler_installed(void)
+{
+    struct sigaction cur;
+    if (sigaction(SPP_SIGNAL, NULL, &cur) < 0)
+        return 0;
+    if (cur.sa_flags & SA_SIGINFO)
+        return cur.sa_sigaction != spp_handler;
+    return cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
+}
+
+static void free_resolution_state(void)
+{
+    if (R.codes)
+        for (int i = 0; i < CODE_CACHE; i++)
+            spp_code_clear(&R.codes[i].code);
+    free(R.codes);
+    free(R.lines);
+    free(R.natives);
+    R.codes = NULL;
+    R.lines = NULL;
+    R.natives = NULL;
+}
+
+static int init_resolution_state(void)
+{
+    R.codes = calloc(CODE_CACHE, sizeof(code_entry));
+    R.lines = calloc(LINE_CACHE, sizeof(line_entry));
+    R.natives = calloc(NATIVE_CACHE, sizeof(native_entry));
+    if (!R.codes || !R.lines || !R.natives)
+        return SPP_ENOMEM;
+    for (int i = 0; i < NATIVE_CACHE; i++)
+        R.natives[i].frame = SPP_NONE;
+    spp_profile *p = spp_g.profile;
+    spp_frame unknown = {spp_profile_intern_cstr(p, "<unknown>"), spp_profile_intern_cstr(p, ""),
+                         0, 0, SPP_FRAME_OTHER};
+    spp_frame trunc = {spp_profile_intern_cstr(p, "<truncated>"), unknown.file, 0, 0,
+                       SPP_FRAME_OTHER};
+    R.unknown_frame = spp_profile_frame(p, &unknown);
+    R.truncated_frame = spp_profile_frame(p, &trunc);
+    if (R.unknown_frame == SPP_NONE || R.truncated_frame == SPP_NONE)
+        return SPP_ENOMEM;
+    Dl_info info;
+    R.interp_base = NULL;
+    if (spp_g.cfg.eval_start && dladdr((void *)(uintptr_t)spp_g.cfg.eval_start, &info))
+        R.interp_base = info.dli_fbase;
+    return SPP_OK;
+}
+
+int spp_sampler_start(const spp_sampler_config *cfg)
+{
+    int rc = SPP_OK;
+    pthread_mutex_lock(&spp_g.lock);
+    if (atomic_load(&spp_g.active) || spp_g.drain_running) {
+        rc = SPP_EINVAL;
+        errno = EALREADY;
+        goto out;
+    }
+    if (other_handler_installed()) {
+        rc = SPP_EINVAL;
+        errno = EBUSY;
+        goto out;
+    }
+    if (cfg->native && spp_native_init() < 0) {
+        rc = SPP_ENOSYS;
+        goto out;
+    }
+    spp_g.cfg = *cfg;
+    spp_g.mech = cfg->mechanism;
+    R.gen = 0;
+    R.dropped = R.samples = 0;
+    R.ring_total = 0;
+    memset(R.slot_thread_valid, 0, sizeof(R.slot_thread_valid));
+    /* A quarter of the budget for rings, the rest for the profile. */
+    R.ring_budget = (uint32_t)(cfg->memory_limit / 4 < UINT32_MAX ? cfg->memory_limit / 4 : UINT32_MAX);
+    spp_g.profile = spp_profile_new(cfg->memory_limit - R.ring_budget);
+    if (!spp_g.profile || init_resolution_state() < 0) {
+        rc = SPP_ENOMEM;
+        goto fail;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = spp_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
+        rc = SPP_EINVAL;
+        goto fail;
+    }
+    spp_g.start_real = now_ns(CLOCK_REALTIME);
+    spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
+    spp_g.mono_to_real = spp_g.start_real - spp_g.start_mono;
+    atomic_store(&spp_g.handler_misses, 0);
+    spp_g.drain_stop = 0;
+    /* The drain thread must never run the handler: block the signal while
+     * creating it (the new thread inherits the mask). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SPP_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int err = pthread_create(&spp_g.drain_thread, NULL, drain_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        rc = SPP_ENOMEM;
+        goto fail;
+    }
+    spp_g.drain_running = 1;
+    atomic_store(&spp_g.active, 1);
+    goto out;
+fail:
+    free_resolution_state();
+    spp_profile_free(spp_g.profile);
+    spp_g.profile = NULL;
+out:
+    pthread_mutex_unlock(&spp_g.lock);
+    return rc;
+}
+
+static int find_slot(pid_t tid)
+{
+    for (int i = 0; i < SPP_MAX_THREADS; i++)
+        if (atomic_load(&spp_g.slots[i].state) == SLOT_ACTIVE && spp_g.slots[i].tid == tid)
+            return i;
+    return -1;
+}
+
+int spp_sampler_add_thread(pid_t tid, pthread_t thread)
+{
+    int rc = SPP_OK;
+    pthread_mutex_lock(&spp_g.lock);
+    if (!atomic_load(&spp_g.active)) {
+        rc = SPP_EINVAL;
+        goto out;
+    }
+    if (find_slot(tid) >= 0)
+        goto out; /* already sampled */
+    int idx = -1;
+    for (int i = 0; i < SPP_MAX_THREADS && idx < 0; i++)
+        if (atomic_load(&spp_g.slots[i].state) == SLOT_FREE)
+            idx = i;
+    if (idx < 0 || R.ring_total + RING_BYTES > R.ring_budget) {
+        R.dropped++;
+        rc = SPP_ENOMEM;
+        goto out;
+    }
+    spp_slot *s = &spp_g.slots[idx];
+    s->ring.buf = malloc(RING_BYTES);
+    if (!s->ring.buf) {
+        rc = SPP_ENOMEM;
+        goto out;
+    }
+    s->ring.cap = RING_BYTES;
+    atomic_store(&s->ring.head, 0);
+    atomic_store(&s->ring.tail, 0);
+    atomic_store(&s->dropped, 0);
+    R.ring_total += RING_BYTES;
+    s->tid = tid;
+    atomic_store(&s->state, SLOT_ARMING);
+    /* The first thread picks the mechanism (falling back in order); later
+     * threads use the same one so that all weights mean the same thing. */
+    int first = spp_g.mech ? spp_g.mech : SPP_MECH_PERF;
+    int last = spp_g.cfg.mechanism ? spp_g.cfg.mechanism : SPP_MECH_WALL;
+    if (spp_g.mech && !spp_g.cfg.mechanism)
+        last = spp_g.mech;
+    int err = -1;
+    for (int m = first; m <= last && err < 0; m++)
+        if ((err = spp_clock_arm(s, idx, thread, m)) == 0 && !spp_g.mech)
+            spp_g.mech = m;
+    if (err < 0) {
+        rc = SPP_ENOSYS;
+        errno = -err;
+        atomic_store(&s->state, SLOT_EXITED);
+        release_slot(idx);
+        goto out;
+    }
+    atomic_store_explicit(&s->state, SLOT_ACTIVE, memory_order_release);
+out:
+    pthread_mutex_unlock(&spp_g.lock);
+    return rc;
+}
+
+int spp_sampler_remove_thread(pid_t tid)
+{
+    /* The caller is usually the thread itself: keep the handler off it while
+     * its slot changes. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SPP_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    pthread_mutex_lock(&spp_g.lock);
+    int idx = find_slot(tid);
+    if (idx >= 0) {
+        atomic_store(&spp_g.slots[idx].state, SLOT_EXITED);
+        spp_clock_disarm(&spp_g.slots[idx]);
+    }
+    pthread_mutex_unlock(&spp_g.lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return idx >= 0 ? SPP_OK : SPP_EINVAL;
+}
+
+static void wait_for_handlers(void)
+{
+    struct timespec pause = {0, 100000};
+    while (atomic_load(&spp_g.in_handler) > 0)
+        nanosleep(&pause, NULL);
+}
+
+spp_profile *spp_sampler_stop(const spp_meta *meta)
+{
+    pthread_mutex_lock(&spp_g.lock);
+    if (!spp_g.drain_running) {
+        pthread_mutex_unlock(&spp_g.lock);
+        return NULL;
+    }
+    for (int i = 0; i < SPP_MAX_THREADS; i++) {
+        spp_slot *s = &spp_g.slots[i];
+        if (atomic_load(&s->state) == SLOT_ACTIVE) {
+            spp_clock_disarm(s);
+            atomic_store(&s->state, SLOT_EXITED);
+        }
+    }
+    atomic_store(&spp_g.active, 0);
+    /* A handler that started before the clocks stopped may still be writing
+     * into a ring; the rings are freed only after it is done. Our handler
+     * stays installed: a signal still pending would otherwise kill the
+     * process with SIGPROF's default action. */
+    wait_for_handlers();
+    spp_g.drain_stop = 1;
+    pthread_cond_signal(&spp_g.drain_cond);
+    pthread_mutex_unlock(&spp_g.lock);
+    pthread_join(spp_g.drain_thread, NULL);
+    pthread_mutex_lock(&spp_g.lock);
+    spp_g.drain_running = 0;
+    drain_all();
+    spp_profile *p = spp_g.profile;
+    spp_g.profile = NULL;
+    spp_profile_drop(p, R.dropped);
+    if (meta) {
+        spp_meta m = *meta;
+        m.mechanism = spp_mechanism_name(spp_g.mech);
+        spp_profile_set_meta(p, &m);
+    }
+    free_resolution_state();
+    pthread_mutex_unlock(&spp_g.lock);
+    return p;
+}
+
+void spp_sampler_code_dying(uint64_t code)
+{
+    if (!spp_g.drain_running)
+        return;
+    pthread_mutex_lock(&spp_g.lock);
+    if (spp_g.profile) {
+        drain_all();
+        code_entry *ce = &R.codes[mix(code) & (CODE_CACHE - 1)];
+        if (ce->addr == code) {
+            spp_code_clear(&ce->code);
+            ce->addr = 0;
+            ce->gen = 0;
+        }
+    }
+    pthread_mutex_unlock(&spp_g.lock);
+}
+
+int spp_sampler_active(void) { return atomic_load(&spp_g.active); }
+
+void spp_sampler_get_stats(spp_sampler_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&spp_g.lock);
+    st->active = atomic_load(&spp_g.active);
+    st->mechanism = spp_g.mech;
+    if (spp_g.profile) {
+        uint64_t ring_drops = 0;
+        for (int i = 0; i < SPP_MAX_THREADS; i++) {
+            int s = atomic_load(&spp_g.slots[i].state);
+            if (s == SLOT_ACTIVE)
+                st->threads++;
+            if (s == SLOT_ACTIVE || s == SLOT_EXITED)
+                ring_drops += atomic_load(&spp_g.slots[i].dropped);
+        }
+        st->samples = spp_profile_samples(spp_g.profile);
+        st->weight_ns = spp_profile_weight(spp_g.profile);
+        st->dropped = R.dropped + ring_drops;
+        st->memory = spp_profile_memory(spp_g.profile) + R.ring_total;
+        st->start_ns = spp_g.start_real;
+        st->elapsed_ns = now_ns(CLOCK_MONOTONIC) - spp_g.start_mono;
+    }
+    pthread_mutex_unlock(&spp_g.lock);
+}
+
+void spp_sampler_atfork_child(void)
+{
+    /* Only the forking thread exists in the child; the parent's clocks do
+     * not follow it (timers are not inherited; perf fds are closed here).
+     * The parent's profile stays with the parent; the child starts clean. */
+    atomic_store(&spp_g.active, 0);
+    for (int i = 0; i < SPP_MAX_FD; i++)
+        if (atomic_load(&spp_g.fd_slot[i])) {
+            close(i);
+            atomic_store(&spp_g.fd_slot[i], 0);
+        }
+    memset(spp_g.slots, 0, sizeof(spp_g.slots));
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    spp_g.lock = fresh;
+    spp_g.drain_cond = fresh_cond;
+    spp_g.drain_running = 0;
+    spp_g.profile = NULL; /* the parent's copy; not freed in the child */
+    R.codes = NULL;
+    R.lines = NULL;
+    R.natives = NULL;
+    atomic_store(&spp_g.in_handler, 0);
+}

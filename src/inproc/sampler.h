@@ -1,0 +1,82 @@
+/* sampler.h - the in-process sampler: a clock per thread, a signal handler
+ * that records raw stacks into per-thread rings, and a drain thread that
+ * resolves them into an spp_profile while profiling runs.
+ *
+ * The sampler is a process-wide singleton (a signal handler is). Control
+ * functions are thread-safe with respect to each other and to the drain
+ * thread; none may be called from a signal handler.
+ */
+#ifndef SPP_SAMPLER_H
+#define SPP_SAMPLER_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../core/profile.h"
+#include "../pyabi/offsets.h"
+
+enum spp_mechanism {
+    SPP_MECH_AUTO = 0,
+    SPP_MECH_PERF = 1,    /* perf_event task-clock, CPU time at any rate */
+    SPP_MECH_CPUTIMER = 2,/* timer_create on the thread's CPU clock (tick-bound) */
+    SPP_MECH_WALL = 3,    /* timer_create on CLOCK_MONOTONIC */
+};
+
+const char *spp_mechanism_name(int mech);
+
+typedef struct spp_sampler_config {
+    uint64_t interval_ns;
+    size_t memory_limit;         /* bytes for rings and profile together */
+    int mechanism;               /* enum spp_mechanism; AUTO tries in order */
+    int native;                  /* record native stacks too */
+    const spp_pyoffsets *offsets;/* borrowed, must outlive the sampler */
+    uint64_t code_type;          /* address of PyCode_Type */
+    int tss_key;                 /* pthread key holding each thread's PyThreadState */
+    uint64_t eval_start, eval_end;  /* _PyEval_EvalFrameDefault's code range */
+} spp_sampler_config;
+
+typedef struct spp_sampler_stats {
+    int active;
+    int mechanism;
+    uint64_t samples;      /* recorded into the profile */
+    uint64_t dropped;      /* lost: ring full, memory limit, unreadable */
+    uint64_t weight_ns;    /* CPU (or wall) time the samples stand for */
+    uint64_t start_ns;     /* CLOCK_REALTIME at start */
+    uint64_t elapsed_ns;
+    uint32_t threads;      /* threads with a clock armed now */
+    size_t memory;         /* bytes held by rings and the profile */
+} spp_sampler_stats;
+
+/* Installs the handler, starts the drain thread. Returns 0, SPP_EINVAL
+ * (already running, or another SIGPROF handler is installed: errno EBUSY),
+ * SPP_ENOMEM, or SPP_ENOSYS when no clock can be armed. */
+int spp_sampler_start(const spp_sampler_config *cfg);
+
+/* Arms a clock for a thread (any thread may call this for any thread).
+ * Returns 0, or < 0 when no mechanism works for it. Idempotent. */
+int spp_sampler_add_thread(pid_t tid, pthread_t thread);
+/* Disarms the calling thread's clock and keeps its samples. */
+int spp_sampler_remove_thread(pid_t tid);
+
+/* Stops sampling, drains everything, and hands the profile over (the caller
+ * owns it). NULL if not running. */
+spp_profile *spp_sampler_stop(const spp_meta *meta);
+
+/* Resolves everything recorded so far, then forgets what was cached about
+ * the code object at address code (0: none). Called before a code object is
+ * freed, so that samples referring to it are resolved while it is alive and
+ * a new object at the same address is never mistaken for it. */
+void spp_sampler_code_dying(uint64_t code);
+
+int spp_sampler_active(void);
+void spp_sampler_get_stats(spp_sampler_stats *st);
+
+/* Native unwinding through libunwind, loaded at run time. */
+int spp_native_available(void);
+
+/* Forgets all state in a forked child (called from pthread_atfork). */
+void spp_sampler_atfork_child(void);
+
+#endif

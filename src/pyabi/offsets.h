@@ -1,0 +1,79 @@
+/* offsets.h - everything spprof knows about a CPython version's memory
+ * layout, in one table row. Nothing else in the code asks which version it
+ * is reading: it reads these offsets.
+ *
+ * Rows for 3.9-3.12 are compiled in (offsets_table.c, generated from the
+ * headers); 3.13 and later are read from the interpreter's _Py_DebugOffsets.
+ * All functions are pure and async-signal-safe.
+ */
+#ifndef SPP_OFFSETS_H
+#define SPP_OFFSETS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum spp_frame_model {
+    SPP_FRAMES_OBJECT = 0,  /* 3.9-3.10: PyFrameObject chain, f_lasti int */
+    SPP_FRAMES_INTERP = 1,  /* 3.11+: _PyInterpreterFrame chain, instruction pointer */
+};
+
+enum spp_line_model {
+    SPP_LINES_LNOTAB = 0,     /* 3.9 co_lnotab, byte offsets */
+    SPP_LINES_LINETABLE = 1,  /* 3.10 co_linetable, byte offsets */
+    SPP_LINES_LOCATIONS = 2,  /* 3.11+ location table, code units */
+};
+
+/* Offsets are in bytes; -1 means the field does not exist in that version. */
+typedef struct spp_pyoffsets {
+    uint32_t version;        /* PY_VERSION_HEX of major.minor (0x030b0000) */
+    int8_t frame_model;      /* enum spp_frame_model */
+    int8_t line_model;       /* enum spp_line_model */
+    int8_t free_threaded;
+    int8_t code_tagged;      /* frame code is a tagged _PyStackRef (mask low bits) */
+    int32_t runtime_interpreters_head;
+    int32_t interp_threads_head;
+    int32_t interp_next;
+    int32_t tstate_next;
+    int32_t tstate_interp;
+    int32_t tstate_thread_id;
+    int32_t tstate_native_thread_id;
+    int32_t tstate_frame;          /* the current frame, or the cframe pointer */
+    int32_t cframe_current_frame;  /* -1 unless frames hang off a _PyCFrame */
+    int32_t frame_previous;
+    int32_t frame_code;
+    int32_t frame_instr;           /* f_lasti (int), prev_instr or instr_ptr */
+    int32_t frame_owner;           /* char */
+    int32_t owner_cstack;          /* owner value of shim frames to skip */
+    int32_t frame_is_entry;        /* 3.11: bool marking the first frame of an eval call */
+    int32_t frame_size;
+    int32_t code_qualname;
+    int32_t code_adaptive;         /* start of the bytecode inside the code object */
+    int32_t code_filename;
+    int32_t code_name;
+    int32_t code_firstlineno;
+    int32_t code_linetable;
+    int32_t code_size;
+    int32_t object_type;
+    int32_t unicode_state;
+    int32_t unicode_length;
+    int32_t unicode_ascii_size;
+    int32_t unicode_compact_size;
+    int32_t bytes_size;
+    int32_t bytes_sval;
+} spp_pyoffsets;
+
+extern const spp_pyoffsets spp_pyoffsets_table[];
+extern const unsigned spp_pyoffsets_table_len;
+
+/* The compiled-in row for a version (major.minor of hexversion), or NULL. */
+const spp_pyoffsets *spp_pyoffsets_for_version(uint32_t hexversion);
+
+/* Fills *out from the bytes of a _Py_DebugOffsets (3.13+) as found at the
+ * start of _PyRuntime. Returns 0, or SPP_EINVAL when the cookie, version or
+ * any offset fails validation (the caller reports which version it saw). */
+int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len);
+
+/* The largest offset that spp_pyoffsets_from_debug may read. */
+#define SPP_DEBUG_OFFSETS_MAX 2048
+
+#endif

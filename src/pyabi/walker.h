@@ -1,0 +1,62 @@
+/* walker.h - walks a thread's Python frames and turns code objects into
+ * names and line numbers, for any version described by an spp_pyoffsets.
+ *
+ * spp_walk is async-signal-safe (given an async-signal-safe reader): it only
+ * records raw code addresses and instruction positions. Everything that
+ * allocates (spp_code_read) runs later, outside the handler.
+ */
+#ifndef SPP_WALKER_H
+#define SPP_WALKER_H
+
+#include <stdint.h>
+
+#include "offsets.h"
+#include "reader.h"
+
+/* One Python frame as the handler sees it. */
+typedef struct spp_rawframe {
+    uint64_t code;   /* address of the code object */
+    uint64_t instr;  /* f_lasti (3.9/3.10) or the instruction pointer (3.11+) */
+} spp_rawframe;
+
+
+/* Reads the current frame pointer of a thread state. Returns 0 or < 0. */
+int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame);
+
+/* Walks from frame outward, storing at most cap frames (innermost first).
+ * Frames whose code object's type is not code_type are skipped (when
+ * code_type != 0), as are interpreter shim frames. If entries is not NULL,
+ * entries[i] is set to 1 when frame i is the outermost frame run by one
+ * call of the evaluation loop (for merging with native stacks).
+ * Returns the number of frames stored; *truncated is set when the chain was
+ * longer than cap or ended in unreadable memory. Async-signal-safe. */
+int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t code_type,
+             spp_rawframe *out, uint8_t *entries, int cap, int *truncated);
+
+/* What a code object says about itself. Strings are owned (malloc'd). */
+typedef struct spp_code {
+    char *name;            /* qualified name where the version has one */
+    char *file;
+    int firstlineno;
+    unsigned char *lines;  /* copy of the line table */
+    uint32_t nlines;
+    uint64_t bytecode;     /* address of the first instruction (3.11+) */
+} spp_code;
+
+/* Reads a code object. Returns 0 or < 0 (unreadable or implausible). */
+int spp_code_read(const spp_pyoffsets *o, const spp_reader *r, uint64_t code, spp_code *out);
+void spp_code_clear(spp_code *c);
+
+/* The line executing at raw instruction position instr (as recorded by
+ * spp_walk); the first line of the function if unknown. */
+int spp_code_line(const spp_pyoffsets *o, const spp_code *c, uint64_t instr);
+
+/* The line of a byte offset into the bytecode (what PyCode_Addr2Line
+ * takes). Exposed for tests. */
+int spp_code_addr2line(const spp_pyoffsets *o, const spp_code *c, int64_t addr);
+
+/* Reads a str object as UTF-8 into buf (NUL-terminated, truncated to
+ * cap - 1 bytes at a character boundary). Returns the length or < 0. */
+int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char *buf, size_t cap);
+
+#endif
