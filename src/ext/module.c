@@ -425,7 +425,7 @@ static PyObject *m_stats(PyObject *mod, PyObject *unused)
                          (unsigned long long)st.weight_ns, "start_ns",
                          (unsigned long long)st.start_ns, "elapsed_ns",
                          (unsigned long long)st.elapsed_ns, "threads", st.threads, "memory",
-                         (Py_ssize_t)st.memory, "mechanism", spp_mechanism_name(st.mechanism));
+                         (Py_ssize_t)st.memory, "mechanism", spp_sampler_clock_name());
 }
 
 static PyObject *m_native_available(PyObject *mod, PyObject *unused)

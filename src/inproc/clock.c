@@ -37,11 +37,18 @@ static int arm_perf(spp_slot *s, int idx)
     attr.sample_period = spp_g.cfg.interval_ns;
     attr.disabled = 1;
     attr.wakeup_events = 1;
-    /* Counting user time only is what perf_event_paranoid=2 (the usual
-     * default) allows to unprivileged users. */
-    attr.exclude_kernel = 1;
     attr.exclude_hv = 1;
+    /* Counting kernel time too needs privilege (perf_event_paranoid < 2 or
+     * CAP_PERFMON); unprivileged users get a clock that advances in user
+     * mode only. Either way each sample's weight is the thread's whole CPU
+     * time since its previous sample (see handler.c). */
     int fd = (int)syscall(SYS_perf_event_open, &attr, s->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    s->user_only = 0;
+    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+        attr.exclude_kernel = 1;
+        s->user_only = 1;
+        fd = (int)syscall(SYS_perf_event_open, &attr, s->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    }
     if (fd < 0)
         return -errno;
     struct f_owner_ex owner = {F_OWNER_TID, s->tid};
@@ -53,7 +60,6 @@ static int arm_perf(spp_slot *s, int idx)
         return -e;
     }
     s->fd = fd;
-    s->last_cpu = 0;
     atomic_store_explicit(&spp_g.fd_slot[fd], (int16_t)(idx + 1), memory_order_release);
     if (ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0) {
         int e = errno;
@@ -96,12 +102,22 @@ static int arm_timer(spp_slot *s, int idx, clockid_t clock)
     return 0;
 }
 
+clockid_t spp_clock_weight_clock(const spp_slot *s)
+{
+    return s->mech == SPP_MECH_WALL ? CLOCK_MONOTONIC : thread_cpu_clock(s->tid);
+}
+
 int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
 {
     (void)thread;
     s->fd = -1;
     s->has_timer = 0;
     s->mech = mech;
+    struct timespec ts;
+    if (clock_gettime(spp_clock_weight_clock(s), &ts) < 0)
+        return -errno; /* the thread is gone */
+    s->last_clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    s->weight_clock = spp_clock_weight_clock(s);
     switch (mech) {
     case SPP_MECH_PERF:
         return arm_perf(s, idx);

@@ -83,21 +83,19 @@ int spp_native_init(void)
 
 int spp_native_available(void) { return spp_native_init() == SPP_OK; }
 
-static uint64_t slot_weight(spp_slot *s, const siginfo_t *si)
+/* The CPU time (or, for the wall timer, the time) since this thread's
+ * previous sample: what the sample stands for, whatever the mechanism
+ * (a tick-bound CPU timer asked for 1 ms fires every 4 ms on a 250 Hz
+ * kernel; a user-only perf clock does not advance in system calls). */
+static uint64_t slot_weight(spp_slot *s)
 {
-    if (s->mech == SPP_MECH_PERF) {
-        uint64_t now;
-        if (read(s->fd, &now, sizeof(now)) != (ssize_t)sizeof(now))
-            return spp_g.cfg.interval_ns;
-        uint64_t w = now - s->last_cpu;
-        s->last_cpu = now;
-        return w;
-    }
-    /* Timers: each expiry stands for one interval, and the kernel coalesces
-     * expiries it could not deliver into the overrun count (on a 250 Hz tick
-     * a 1 ms CPU timer fires every 4 ms with an overrun of 3). */
-    int overrun = si->si_code == SI_TIMER && si->si_overrun > 0 ? si->si_overrun : 0;
-    return spp_g.cfg.interval_ns * (uint64_t)(1 + overrun);
+    struct timespec ts;
+    if (clock_gettime(s->weight_clock, &ts) < 0)
+        return spp_g.cfg.interval_ns;
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t w = now > s->last_clock ? now - s->last_clock : 0;
+    s->last_clock = now;
+    return w;
 }
 
 void spp_handler(int sig, siginfo_t *si, void *uc)
@@ -123,7 +121,7 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
         goto out;
     }
-    uint64_t weight = slot_weight(s, si);
+    uint64_t weight = slot_weight(s);
 
     uint64_t tstate = (uint64_t)(uintptr_t)pthread_getspecific((pthread_key_t)spp_g.cfg.tss_key);
     if (!tstate) {

@@ -36,7 +36,9 @@ typedef struct spp_slot {
     int fd;                    /* perf_event fd, -1 if none */
     timer_t timer;
     int has_timer;
-    uint64_t last_cpu;         /* perf task-clock at the previous sample */
+    int user_only;             /* perf clock counts user time only */
+    clockid_t weight_clock;    /* what a sample's weight measures */
+    uint64_t last_clock;       /* weight_clock at the previous sample */
     _Atomic uint64_t dropped;  /* ring full or unreadable stack */
     spp_ring ring;
 } spp_slot;
@@ -45,6 +47,7 @@ typedef struct spp_sampler {
     _Atomic int active;        /* the handler records only while set */
     spp_sampler_config cfg;
     int mech;                  /* the mechanism that worked for the first thread */
+    int user_only;             /* ... and whether its perf clock is user-time only */
     spp_slot slots[SPP_MAX_THREADS];
     _Atomic int16_t fd_slot[SPP_MAX_FD];  /* perf fd -> slot index + 1 */
     uint32_t ring_bytes;
@@ -72,5 +75,9 @@ int spp_native_init(void);
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
 int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
 void spp_clock_disarm(spp_slot *s);
+/* The clock whose advance since the previous sample is a sample's weight:
+ * the thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
+ * wall-clock timer. */
+clockid_t spp_clock_weight_clock(const spp_slot *s);
 
 #endif

@@ -131,7 +131,7 @@ static const native_entry *native_frame(uint64_t ip, int leaf)
     /* A return address points after the call; look up the call itself. */
     uint64_t at = leaf ? ip : ip - 1;
     Dl_info info;
-    char buf[64];
+    char buf[320];
     const char *name = NULL, *file = "";
     memset(&info, 0, sizeof(info));
     if (dladdr((void *)(uintptr_t)at, &info)) {
@@ -142,7 +142,13 @@ static const native_entry *native_frame(uint64_t ip, int leaf)
         }
     }
     if (!name) {
-        snprintf(buf, sizeof(buf), "0x%llx", (unsigned long long)at);
+        /* A static function: name it by module and offset, which stays the
+         * same from run to run (unlike the address). */
+        if (info.dli_fbase)
+            snprintf(buf, sizeof(buf), "%s+0x%llx", file,
+                     (unsigned long long)(at - (uint64_t)(uintptr_t)info.dli_fbase));
+        else
+            snprintf(buf, sizeof(buf), "0x%llx", (unsigned long long)at);
         name = buf;
     }
     spp_frame f = {
@@ -371,6 +377,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     }
     spp_g.cfg = *cfg;
     spp_g.mech = cfg->mechanism;
+    spp_g.user_only = 0;
     R.gen = 0;
     R.dropped = R.samples = 0;
     R.ring_total = 0;
@@ -468,8 +475,10 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         last = spp_g.mech;
     int err = -1;
     for (int m = first; m <= last && err < 0; m++)
-        if ((err = spp_clock_arm(s, idx, thread, m)) == 0 && !spp_g.mech)
+        if ((err = spp_clock_arm(s, idx, thread, m)) == 0 && !spp_g.mech) {
             spp_g.mech = m;
+            spp_g.user_only = s->user_only;
+        }
     if (err < 0) {
         rc = SPP_ENOSYS;
         errno = -err;
@@ -541,7 +550,7 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
     spp_profile_drop(p, R.dropped);
     if (meta) {
         spp_meta m = *meta;
-        m.mechanism = spp_mechanism_name(spp_g.mech);
+        m.mechanism = spp_sampler_clock_name();
         spp_profile_set_meta(p, &m);
     }
     free_resolution_state();
@@ -564,6 +573,13 @@ void spp_sampler_code_dying(uint64_t code)
         }
     }
     pthread_mutex_unlock(&spp_g.lock);
+}
+
+const char *spp_sampler_clock_name(void)
+{
+    if (spp_g.mech == SPP_MECH_PERF && spp_g.user_only)
+        return "perf_event_user";
+    return spp_mechanism_name(spp_g.mech);
 }
 
 int spp_sampler_active(void) { return atomic_load(&spp_g.active); }

@@ -71,6 +71,10 @@ spp_profile *spp_sampler_stop(const spp_meta *meta);
 void spp_sampler_code_dying(uint64_t code);
 
 int spp_sampler_active(void);
+/* The clock in use: "perf_event" (user + system CPU time), "perf_event_user"
+ * (triggered by user time only, weighted by all CPU time), "cpu_timer",
+ * "wall_timer", or "none" before the first thread is armed. */
+const char *spp_sampler_clock_name(void);
 void spp_sampler_get_stats(spp_sampler_stats *st);
 
 /* Native unwinding through libunwind, loaded at run time. */

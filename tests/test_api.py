@@ -1,0 +1,275 @@
+"""The Python API: names, defaults, errors, context manager, decorator."""
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+import spprof
+
+
+def burn(seconds):
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        x += 1
+    return x
+
+
+@pytest.fixture(autouse=True)
+def not_running():
+    assert not spprof.is_active()
+    yield
+    if spprof.is_active():
+        spprof.stop()
+        pytest.fail("test left the profiler running")
+
+
+def test_start_stop_returns_profile():
+    spprof.start()
+    assert spprof.is_active()
+    burn(0.1)
+    p = spprof.stop()
+    assert not spprof.is_active()
+    assert isinstance(p, spprof.Profile)
+    assert p.interval_ms == 10
+    assert 5 <= p.sample_count <= 15
+    assert p.dropped_count == 0
+    assert p.end_time > p.start_time
+    assert p.total_duration_ms > 90
+
+
+def test_double_start_raises():
+    spprof.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        spprof.start()
+    spprof.stop()
+
+
+def test_stop_when_not_running_raises():
+    with pytest.raises(RuntimeError, match="not running"):
+        spprof.stop()
+
+
+@pytest.mark.parametrize("bad", [0, 0.5, 1001, -1, float("nan"), 10**9])
+def test_bad_interval_is_value_error(bad):
+    with pytest.raises(ValueError, match="interval_ms must be between 1 and 1000"):
+        spprof.start(interval_ms=bad)
+    assert not spprof.is_active()
+
+
+@pytest.mark.parametrize("bad", ["10", None, True])
+def test_interval_of_wrong_type_is_type_error(bad):
+    with pytest.raises(TypeError, match="interval_ms"):
+        spprof.start(interval_ms=bad)
+
+
+@pytest.mark.parametrize("good", [1, 1.5, 1000])
+def test_interval_bounds_accepted(good):
+    spprof.start(interval_ms=good)
+    p = spprof.stop()
+    assert p.interval_ms == good
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_bad_memory_limit(bad):
+    with pytest.raises(ValueError, match="memory_limit_mb"):
+        spprof.start(memory_limit_mb=bad)
+
+
+def test_unwritable_output_directory_at_start(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        spprof.start(output_path=tmp_path / "missing" / "p.json")
+    assert "missing" in str(e.value)
+    assert not spprof.is_active()
+
+
+def test_save_to_missing_directory_names_path_and_keeps_profile(tmp_path):
+    spprof.start(interval_ms=1)
+    burn(0.05)
+    p = spprof.stop()
+    bad = tmp_path / "nope" / "p.json"
+    with pytest.raises(OSError) as e:
+        p.save(bad)
+    assert str(bad) in str(e.value)
+    good = tmp_path / "p.json"
+    p.save(good)  # the profile was kept
+    assert json.loads(good.read_text())["profiles"]
+
+
+def test_save_replaces_atomically(tmp_path):
+    spprof.start(interval_ms=1)
+    burn(0.05)
+    p = spprof.stop()
+    target = tmp_path / "p.json"
+    target.write_text("previous profile")
+    p.save(target)
+    assert json.loads(target.read_text())["profiles"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json"]  # no temporary left
+
+
+def test_unwritable_directory_as_unprivileged_user(tmp_path, script):
+    """Root can write anywhere; an ordinary user gets a clear error. The
+    script runs in a new user namespace, which drops every privilege over the
+    files outside it (like an unprivileged user; setpriv to nobody would not
+    reach an interpreter installed under /root)."""
+    import shutil
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.fail("this test needs unshare (Debian package util-linux)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    tmp_path.chmod(0o755)
+    src = tmp_path / "t.py"
+    src.write_text(
+        "import spprof, sys\n"
+        "spprof.start()\n"
+        "p = spprof.stop()\n"
+        "try:\n"
+        "    p.save(sys.argv[1])\n"
+        "except PermissionError as e:\n"
+        "    print('ERR', e)\n"
+        "try:\n"
+        "    spprof.start(output_path=sys.argv[1])\n"
+        "except PermissionError as e:\n"
+        "    print('ERR', e)\n"
+        "print('active', spprof.is_active())\n"
+    )
+    src.chmod(0o644)
+    import subprocess
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(
+        ["unshare", "--user", sys.executable, str(src), str(ro / "p.json")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    errs = [l for l in proc.stdout.splitlines() if l.startswith("ERR")]
+    assert len(errs) == 2, proc.stdout + proc.stderr
+    assert all(str(ro) in l for l in errs), errs
+    assert "active False" in proc.stdout
+    assert list(ro.iterdir()) == []
+
+
+def test_unknown_format(tmp_path):
+    spprof.start()
+    p = spprof.stop()
+    with pytest.raises(ValueError, match="unknown format"):
+        p.save(tmp_path / "x", format="png")
+
+
+def test_output_path_saves_on_stop(tmp_path):
+    out = tmp_path / "auto.json"
+    spprof.start(interval_ms=1, output_path=out)
+    burn(0.05)
+    spprof.stop()
+    doc = json.loads(out.read_text())
+    assert doc["profiles"]
+
+
+def test_profiler_context_manager(tmp_path):
+    with spprof.Profiler(interval_ms=5) as p:
+        assert spprof.is_active()
+        burn(0.1)
+    assert not spprof.is_active()
+    assert p.profile is not None and p.profile.sample_count >= 10
+    p.profile.save(tmp_path / "p.json")
+
+
+def test_profiler_context_manager_stops_on_exception():
+    with pytest.raises(KeyError):
+        with spprof.Profiler():
+            raise KeyError("x")
+    assert not spprof.is_active()
+
+
+def test_profile_decorator(tmp_path):
+    out = tmp_path / "func.json"
+
+    @spprof.profile(interval_ms=1, output_path=out)
+    def heavy_work():
+        return burn(0.1)
+
+    assert heavy_work() > 0
+    assert heavy_work.__name__ == "heavy_work"
+    doc = json.loads(out.read_text())
+    names = {f["name"] for f in doc["shared"]["frames"]}
+    assert "test_profile_decorator.<locals>.heavy_work" in names or "heavy_work" in names
+    assert "burn" in names
+
+
+def test_stats_live():
+    assert spprof.stats() is None
+    spprof.start(interval_ms=1)
+    burn(0.2)
+    s = spprof.stats()
+    spprof.stop()
+    assert s.collected_samples > 100
+    assert s.dropped_samples == 0
+    assert s.duration_ms >= 190
+    assert s.clock in ("perf_event", "perf_event_user", "cpu_timer", "wall_timer")
+    if s.clock.startswith("perf_event"):
+        assert 900 <= s.effective_rate_hz <= 1100, s
+    assert s.threads >= 1
+    assert s.memory_bytes > 0
+
+
+def test_aggregate_compression_ratio():
+    spprof.start(interval_ms=1)
+    burn(0.2)
+    p = spprof.stop()
+    agg = p.aggregate()
+    assert agg.total_samples == p.sample_count
+    assert sum(s.count for s in agg.stacks) == p.sample_count
+    assert agg.unique_stack_count == len(agg.stacks)
+    assert agg.compression_ratio == pytest.approx(p.sample_count / len(agg.stacks))
+    assert agg.compression_ratio > 5  # one loop: few distinct stacks
+    assert agg.to_speedscope()["profiles"]
+
+
+def test_register_thread_and_thread_profiler():
+    assert spprof.register_thread() is False  # not running
+    spprof.start(interval_ms=1)
+    results = []
+
+    def worker():
+        with spprof.ThreadProfiler() as tp:
+            results.append(tp.registered)
+            burn(0.05)
+
+    t = threading.Thread(target=worker, name="explicit")
+    t.start()
+    t.join()
+    p = spprof.stop()
+    assert results == [True]
+    assert any(s.thread_name == "explicit" for s in p.samples)
+
+
+def test_native_unwinding_toggle():
+    assert isinstance(spprof.native_unwinding_available(), bool)
+    assert spprof.native_unwinding_enabled() is False
+    if spprof.native_unwinding_available():
+        spprof.set_native_unwinding(True)
+        assert spprof.native_unwinding_enabled()
+        spprof.set_native_unwinding(False)
+    assert spprof.native_unwinding_enabled() is False
+
+
+def test_samples_have_frames_root_first():
+    spprof.start(interval_ms=1)
+    burn(0.1)
+    p = spprof.stop()
+    s = max(p.samples, key=lambda s: s.count)
+    names = [f.function_name for f in s.frames]
+    assert names.index("test_samples_have_frames_root_first") < names.index("burn")
+    assert s.thread_id == threading.get_native_id()
+    assert s.thread_name == "MainThread"
+    assert s.weight_ns > 0
+
+
+def test_py_typed_present():
+    assert os.path.exists(os.path.join(os.path.dirname(spprof.__file__), "py.typed"))
