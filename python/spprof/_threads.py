@@ -1,41 +1,72 @@
-"""Samples every Python thread without help from user code: threads that
-exist at start() are armed then, threads started later arm themselves as
-they start (threading.Thread._bootstrap_inner is wrapped once, at import)."""
+"""Samples every Python thread without help from user code.
+
+Threads alive at start() are armed then. Threads started later arm
+themselves: threading calls Thread._set_native_id() on the new thread before
+it runs anything, and spprof wraps that method once, at import, so no spprof
+frame stays on the thread's stack. Threads end by themselves: the engine
+notices that a thread is gone and frees its slot; on 3.11+ Thread._delete()
+(run by the ending thread) disarms it at once.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict
 
 _engine: Any = None
 _active = False
 _names: Dict[int, str] = {}
-_orig_bootstrap: Optional[Callable[[Any], None]] = None
+_installed = False
 
 
-def _bootstrap_inner(self: threading.Thread) -> None:
-    armed = False
-    if _active:
-        try:
-            armed = bool(_engine.add_thread())
-        except Exception:
-            armed = False  # out of thread slots: the thread runs unsampled
+def _remember(thread: threading.Thread) -> None:
+    tid = getattr(thread, "_native_id", None)
+    if tid is not None:
+        _names[tid] = thread.name
+
+
+def _wrap(name: str, before: Any = None, after: Any = None) -> None:
+    original = getattr(threading.Thread, name, None)
+    if original is None:
+        return
+
+    def wrapper(self: threading.Thread, *args: Any, **kwargs: Any) -> Any:
+        if before is not None and _active:
+            before(self)
+        result = original(self, *args, **kwargs)
+        if after is not None and _active:
+            after(self)
+        return result
+
+    wrapper.__name__ = original.__name__
+    wrapper.__qualname__ = original.__qualname__
+    wrapper.__doc__ = original.__doc__
+    setattr(threading.Thread, name, wrapper)
+
+
+def _thread_started(thread: threading.Thread) -> None:
+    _remember(thread)
     try:
-        assert _orig_bootstrap is not None
-        _orig_bootstrap(self)
-    finally:
-        if self.native_id is not None:
-            _names[self.native_id] = self.name
-        if armed:
-            _engine.remove_thread()
+        _engine.add_thread()
+    except Exception:
+        pass  # out of thread slots or memory: the thread runs unsampled (counted)
+
+
+def _thread_ending(thread: threading.Thread) -> None:
+    _remember(thread)
+    if thread is threading.current_thread():
+        _engine.remove_thread()
 
 
 def install(engine: Any) -> None:
-    global _engine, _orig_bootstrap
+    global _engine, _installed
     _engine = engine
-    if _orig_bootstrap is None:
-        _orig_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
-        threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[attr-defined]
+    if _installed:
+        return
+    _installed = True
+    _wrap("_set_native_id", after=_thread_started)
+    _wrap("_delete", before=_thread_ending)
+    _wrap("_stop", before=_remember)
 
 
 def activate() -> None:
@@ -54,6 +85,5 @@ def deactivate() -> Dict[int, str]:
     global _active
     _active = False
     for t in threading.enumerate():
-        if t.native_id is not None:
-            _names[t.native_id] = t.name
+        _remember(t)
     return dict(_names)

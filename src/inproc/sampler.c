@@ -20,7 +20,6 @@ spp_sampler spp_g = {
 
 #define RING_BYTES (32u * 1024u)   /* per thread: at least 6 of the largest records */
 #define DRAIN_PERIOD_NS 10000000ull
-#define LIVENESS_PERIOD 10         /* drains between checks for exited threads */
 #define CODE_CACHE 1024            /* direct-mapped caches, powers of two */
 #define LINE_CACHE 8192
 #define NATIVE_CACHE 2048
@@ -290,12 +289,10 @@ static void reap_exited_threads(void)
 static void *drain_main(void *arg)
 {
     (void)arg;
-    unsigned rounds = 0;
     pthread_mutex_lock(&spp_g.lock);
     while (!spp_g.drain_stop) {
         drain_all();
-        if (++rounds % LIVENESS_PERIOD == 0)
-            reap_exited_threads();
+        reap_exited_threads();
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         uint64_t ns = (uint64_t)until.tv_nsec + DRAIN_PERIOD_NS;
@@ -443,8 +440,14 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         rc = SPP_EINVAL;
         goto out;
     }
-    if (find_slot(tid) >= 0)
-        goto out; /* already sampled */
+    int old = find_slot(tid);
+    if (old >= 0) {
+        /* Either a second registration of the same thread, or a new thread
+         * that reuses the id of one that ended unnoticed: re-arm either way,
+         * since a clock of a dead thread never fires. */
+        atomic_store(&spp_g.slots[old].state, SLOT_EXITED);
+        spp_clock_disarm(&spp_g.slots[old]);
+    }
     int idx = -1;
     for (int i = 0; i < SPP_MAX_THREADS && idx < 0; i++)
         if (atomic_load(&spp_g.slots[i].state) == SLOT_FREE)
