@@ -45,9 +45,9 @@ int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts 
         if (f->kind == SPP_FRAME_PYTHON || f->kind == SPP_FRAME_NATIVE) {
             size_t flen;
             const char *file = spp_profile_string(p, f->file, &flen);
-            const char *shown = spp_short_file(file, opts->full_filenames);
+            /* The file is shown beside the name, not in it: keep it whole. */
             spp_out_puts(o, ",\"file\":\"");
-            spp_out_json(o, shown, flen - (size_t)(shown - file));
+            spp_out_json(o, file, flen);
             spp_out_puts(o, "\"");
             if (opts->lines && f->line > 0)
                 spp_out_printf(o, ",\"line\":%d", f->line);

@@ -53,7 +53,7 @@ int spp_write_file(const spp_profile *p, const char *path, const char *format,
 
 const char *spp_short_file(const char *path, int full)
 {
-    if (full)
+    if (full || path[0] != '/')
         return path;
     static const char *const markers[] = {"/site-packages/", "/dist-packages/"};
     for (size_t i = 0; i < 2; i++) {
@@ -68,7 +68,16 @@ const char *spp_short_file(const char *path, int full)
         if (slash && slash[1])
             return slash + 1;
     }
-    return path;
+    /* A program's own file: its name, with its directory when the name
+     * alone says little ("pkg/__init__.py"). */
+    const char *base = strrchr(path, '/') + 1;
+    if (base > path + 1 && base[0] == '_' && base[1] == '_') {
+        const char *dir = base - 2;
+        while (dir > path && *dir != '/')
+            dir--;
+        return dir + 1;
+    }
+    return base;
 }
 
 void spp_write_label(spp_out *o, const spp_profile *p, const spp_frame *f,
