@@ -4,8 +4,8 @@ Threads alive at start() are armed then. Threads started later arm
 themselves: threading calls Thread._set_native_id() on the new thread before
 it runs anything, and spprof wraps that method once, at import, so no spprof
 frame stays on the thread's stack. Threads end by themselves: the engine
-notices that a thread is gone and frees its slot; on 3.11+ Thread._delete()
-(run by the ending thread) disarms it at once.
+notices that a thread is gone within one drain period and frees its slot.
+The few frames of these hooks are left out of the stacks (engine.hide).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _wrap(name: str, before: Any = None, after: Any = None) -> None:
     wrapper.__qualname__ = original.__qualname__
     wrapper.__doc__ = original.__doc__
     setattr(threading.Thread, name, wrapper)
+    _engine.hide(wrapper.__code__)
 
 
 def _thread_started(thread: threading.Thread) -> None:
@@ -52,20 +53,15 @@ def _thread_started(thread: threading.Thread) -> None:
         pass  # out of thread slots or memory: the thread runs unsampled (counted)
 
 
-def _thread_ending(thread: threading.Thread) -> None:
-    _remember(thread)
-    if thread is threading.current_thread():
-        _engine.remove_thread()
-
-
 def install(engine: Any) -> None:
     global _engine, _installed
     _engine = engine
     if _installed:
         return
     _installed = True
+    for hook in (_remember, _thread_started):
+        _engine.hide(hook.__code__)
     _wrap("_set_native_id", after=_thread_started)
-    _wrap("_delete", before=_thread_ending)
     _wrap("_stop", before=_remember)
 
 

@@ -309,11 +309,11 @@ static PyTypeObject ProfileDataType = {
 static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     (void)mod;
-    static char *kwlist[] = {"interval_ns", "memory_limit", "native", "mechanism", NULL};
+    static char *kwlist[] = {"interval_ns", "memory_limit", "native", "mechanism", "empty", NULL};
     unsigned long long interval_ns, memory_limit;
-    int native = 0, mechanism = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|pi", kwlist, &interval_ns, &memory_limit,
-                                     &native, &mechanism))
+    int native = 0, mechanism = 0, empty = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|pip", kwlist, &interval_ns, &memory_limit,
+                                     &native, &mechanism, &empty))
         return NULL;
     if (!offsets_ok)
         return PyErr_Format(PyExc_RuntimeError, "spprof cannot sample this interpreter: %s",
@@ -329,6 +329,7 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
     cfg.memory_limit = (size_t)memory_limit;
     cfg.native = native;
     cfg.mechanism = mechanism;
+    cfg.empty = empty;
     cfg.offsets = &offsets;
     cfg.code_type = (uint64_t)(uintptr_t)&PyCode_Type;
     cfg.tss_key = key;
@@ -455,6 +456,18 @@ static PyObject *m_addr2line(PyObject *mod, PyObject *args)
     return res;
 }
 
+static PyObject *m_hide(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *code;
+    if (!PyArg_ParseTuple(args, "O!", &PyCode_Type, &code))
+        return NULL;
+    if (spp_sampler_hide_code((uint64_t)(uintptr_t)code) < 0)
+        return PyErr_Format(PyExc_ValueError, "too many hidden code objects");
+    Py_INCREF(code); /* kept for the life of the process */
+    Py_RETURN_NONE;
+}
+
 static PyObject *m_layout(PyObject *mod, PyObject *unused)
 {
     (void)mod;
@@ -468,7 +481,7 @@ static PyObject *m_layout(PyObject *mod, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))m_start, METH_VARARGS | METH_KEYWORDS,
-     "start(interval_ns, memory_limit, native=False, mechanism=0)"},
+     "start(interval_ns, memory_limit, native=False, mechanism=0, empty=False)"},
     {"add_thread", m_add_thread, METH_VARARGS, "add_thread(tid=current) -> bool"},
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
@@ -476,6 +489,7 @@ static PyMethodDef methods[] = {
     {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},
     {"addr2line", m_addr2line, METH_VARARGS, NULL},
     {"layout", m_layout, METH_NOARGS, NULL},
+    {"hide", m_hide, METH_VARARGS, "hide(code): leave this code's frames out of stacks"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -121,6 +121,8 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
         goto out;
     }
+    if (spp_g.cfg.empty)
+        goto out; /* measuring the cost of the clock and signal alone */
     uint64_t weight = slot_weight(s);
 
     uint64_t tstate = (uint64_t)(uintptr_t)pthread_getspecific((pthread_key_t)spp_g.cfg.tss_key);

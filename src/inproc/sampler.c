@@ -49,7 +49,7 @@ static struct {
     line_entry *lines;
     native_entry *natives;
     uint64_t gen;
-    uint32_t unknown_frame, truncated_frame;
+    uint32_t unknown_frame, truncated_frame, no_python_frame;
     void *interp_base;       /* load address of the module running the eval loop */
     uint64_t dropped;        /* records that could not be stored */
     uint64_t samples;
@@ -95,6 +95,30 @@ static code_entry *code_lookup(uint64_t addr)
     ce->addr = addr;
     ce->gen = ++R.gen;
     return ce;
+}
+
+/* Code objects of the profiler's own Python glue (thread hooks), left out
+ * of stacks: they run for microseconds, only because spprof is there. */
+#define MAX_HIDDEN 16
+static uint64_t hidden_code[MAX_HIDDEN];
+static int nhidden;
+
+int spp_sampler_hide_code(uint64_t code)
+{
+    pthread_mutex_lock(&spp_g.lock);
+    int ok = nhidden < MAX_HIDDEN;
+    if (ok)
+        hidden_code[nhidden++] = code;
+    pthread_mutex_unlock(&spp_g.lock);
+    return ok ? SPP_OK : SPP_ENOMEM;
+}
+
+static int is_hidden(uint64_t code)
+{
+    for (int i = 0; i < nhidden; i++)
+        if (hidden_code[i] == code)
+            return 1;
+    return 0;
 }
 
 static uint32_t python_frame(const spp_rawframe *raw)
@@ -181,7 +205,9 @@ static uint32_t record_frames(const spp_rec *rec, uint32_t *out)
         if (ip >= spp_g.cfg.eval_start && ip < spp_g.cfg.eval_end) {
             while (pi < rec->npy) {
                 int entry = entries[pi];
-                out[n++] = python_frame(&py[pi++]);
+                if (!is_hidden(py[pi].code))
+                    out[n++] = python_frame(&py[pi]);
+                pi++;
                 if (entry)
                     break;
             }
@@ -195,8 +221,9 @@ static uint32_t record_frames(const spp_rec *rec, uint32_t *out)
             break; /* below the outermost Python frame: process start-up */
         out[n++] = ne->frame;
     }
-    while (pi < rec->npy)
-        out[n++] = python_frame(&py[pi++]);
+    for (; pi < rec->npy; pi++)
+        if (!is_hidden(py[pi].code))
+            out[n++] = python_frame(&py[pi]);
     return n;
 }
 
@@ -214,6 +241,12 @@ static void resolve(int slot, const spp_rec *rec)
     }
     uint32_t frames[MAX_MERGED];
     uint32_t n = record_frames(rec, frames);
+    if (n == 0) {
+        /* CPU time of the thread outside any Python frame (starting up,
+         * shutting down): kept, so that shares stay true, and named. */
+        frames[0] = R.no_python_frame;
+        n = 1;
+    }
     uint32_t stack = spp_profile_thread_at(p, R.slot_thread[slot])->root;
     if (rec->flags & SPP_REC_TRUNCATED)
         stack = spp_profile_push(p, stack, R.truncated_frame);
@@ -343,9 +376,13 @@ static int init_resolution_state(void)
                          0, 0, SPP_FRAME_OTHER};
     spp_frame trunc = {spp_profile_intern_cstr(p, "<truncated>"), unknown.file, 0, 0,
                        SPP_FRAME_OTHER};
+    spp_frame none = {spp_profile_intern_cstr(p, "<no Python frame>"), unknown.file, 0, 0,
+                      SPP_FRAME_OTHER};
     R.unknown_frame = spp_profile_frame(p, &unknown);
     R.truncated_frame = spp_profile_frame(p, &trunc);
-    if (R.unknown_frame == SPP_NONE || R.truncated_frame == SPP_NONE)
+    R.no_python_frame = spp_profile_frame(p, &none);
+    if (R.unknown_frame == SPP_NONE || R.truncated_frame == SPP_NONE ||
+        R.no_python_frame == SPP_NONE)
         return SPP_ENOMEM;
     Dl_info info;
     R.interp_base = NULL;

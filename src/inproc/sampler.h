@@ -31,6 +31,7 @@ typedef struct spp_sampler_config {
     size_t memory_limit;         /* bytes for rings and profile together */
     int mechanism;               /* enum spp_mechanism; AUTO tries in order */
     int native;                  /* record native stacks too */
+    int empty;                   /* benchmarks: take signals, record nothing */
     const spp_pyoffsets *offsets;/* borrowed, must outlive the sampler */
     uint64_t code_type;          /* address of PyCode_Type */
     int tss_key;                 /* pthread key holding each thread's PyThreadState */
@@ -71,6 +72,9 @@ spp_profile *spp_sampler_stop(const spp_meta *meta);
 void spp_sampler_code_dying(uint64_t code);
 
 int spp_sampler_active(void);
+/* Leaves frames of this code object out of every stack (the profiler's own
+ * Python glue). The caller keeps the code object alive. */
+int spp_sampler_hide_code(uint64_t code);
 /* The clock in use: "perf_event" (user + system CPU time), "perf_event_user"
  * (triggered by user time only, weighted by all CPU time), "cpu_timer",
  * "wall_timer", or "none" before the first thread is armed. */

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""In-process overhead of spprof on a CPU-bound pure-Python workload.
+
+Method (see BENCHMARKING notes in the README): in one process, the same
+~0.2 s chunk of work runs with the profiler off and on, alternately, flipping
+which goes first every pair; each chunk's wall time, thread CPU time and
+process CPU time (which includes spprof's drain thread) is compared with its
+neighbour's, and the median ratio over all pairs is reported with min-max.
+start()/stop() happen outside the timed region. Also reports the samples
+really obtained per CPU-second.
+
+    python3 bench/overhead.py [--pairs 31] [--chunk 0.2]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import spprof
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def workload(iterations):
+    for _ in range(iterations):
+        fib(18)
+
+
+def calibrate(seconds):
+    n = 1
+    while True:
+        t0 = time.thread_time()
+        workload(n)
+        dt = time.thread_time() - t0
+        if dt > 0.05:
+            return max(1, int(n * seconds / dt))
+        n *= 2
+
+
+def timed(iterations):
+    w0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+    workload(iterations)
+    return (time.perf_counter() - w0, time.thread_time() - c0, time.process_time() - p0)
+
+
+class EmptyHandler:
+    """The same clock and signal with a handler that records nothing: the
+    cost of being interrupted at this rate on this machine, which no
+    signal-based sampler can go below."""
+
+    def __init__(self, interval_ms):
+        from spprof import _spprof
+        self.engine, self.interval_ms = _spprof, interval_ms
+
+    def __enter__(self):
+        self.engine.start(int(self.interval_ms * 1e6), 64 << 20, False, 0, True)
+        self.engine.add_thread()
+
+    def __exit__(self, *exc):
+        self.engine.stop("", self.interval_ms)
+
+
+def measure_floor(interval_ms, iterations, pairs):
+    ratios = []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        res = {}
+        for on in order:
+            if on:
+                with EmptyHandler(interval_ms):
+                    res[on] = timed(iterations)
+            else:
+                res[on] = timed(iterations)
+        ratios.append(res[True][1] / res[False][1])
+    return ratios
+
+
+def measure(interval_ms, iterations, pairs):
+    ratios = {"wall": [], "thread_cpu": [], "process_cpu": []}
+    rates = []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        res = {}
+        for on in order:
+            if on:
+                spprof.start(interval_ms=interval_ms)
+                res[on] = timed(iterations)
+                prof = spprof.stop()
+                rates.append(prof.sample_count / res[on][1])
+            else:
+                res[on] = timed(iterations)
+        for k, idx in (("wall", 0), ("thread_cpu", 1), ("process_cpu", 2)):
+            ratios[k].append(res[True][idx] / res[False][idx])
+    return ratios, rates, prof.clock
+
+
+def kernel_hz():
+    """CONFIG_HZ, measured: a CPU-time timer asked for 1 ms fires once per
+    scheduler tick."""
+    old = os.environ.get("SPPROF_CLOCK")
+    os.environ["SPPROF_CLOCK"] = "cpu"
+    try:
+        spprof.start(interval_ms=1)
+        t0 = time.thread_time()
+        workload(calibrate(0.3))
+        p = spprof.stop()
+        return "%.0f" % (p.sample_count / (time.thread_time() - t0))
+    finally:
+        if old is None:
+            del os.environ["SPPROF_CLOCK"]
+        else:
+            os.environ["SPPROF_CLOCK"] = old
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=31)
+    ap.add_argument("--chunk", type=float, default=0.2, help="seconds of CPU per chunk")
+    args = ap.parse_args()
+    iterations = calibrate(args.chunk)
+    workload(iterations)  # warm up
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print("spprof in-process overhead: CPython %s, %s, %d cores, kernel tick %s Hz (measured)" % (
+        platform.python_version(), cpu, os.cpu_count(), kernel_hz()))
+    print("workload: fib(18) loop, %.2f s CPU per chunk, %d alternating pairs per interval\n" % (args.chunk, args.pairs))
+    print("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | floor: same clock, empty handler (thread CPU) |")
+    print("|---|---|---|---|---|---|---|")
+
+    def fmt(values):
+        med = statistics.median(values)
+        return "%+.2f %% (%+.1f..%+.1f)" % ((med - 1) * 100, (min(values) - 1) * 100, (max(values) - 1) * 100)
+
+    for interval in (1, 10, 100):
+        ratios, rates, clock = measure(interval, iterations, args.pairs)
+        floor = measure_floor(interval, iterations, args.pairs)
+        print("| %d ms | %s | %.0f | %s | %s | %s | %s |" % (
+            interval, clock, statistics.median(rates), fmt(ratios["wall"]),
+            fmt(ratios["thread_cpu"]), fmt(ratios["process_cpu"]), fmt(floor)), flush=True)
+    print("\nmedian (min..max) of per-pair ratios, profiler on vs off; targets: <= 1 % at 10 ms, <= 2 % at 1 ms")
+    print("floor: the kernel's cost of the clock and signal delivery alone, measured the same way")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""spprof's knowledge of CPython's layout agrees with CPython itself."""
+
+import dis
+import glob
+import importlib
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import spprof
+from spprof import _spprof
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _code_objects(code):
+    yield code
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _code_objects(c)
+
+
+def _expected_lines(code):
+    """(byte offset, line) pairs as CPython computes them."""
+    if hasattr(code, "co_lines"):
+        for start, end, line in code.co_lines():
+            if line is None:
+                continue
+            for off in range(start, end, 2):
+                yield off, line
+    else:  # 3.9
+        starts = list(dis.findlinestarts(code))
+        for k, (off, line) in enumerate(starts):
+            end = starts[k + 1][0] if k + 1 < len(starts) else len(code.co_code)
+            for o in range(off, end, 2):
+                yield o, line
+
+
+@pytest.mark.parametrize("module", ["json.decoder", "re._parser" if sys.version_info >= (3, 11) else "sre_parse",
+                                    "ast", "argparse", "asyncio.base_events", "dataclasses"])
+def test_line_tables_match_cpython(module):
+    mod = importlib.import_module(module)
+    with open(mod.__file__) as f:
+        top = compile(f.read(), mod.__file__, "exec")
+    checked = 0
+    for code in _code_objects(top):
+        name, filename, _ = _spprof.addr2line(code, 0)
+        assert filename == mod.__file__
+        expected_name = getattr(code, "co_qualname", code.co_name)
+        assert name == expected_name
+        for off, line in _expected_lines(code):
+            got = _spprof.addr2line(code, off)[2]
+            assert got == line, (code, off, line, got)
+            checked += 1
+    assert checked > 1000
+
+
+def test_unicode_names_read_exactly():
+    for name in ["plain", "caf\u00e9", "\u03bb_\u03c6", "\U0001f600x", "a" * 300]:
+        code = compile("def %s(): pass" % ("f_" + str(abs(hash(name)))), "<t>", "exec").co_consts[0]
+        code = code.replace(co_name=name, **({"co_qualname": name} if hasattr(code, "co_qualname") else {}))
+        assert _spprof.addr2line(code, 0)[0] == name
+
+
+def test_layout_reports_running_version():
+    layout = _spprof.layout()
+    assert layout["version"] >> 16 == (sys.version_info[0] << 8) | sys.version_info[1]
+    assert layout["frame_model"] == (0 if sys.version_info < (3, 11) else 1)
+
+
+def test_committed_offsets_match_installed_headers():
+    """The compiled-in table for 3.9-3.12 is what those versions' headers say
+    (rerunning the generator on every such interpreter installed)."""
+    pythons = []
+    for v in ("3.9", "3.10", "3.11", "3.12"):
+        found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s" % (v, v))))
+        found = [p for p in found if not p.split("/versions/")[1].split("/")[0].endswith("t")]
+        if found:
+            pythons.append(found[-1])
+    if not pythons:
+        pytest.fail("no CPython 3.9-3.12 with headers found under ~/.pyenv to check the table against")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_offsets.py"), "--check", *pythons],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,87 @@
+"""Native (C) frames appear between the Python frames that surround them."""
+
+import pytest
+
+from conftest import last_json
+
+import spprof
+
+NATIVE = """
+import ctypes, ctypes.util, json, sqlite3
+import spprof
+
+spprof.set_native_unwinding(True)
+
+def slow_square(x):
+    s = 0
+    for i in range(3000):
+        s += i
+    return x * x
+
+def run_sql():
+    con = sqlite3.connect(":memory:")
+    con.create_function("slow_square", 1, slow_square)
+    con.execute("create table t(x)")
+    con.executemany("insert into t values (?)", [(i,) for i in range(3000)])
+    return con.execute("select sum(slow_square(x)) from t").fetchone()
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+
+def py_cmp(a, b):
+    s = 0
+    for i in range(300):
+        s += i
+    return a[0] - b[0]
+
+def run_qsort():
+    arr = (ctypes.c_int * 4000)(*range(4000, 0, -1))
+    libc.qsort(arr, len(arr), ctypes.sizeof(ctypes.c_int), CMP(py_cmp))
+
+spprof.start(interval_ms=1)
+run_sql()
+run_qsort()
+p = spprof.stop()
+stacks = []
+for s in p.samples:
+    stacks.append([[f.function_name, f.filename, f.is_native] for f in s.frames] + [s.count])
+print(json.dumps(stacks))
+"""
+
+
+def _between(stack, outer, inner):
+    names = [f[0] for f in stack]
+    if outer not in names or inner not in names:
+        return None
+    i, j = names.index(outer), names.index(inner)
+    return stack[i + 1 : j] if i < j else None
+
+
+def test_native_frames_between_python_frames(script):
+    if not spprof.native_unwinding_available():
+        pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
+    stacks = last_json(script(NATIVE))
+    sql = [_between(s[:-1], "run_sql", "slow_square") for s in stacks]
+    sql = [b for b in sql if b is not None]
+    assert sql, "slow_square never sampled under run_sql"
+    for between in sql:
+        assert between and all(f[2] for f in between), between  # only C frames in between
+        assert any(f[1].startswith("libsqlite3") for f in between), between
+    sort = [_between(s[:-1], "run_qsort", "py_cmp") for s in stacks]
+    sort = [b for b in sort if b is not None]
+    assert sort, "py_cmp never sampled under run_qsort"
+    for between in sort:
+        assert all(f[2] for f in between), between
+        assert any(f[1].startswith("libc.so") and "qsort" in f[0] for f in between), between
+    # Python frames keep their order: the module calls run_sql, which (through
+    # C) calls slow_square.
+    for s in stacks:
+        py = [f[0] for f in s[:-1] if not f[2]]
+        if "slow_square" in py:
+            assert py[:3] == ["<module>", "run_sql", "slow_square"], py
+
+
+def test_without_native_unwinding_no_c_frames(script):
+    src = NATIVE.replace("spprof.set_native_unwinding(True)", "")
+    stacks = last_json(script(src))
+    assert stacks and not any(f[2] for s in stacks for f in s[:-1])

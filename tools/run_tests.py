@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Builds spprof for every CPython found and runs the test suite on each.
+
+    python3 tools/run_tests.py                 # every interpreter found
+    python3 tools/run_tests.py --python 3.12   # one (a version or a path)
+    python3 tools/run_tests.py -- -k threads   # extra arguments for pytest
+
+Interpreters are looked up under ~/.pyenv/versions and in .cache/pythons (where
+the interpreters this project builds are kept), 3.9 and newer. Each gets its
+own virtual environment in .cache/venvs with the package built with C
+warnings as errors, plus the test tools (pytest, jsonschema) from PyPI. Ends
+with a table of interpreter -> result and exits non-zero if any failed.
+"""
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, ".cache")
+TEST_DEPS = ["pytest>=7", "jsonschema>=4"]
+
+
+def version_of(python):
+    out = subprocess.run(
+        [python, "-c", "import sys, sysconfig; print('%d.%d' % sys.version_info[:2] + "
+         "('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))"],
+        capture_output=True, text=True,
+    )
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def find_pythons():
+    candidates = glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"))
+    candidates += glob.glob(os.path.join(CACHE, "pythons", "*", "bin", "python3"))
+    best = {}
+    for path in sorted(candidates):
+        ver = version_of(path)
+        if not ver:
+            continue
+        major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", ver).groups())
+        if (major, minor) >= (3, 9):
+            best[ver] = path
+    return sorted(best.items(), key=lambda kv: (tuple(int(x) for x in re.findall(r"\d+", kv[0])), kv[0]))
+
+
+def run(cmd, **kw):
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, **kw).returncode
+
+
+def test_one(ver, python, pytest_args):
+    venv = os.path.join(CACHE, "venvs", ver)
+    vpy = os.path.join(venv, "bin", "python")
+    if not os.path.exists(vpy) and run([python, "-m", "venv", venv]) != 0:
+        return "venv failed"
+    if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"]) != 0:
+        return "pip upgrade failed"
+    if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", *TEST_DEPS]) != 0:
+        return "test tools failed to install"
+    if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--force-reinstall",
+            "--no-deps", "-Csetup-args=-Dwerror=true", ROOT]) != 0:
+        return "build failed"
+    # Run from the tests directory so that the installed package is the one
+    # imported, not the source tree.
+    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", os.path.join(ROOT, "tests"),
+              *pytest_args], cwd=os.path.join(ROOT, "tests"))
+    return "pass" if rc == 0 else "FAIL (pytest exit %d)" % rc
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", action="append", help="a version (3.12, 3.13t) or an interpreter path")
+    ap.add_argument("pytest_args", nargs="*")
+    args = ap.parse_args()
+    found = find_pythons()
+    if args.python:
+        chosen = []
+        for want in args.python:
+            if os.path.exists(want):
+                chosen.append((version_of(want) or want, want))
+            else:
+                match = [(v, p) for v, p in found if v == want]
+                if not match:
+                    sys.exit("run_tests: no interpreter %s found (have: %s)" % (want, ", ".join(v for v, _ in found)))
+                chosen += match
+        found = chosen
+    if not found:
+        sys.exit("run_tests: no CPython 3.9+ found")
+    results = []
+    for ver, python in found:
+        t0 = time.time()
+        print("\n==== CPython %s (%s)" % (ver, python), flush=True)
+        results.append((ver, test_one(ver, python, args.pytest_args), time.time() - t0))
+    print("\n| interpreter | in-process tests | time |\n|---|---|---|")
+    for ver, res, secs in results:
+        print("| %s | %s | %.0f s |" % (ver, res, secs))
+    failed = sum(1 for _, r, _ in results if r != "pass")
+    print("\ninterpreters: %d passed, %d failed" % (len(results) - failed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
