@@ -43,6 +43,10 @@ p.save("p.collapsed", format="collapsed")
 p.save("p.svg", format="flamegraph")
 p.save("p2.svg")
 p.save("p3.txt")
+import json
+print(json.dumps({"samples": p.sample_count, "clock": p.clock, "sampled_ms": p.sampled_time_ms,
+                  "dropped": p.dropped_count,
+                  "threads": sorted((s.thread_name, s.count) for s in p.samples)}))
 """
 
 
@@ -51,7 +55,8 @@ def outputs(tmp_path_factory):
     from conftest import run_script
 
     tmp = tmp_path_factory.mktemp("formats")
-    run_script(tmp, PROGRAM)
+    proc = run_script(tmp, PROGRAM)
+    (tmp / "info.json").write_text(proc.stdout.strip().splitlines()[-1])
     return tmp
 
 
@@ -109,7 +114,11 @@ def test_collapsed_lines(outputs):
         assert all(frames), line
         assert re.match(r"^(<module>|_bootstrap|Thread\._bootstrap) \(|^<no Python frame>$", frames[0]), line
         total += int(m.group("count"))
-    assert total >= 300  # 0.35 s of CPU at 1 ms
+    info = json.loads((outputs / "info.json").read_text())
+    assert total == info["samples"], info
+    # 0.35 s of CPU at 1 ms
+    assert abs(info["sampled_ms"] - 350) < 35, info
+    assert info["samples"] >= 300, info
     assert any(re.search(r";middle \(target\.py:\d+\);leaf \(target\.py:\d+\) \d+$", l) for l in text.splitlines())
     # ';' inside a name must not split the frame
     odd = [l for l in text.splitlines() if "b<c>" in l]
