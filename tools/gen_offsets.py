@@ -99,6 +99,15 @@ int main(void)
     F(code_qualname, -1);
     F(code_adaptive, -1);
 #endif
+#if PY_VERSION_HEX >= 0x030c0000
+    F(gil_in_interp, 1);
+    F(gil_locked, offsetof(PyInterpreterState, _gil.locked));
+    F(gil_holder, offsetof(PyInterpreterState, _gil.last_holder));
+#else
+    F(gil_in_interp, 0);
+    F(gil_locked, offsetof(_PyRuntimeState, ceval.gil.locked));
+    F(gil_holder, offsetof(_PyRuntimeState, ceval.gil.last_holder));
+#endif
     F(code_filename, offsetof(PyCodeObject, co_filename));
     F(code_name, offsetof(PyCodeObject, co_name));
     F(code_firstlineno, offsetof(PyCodeObject, co_firstlineno));

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../pyabi/resolve.h"
 #include "../pyabi/walker.h"
 #include "internal.h"
 
@@ -20,23 +21,8 @@ spp_sampler spp_g = {
 
 #define RING_BYTES (32u * 1024u)   /* per thread: at least 6 of the largest records */
 #define DRAIN_PERIOD_NS 10000000ull
-#define CODE_CACHE 1024            /* direct-mapped caches, powers of two */
-#define LINE_CACHE 8192
-#define NATIVE_CACHE 2048
+#define NATIVE_CACHE 2048          /* direct-mapped, a power of two */
 #define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
-
-/* What the drain knows about a code object it has seen. Guarded by lock. */
-typedef struct code_entry {
-    uint64_t addr;
-    uint64_t gen;      /* unique per reading, so line-cache entries go stale with it */
-    uint32_t name, file;
-    spp_code code;
-} code_entry;
-
-typedef struct line_entry {
-    uint64_t code, instr, gen;
-    uint32_t frame;
-} line_entry;
 
 typedef struct native_entry {
     uint64_t ip;
@@ -45,11 +31,8 @@ typedef struct native_entry {
 } native_entry;
 
 static struct {
-    code_entry *codes;
-    line_entry *lines;
+    spp_resolver *resolver;  /* Python frames, with the local reader */
     native_entry *natives;
-    uint64_t gen;
-    uint32_t unknown_frame, truncated_frame, no_python_frame;
     void *interp_base;       /* load address of the module running the eval loop */
     uint64_t dropped;        /* records that could not be stored */
     uint64_t samples;
@@ -75,27 +58,6 @@ static uint64_t mix(uint64_t h)
 }
 
 /* ---- resolving raw records ---- */
-
-static code_entry *code_lookup(uint64_t addr)
-{
-    code_entry *ce = &R.codes[mix(addr) & (CODE_CACHE - 1)];
-    if (ce->addr == addr && ce->gen)
-        return ce;
-    spp_code_clear(&ce->code);
-    ce->addr = 0;
-    ce->gen = 0;
-    if (spp_code_read(spp_g.cfg.offsets, &spp_local_reader, addr, &ce->code) < 0)
-        return NULL;
-    ce->name = spp_profile_intern_cstr(spp_g.profile, ce->code.name);
-    ce->file = spp_profile_intern_cstr(spp_g.profile, ce->code.file);
-    if (ce->name == SPP_NONE || ce->file == SPP_NONE) {
-        spp_code_clear(&ce->code);
-        return NULL;
-    }
-    ce->addr = addr;
-    ce->gen = ++R.gen;
-    return ce;
-}
 
 /* Code objects of the profiler's own Python glue (thread hooks), left out
  * of stacks: they run for microseconds, only because spprof is there. */
@@ -123,27 +85,7 @@ static int is_hidden(uint64_t code)
 
 static uint32_t python_frame(const spp_rawframe *raw)
 {
-    code_entry *ce = code_lookup(raw->code);
-    if (!ce)
-        return R.unknown_frame;
-    line_entry *le = &R.lines[mix(raw->code ^ mix(raw->instr)) & (LINE_CACHE - 1)];
-    if (le->gen == ce->gen && le->code == raw->code && le->instr == raw->instr)
-        return le->frame;
-    spp_frame f = {
-        .name = ce->name,
-        .file = ce->file,
-        .line = spp_code_line(spp_g.cfg.offsets, &ce->code, raw->instr),
-        .first_line = ce->code.firstlineno,
-        .kind = SPP_FRAME_PYTHON,
-    };
-    uint32_t id = spp_profile_frame(spp_g.profile, &f);
-    if (id != SPP_NONE) {
-        le->code = raw->code;
-        le->instr = raw->instr;
-        le->gen = ce->gen;
-        le->frame = id;
-    }
-    return id;
+    return spp_resolver_frame(R.resolver, raw);
 }
 
 static const native_entry *native_frame(uint64_t ip, int leaf)
@@ -244,12 +186,12 @@ static void resolve(int slot, const spp_rec *rec)
     if (n == 0) {
         /* CPU time of the thread outside any Python frame (starting up,
          * shutting down): kept, so that shares stay true, and named. */
-        frames[0] = R.no_python_frame;
+        frames[0] = spp_resolver_marker(R.resolver, SPP_MARK_NO_PYTHON);
         n = 1;
     }
     uint32_t stack = spp_profile_thread_at(p, R.slot_thread[slot])->root;
     if (rec->flags & SPP_REC_TRUNCATED)
-        stack = spp_profile_push(p, stack, R.truncated_frame);
+        stack = spp_profile_push(p, stack, spp_resolver_marker(R.resolver, SPP_MARK_TRUNCATED));
     for (uint32_t i = n; i-- > 0 && stack != SPP_NONE;)
         stack = frames[i] == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, frames[i]);
     if (stack == SPP_NONE) {
@@ -351,39 +293,20 @@ static int other_handler_installed(void)
 
 static void free_resolution_state(void)
 {
-    if (R.codes)
-        for (int i = 0; i < CODE_CACHE; i++)
-            spp_code_clear(&R.codes[i].code);
-    free(R.codes);
-    free(R.lines);
+    spp_resolver_free(R.resolver);
     free(R.natives);
-    R.codes = NULL;
-    R.lines = NULL;
+    R.resolver = NULL;
     R.natives = NULL;
 }
 
 static int init_resolution_state(void)
 {
-    R.codes = calloc(CODE_CACHE, sizeof(code_entry));
-    R.lines = calloc(LINE_CACHE, sizeof(line_entry));
+    R.resolver = spp_resolver_new(spp_g.cfg.offsets, &spp_local_reader, spp_g.profile, 1);
     R.natives = calloc(NATIVE_CACHE, sizeof(native_entry));
-    if (!R.codes || !R.lines || !R.natives)
+    if (!R.resolver || !R.natives)
         return SPP_ENOMEM;
     for (int i = 0; i < NATIVE_CACHE; i++)
         R.natives[i].frame = SPP_NONE;
-    spp_profile *p = spp_g.profile;
-    spp_frame unknown = {spp_profile_intern_cstr(p, "<unknown>"), spp_profile_intern_cstr(p, ""),
-                         0, 0, SPP_FRAME_OTHER};
-    spp_frame trunc = {spp_profile_intern_cstr(p, "<truncated>"), unknown.file, 0, 0,
-                       SPP_FRAME_OTHER};
-    spp_frame none = {spp_profile_intern_cstr(p, "<no Python frame>"), unknown.file, 0, 0,
-                      SPP_FRAME_OTHER};
-    R.unknown_frame = spp_profile_frame(p, &unknown);
-    R.truncated_frame = spp_profile_frame(p, &trunc);
-    R.no_python_frame = spp_profile_frame(p, &none);
-    if (R.unknown_frame == SPP_NONE || R.truncated_frame == SPP_NONE ||
-        R.no_python_frame == SPP_NONE)
-        return SPP_ENOMEM;
     Dl_info info;
     R.interp_base = NULL;
     if (spp_g.cfg.eval_start && dladdr((void *)(uintptr_t)spp_g.cfg.eval_start, &info))
@@ -412,7 +335,6 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     spp_g.cfg = *cfg;
     spp_g.mech = cfg->mechanism;
     spp_g.user_only = 0;
-    R.gen = 0;
     R.dropped = R.samples = 0;
     R.ring_total = 0;
     memset(R.slot_thread_valid, 0, sizeof(R.slot_thread_valid));
@@ -605,12 +527,7 @@ void spp_sampler_code_dying(uint64_t code)
     pthread_mutex_lock(&spp_g.lock);
     if (spp_g.profile) {
         drain_all();
-        code_entry *ce = &R.codes[mix(code) & (CODE_CACHE - 1)];
-        if (ce->addr == code) {
-            spp_code_clear(&ce->code);
-            ce->addr = 0;
-            ce->gen = 0;
-        }
+        spp_resolver_forget(R.resolver, code);
     }
     pthread_mutex_unlock(&spp_g.lock);
 }
@@ -667,8 +584,7 @@ void spp_sampler_atfork_child(void)
     spp_g.drain_cond = fresh_cond;
     spp_g.drain_running = 0;
     spp_g.profile = NULL; /* the parent's copy; not freed in the child */
-    R.codes = NULL;
-    R.lines = NULL;
+    R.resolver = NULL; /* the parent's; not freed in the child */
     R.natives = NULL;
     atomic_store(&spp_g.in_handler, 0);
 }

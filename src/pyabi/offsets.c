@@ -82,6 +82,9 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len)
     out->runtime_interpreters_head = within(field(d, D13_RUNTIME + 2), rt, 8);
     out->interp_next = within(field(d, D13_INTERP + 2), in, 8);
     out->interp_threads_head = within(field(d, D13_INTERP + 3), in, 8);
+    out->gil_in_interp = 1;
+    out->gil_locked = within(field(d, D13_INTERP + 11), in, 4);
+    out->gil_holder = within(field(d, D13_INTERP + 12), in, 8);
     out->tstate_next = within(field(d, D13_TSTATE + 2), ts, 8);
     out->tstate_interp = within(field(d, D13_TSTATE + 3), ts, 8);
     out->tstate_frame = within(field(d, D13_TSTATE + 4), ts, 8);
@@ -113,6 +116,7 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len)
 
     const int32_t *need[] = {
         &out->runtime_interpreters_head, &out->interp_next, &out->interp_threads_head,
+        &out->gil_locked, &out->gil_holder,
         &out->tstate_next, &out->tstate_interp, &out->tstate_frame, &out->tstate_thread_id,
         &out->tstate_native_thread_id, &out->frame_previous, &out->frame_code,
         &out->frame_instr, &out->frame_owner, &out->code_filename, &out->code_name,

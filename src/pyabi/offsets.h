@@ -46,6 +46,9 @@ typedef struct spp_pyoffsets {
     int32_t owner_cstack;          /* owner value of shim frames to skip */
     int32_t frame_is_entry;        /* 3.11: bool marking the first frame of an eval call */
     int32_t frame_size;
+    int8_t gil_in_interp;          /* GIL state lives in the interpreter, not the runtime */
+    int32_t gil_locked;            /* int: the GIL is held */
+    int32_t gil_holder;            /* pointer: PyThreadState that last held it */
     int32_t code_qualname;
     int32_t code_adaptive;         /* start of the bytecode inside the code object */
     int32_t code_filename;

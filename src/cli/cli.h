@@ -1,0 +1,79 @@
+/* cli.h - what the spprof command's files share: options, the sampling
+ * session over a target process, and messages. */
+#ifndef SPP_CLI_H
+#define SPP_CLI_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../core/profile.h"
+#include "../formats/formats.h"
+#include "../proc/remote.h"
+#include "../proc/target.h"
+#include "../pyabi/resolve.h"
+
+#define SPP_CLI_MAX_THREADS 4096
+#define SPP_CLI_MAX_DEPTH 512
+
+typedef struct spp_cli_opts {
+    pid_t pid;              /* attach to this PID, 0 to launch argv */
+    char **argv;            /* command to launch (NULL-terminated), borrowed */
+    const char *output;
+    const char *format;
+    double rate;            /* samples per second */
+    double duration;        /* seconds, 0 = until the target exits or Ctrl-C */
+    int idle, gil, threads, function, nolineno, full_filenames;
+    int subprocesses, native, nonblocking;
+    int json, locals;       /* dump */
+    int delay_ms;           /* top: refresh period */
+} spp_cli_opts;
+
+/* Prints "spprof: <message>" to stderr. */
+void spp_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A target being sampled: the process, its layout, a reader, and the
+ * per-thread state (pause, idle detection). */
+typedef struct spp_session spp_session;
+
+/* Opens pid for sampling (pausing it while reading unless nonblocking).
+ * Returns NULL on failure with *why set to the spp_target_error and the
+ * reason written into err. */
+spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, size_t errlen);
+void spp_session_close(spp_session *s);
+const spp_target *spp_session_target(const spp_session *s);
+spp_remote *spp_session_remote(spp_session *s);
+
+/* One thread's stack as sampled. */
+typedef struct spp_sampled_thread {
+    spp_pythread th;
+    int idle;
+    int nframes;
+    int truncated;
+    spp_rawframe frames[SPP_CLI_MAX_DEPTH];   /* innermost first */
+} spp_sampled_thread;
+
+/* Takes one snapshot of every thread (pausing the target around it unless
+ * nonblocking). Returns the number of threads, or < 0 when the target is
+ * gone (SPP_EINVAL) or unreadable. *errors counts threads whose stack could
+ * not be read consistently. */
+int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
+
+/* The process is still there. */
+int spp_session_alive(const spp_session *s);
+
+/* The thread's name as the OS knows it (/proc/PID/task/TID/comm). */
+void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n);
+/* The target's command line, spaces between arguments. */
+void spp_process_cmdline(pid_t pid, char *buf, size_t n);
+
+int spp_cmd_record(const spp_cli_opts *o);
+int spp_cmd_dump(const spp_cli_opts *o);
+int spp_cmd_top(const spp_cli_opts *o);
+
+/* Launches argv as a child; returns its pid or -1 (message printed). */
+pid_t spp_launch(char **argv);
+/* Waits until pid runs an initialised Python (or exits). Returns the
+ * session, or NULL (message printed). */
+spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched);
+
+#endif

@@ -1,0 +1,98 @@
+/* launch.c - starting the command to profile, and waiting for its Python
+ * runtime to come up. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define START_TIMEOUT_S 60
+
+pid_t spp_launch(char **argv)
+{
+    /* A pipe closed on exec tells the parent whether exec worked. */
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        spp_cli_error("cannot start %s: %s", argv[0], strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        spp_cli_error("cannot start %s: %s", argv[0], strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        execvp(argv[0], argv);
+        int e = errno;
+        ssize_t w = write(fds[1], &e, sizeof(e));
+        (void)w;
+        _exit(127);
+    }
+    close(fds[1]);
+    int e = 0;
+    ssize_t got = read(fds[0], &e, sizeof(e));
+    close(fds[0]);
+    if (got == (ssize_t)sizeof(e)) {
+        waitpid(pid, NULL, 0);
+        spp_cli_error("cannot run %s: %s", argv[0], strerror(e));
+        return -1;
+    }
+    return pid;
+}
+
+spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched)
+{
+    struct timespec nap = {0, 5000000};
+    time_t start = time(NULL);
+    for (;;) {
+        if (launched) {
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                if (WIFEXITED(status))
+                    spp_cli_error("the program exited (status %d) before spprof could take a "
+                                  "sample", WEXITSTATUS(status));
+                else
+                    spp_cli_error("the program was killed by signal %d before spprof could take "
+                                  "a sample", WTERMSIG(status));
+                return NULL;
+            }
+        }
+        int why;
+        char err[512];
+        /* Probe without pausing; attach for real once Python is up. */
+        spp_session *s = spp_session_open(pid, 1, &why, err, sizeof(err));
+        if (s) {
+            /* The runtime is up once the first interpreter has a thread. */
+            spp_pythread th;
+            spp_remote_next(spp_session_remote(s));
+            spp_reader r = spp_remote_reader(spp_session_remote(s));
+            int ready = spp_target_threads(spp_session_target(s), &r, &th, 1) > 0;
+            spp_session_close(s);
+            if (ready) {
+                s = spp_session_open(pid, nonblocking, &why, err, sizeof(err));
+                if (!s)
+                    spp_cli_error("%s", err);
+                return s;
+            }
+            snprintf(err, sizeof(err), "PID %d has not started its Python interpreter", (int)pid);
+        } else if (!launched || (why != SPP_TARGET_NOT_PYTHON && why != SPP_TARGET_NOT_READY)) {
+            spp_cli_error("%s", err);
+            return NULL;
+        }
+        /* A launched program may not be Python yet (a shell script, env):
+         * keep looking until it is, or exits. */
+        if (time(NULL) - start > START_TIMEOUT_S) {
+            spp_cli_error("%s (waited %d s)", err, START_TIMEOUT_S);
+            return NULL;
+        }
+        nanosleep(&nap, NULL);
+    }
+}

@@ -1,0 +1,401 @@
+/* session.c - a target being sampled: pausing its threads with ptrace
+ * around each snapshot (or not, with --nonblocking), idle detection from
+ * /proc, and the snapshot itself through the shared frame walker. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../pyabi/walker.h"
+#include "cli.h"
+
+#define PAUSE_TIMEOUT_NS 100000000ull /* give up waiting for a thread to stop */
+
+enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
+
+typedef struct traced {
+    pid_t tid;
+    int state;
+    int pending_sig;   /* signal to deliver when resumed */
+    int stat_fd;       /* /proc/PID/task/TID/stat, kept open */
+} traced;
+
+struct spp_session {
+    pid_t pid;
+    int nonblocking;
+    int exited;        /* the process is gone */
+    spp_target target;
+    spp_remote remote;
+    spp_reader reader;
+    traced *tids;      /* owned, SPP_CLI_MAX_THREADS */
+    int ntids;
+    int sampling;      /* threads should stay stopped when they stop */
+};
+
+void spp_cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("spprof: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)pid, (int)tid);
+    buf[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    if (fgets(buf, (int)n, f))
+        buf[strcspn(buf, "\n")] = '\0';
+    fclose(f);
+}
+
+void spp_process_cmdline(pid_t pid, char *buf, size_t n)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t got = read(fd, buf, n - 1);
+    close(fd);
+    if (got <= 0)
+        return;
+    if (buf[got - 1] == '\0')
+        got--;
+    for (ssize_t i = 0; i < got; i++)
+        if (buf[i] == '\0')
+            buf[i] = ' ';
+    buf[got] = '\0';
+}
+
+static traced *find(spp_session *s, pid_t tid)
+{
+    for (int i = 0; i < s->ntids; i++)
+        if (s->tids[i].tid == tid)
+            return &s->tids[i];
+    return NULL;
+}
+
+static traced *add(spp_session *s, pid_t tid, int state)
+{
+    traced *t = find(s, tid);
+    if (t)
+        return t;
+    for (int i = 0; i < s->ntids; i++)
+        if (s->tids[i].state == T_GONE) {
+            t = &s->tids[i];
+            break;
+        }
+    if (!t) {
+        if (s->ntids == SPP_CLI_MAX_THREADS)
+            return NULL;
+        t = &s->tids[s->ntids++];
+    }
+    t->tid = tid;
+    t->state = state;
+    t->pending_sig = 0;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)s->pid, (int)tid);
+    t->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+    return t;
+}
+
+static void forget(traced *t)
+{
+    if (t->stat_fd >= 0)
+        close(t->stat_fd);
+    t->stat_fd = -1;
+    t->state = T_GONE;
+}
+
+static int is_stop_signal(int sig)
+{
+    return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
+
+/* Handles one ptrace event. While sampling, a thread that stops stays
+ * stopped; otherwise it is resumed at once with any signal it was given. */
+static void handle_event(spp_session *s, pid_t tid, int status)
+{
+    traced *t = find(s, tid);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        if (t)
+            forget(t);
+        if (tid == s->pid)
+            s->exited = 1;
+        return;
+    }
+    if (!WIFSTOPPED(status))
+        return;
+    if (!t)
+        t = add(s, tid, T_RUNNING); /* a new thread's first stop may beat the clone event */
+    if (!t) {
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        return;
+    }
+    int sig = WSTOPSIG(status), event = status >> 16;
+    if (event == PTRACE_EVENT_CLONE) {
+        unsigned long child = 0;
+        if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0)
+            add(s, (pid_t)child, T_RUNNING);
+        sig = 0;
+    } else if (event == PTRACE_EVENT_STOP) {
+        if (is_stop_signal(sig)) {
+            /* The process was stopped (SIGSTOP, Ctrl-Z): keep it stopped. */
+            t->state = T_LISTENING;
+            ptrace(PTRACE_LISTEN, tid, 0, 0);
+            return;
+        }
+        sig = 0; /* our interrupt, or a new thread's first stop */
+    } else if (event == 0) {
+        t->pending_sig = sig; /* a signal for the target: deliver it on resume */
+    } else {
+        sig = 0; /* other events (exit) carry no signal */
+    }
+    if (s->sampling && event != PTRACE_EVENT_CLONE) {
+        t->state = T_STOPPED;
+        return;
+    }
+    int deliver = t->pending_sig;
+    t->pending_sig = 0;
+    t->state = T_RUNNING;
+    if (ptrace(PTRACE_CONT, tid, 0, (void *)(long)deliver) < 0 && errno == ESRCH)
+        forget(t);
+}
+
+/* Processes every ptrace event that is waiting. */
+static void pump(spp_session *s)
+{
+    for (;;) {
+        int status;
+        pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
+        if (tid <= 0)
+            return;
+        handle_event(s, tid, status);
+    }
+}
+
+static void scan_tasks(spp_session *s)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)s->pid);
+    DIR *d = opendir(path);
+    if (!d) {
+        s->exited = 1;
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid <= 0 || find(s, tid))
+            continue;
+        if (s->nonblocking) {
+            add(s, tid, T_RUNNING);
+            continue;
+        }
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0)
+            add(s, tid, T_RUNNING);
+        else if (errno != ESRCH && errno != EPERM)
+            add(s, tid, T_GONE);
+    }
+    closedir(d);
+}
+
+static void pause_all(spp_session *s)
+{
+    s->sampling = 1;
+    pump(s);
+    for (int i = 0; i < s->ntids; i++)
+        if (s->tids[i].state == T_RUNNING &&
+            ptrace(PTRACE_INTERRUPT, s->tids[i].tid, 0, 0) < 0 && errno == ESRCH)
+            forget(&s->tids[i]);
+    uint64_t until = mono_ns() + PAUSE_TIMEOUT_NS;
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < s->ntids; i++)
+            running += s->tids[i].state == T_RUNNING;
+        if (!running || s->exited || mono_ns() > until)
+            break;
+        int status;
+        pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+        if (tid > 0) {
+            handle_event(s, tid, status);
+        } else {
+            struct timespec nap = {0, 20000};
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
+static void resume_all(spp_session *s)
+{
+    s->sampling = 0;
+    for (int i = 0; i < s->ntids; i++) {
+        traced *t = &s->tids[i];
+        if (t->state != T_STOPPED)
+            continue;
+        int deliver = t->pending_sig;
+        t->pending_sig = 0;
+        t->state = T_RUNNING;
+        if (ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)deliver) < 0 && errno == ESRCH)
+            forget(t);
+    }
+}
+
+spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, size_t errlen)
+{
+    spp_session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        *why = SPP_TARGET_PERMISSION;
+        return NULL;
+    }
+    *why = spp_target_open(&s->target, pid, err, errlen);
+    if (*why != SPP_TARGET_OK) {
+        free(s);
+        return NULL;
+    }
+    s->pid = pid;
+    s->nonblocking = nonblocking;
+    s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));
+    if (!s->tids || spp_remote_init(&s->remote, pid) < 0) {
+        snprintf(err, errlen, "out of memory");
+        spp_remote_free(&s->remote);
+        free(s->tids);
+        free(s);
+        return NULL;
+    }
+    s->reader = spp_remote_reader(&s->remote);
+    if (!nonblocking) {
+        if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)PTRACE_O_TRACECLONE) < 0) {
+            int e = errno;
+            *why = e == ESRCH ? SPP_TARGET_NO_PROCESS : SPP_TARGET_PERMISSION;
+            if (e == EPERM)
+                snprintf(err, errlen,
+                         "cannot pause PID %d to sample it: ptrace is not permitted (%s). "
+                         "Run as the same user with kernel.yama.ptrace_scope=0, or as root "
+                         "(CAP_SYS_PTRACE), or use --nonblocking",
+                         (int)pid, strerror(e));
+            else
+                snprintf(err, errlen, "cannot attach to PID %d: %s", (int)pid, strerror(e));
+            spp_session_close(s);
+            return NULL;
+        }
+        add(s, pid, T_RUNNING);
+    }
+    scan_tasks(s);
+    return s;
+}
+
+void spp_session_close(spp_session *s)
+{
+    if (!s)
+        return;
+    if (!s->nonblocking && !s->exited) {
+        /* Detaching needs each thread stopped; signals it was given on the
+         * way are delivered as it is let go. */
+        pause_all(s);
+        for (int i = 0; i < s->ntids; i++) {
+            traced *t = &s->tids[i];
+            if (t->state == T_STOPPED || t->state == T_LISTENING)
+                ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+        }
+    }
+    for (int i = 0; i < s->ntids; i++)
+        if (s->tids[i].state != T_GONE)
+            forget(&s->tids[i]);
+    spp_remote_free(&s->remote);
+    free(s->tids);
+    free(s);
+}
+
+const spp_target *spp_session_target(const spp_session *s) { return &s->target; }
+spp_remote *spp_session_remote(spp_session *s) { return &s->remote; }
+
+int spp_session_alive(const spp_session *s)
+{
+    if (s->exited)
+        return 0;
+    return kill(s->pid, 0) == 0 || errno != ESRCH;
+}
+
+/* 'R' in /proc/PID/task/TID/stat: running or runnable. Read before the
+ * thread is paused (a paused thread reads as stopped). */
+static int thread_idle(traced *t)
+{
+    char buf[512];
+    if (t->stat_fd < 0)
+        return 0;
+    ssize_t n = pread(t->stat_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'R';
+}
+
+int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
+{
+    *errors = 0;
+    if (!s->nonblocking)
+        pump(s);
+    if (s->exited)
+        return SPP_EINVAL;
+    scan_tasks(s);
+    int idle_of[SPP_CLI_MAX_THREADS];
+    for (int i = 0; i < s->ntids; i++)
+        idle_of[i] = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
+    if (!s->nonblocking)
+        pause_all(s);
+    spp_remote_next(&s->remote);
+    spp_pythread threads[256];
+    int n = spp_target_threads(&s->target, &s->reader, threads, cap < 256 ? cap : 256);
+    int stored = 0;
+    for (int i = 0; i < n; i++) {
+        spp_sampled_thread *st = &out[stored];
+        st->th = threads[i];
+        st->idle = 0;
+        for (int k = 0; k < s->ntids; k++)
+            if (s->tids[k].tid == threads[i].tid)
+                st->idle = idle_of[k];
+        st->nframes = threads[i].frame
+                          ? spp_walk(&s->target.off, &s->reader, threads[i].frame,
+                                     s->target.code_type, st->frames, NULL, SPP_CLI_MAX_DEPTH,
+                                     &st->truncated)
+                          : 0;
+        if (threads[i].frame && st->nframes == 0)
+            (*errors)++;
+        stored++;
+    }
+    if (!s->nonblocking)
+        resume_all(s);
+    if (n < 0) {
+        if (!spp_session_alive(s))
+            return SPP_EINVAL;
+        (*errors)++;
+        return 0;
+    }
+    return stored;
+}

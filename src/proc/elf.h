@@ -1,0 +1,38 @@
+/* elf.h - reads symbols from ELF64 files (the target's python executable or
+ * libpython). The file is untrusted: every offset and size is checked, and a
+ * malformed file is an error, never a crash. Not async-signal-safe. */
+#ifndef SPP_ELF_H
+#define SPP_ELF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct spp_elf {
+    const unsigned char *data; /* the whole file (mapped or borrowed) */
+    size_t size;
+    int mapped;                /* data is an mmap we own */
+    uint64_t load_vaddr;       /* p_vaddr of the first PT_LOAD, page-aligned down */
+    int type;                  /* e_type: ET_EXEC or ET_DYN */
+    /* symbol tables found: .dynsym/.dynstr and .symtab/.strtab */
+    struct {
+        uint64_t off, count, stroff, strsize;
+    } tabs[2];
+    int ntabs;
+} spp_elf;
+
+/* Validates and indexes an ELF image held in memory (borrowed). Returns 0 or
+ * SPP_EINVAL. */
+int spp_elf_parse(spp_elf *e, const void *data, size_t size);
+/* Maps and parses a file. Returns 0, SPP_EINVAL (not a usable ELF file) or
+ * -errno. */
+int spp_elf_open(spp_elf *e, const char *path);
+void spp_elf_close(spp_elf *e);
+
+/* Looks a symbol up by name in .dynsym then .symtab. Returns 0 or
+ * SPP_EINVAL (not found). */
+int spp_elf_symbol(const spp_elf *e, const char *name, uint64_t *value, uint64_t *size);
+
+/* Finds the section named name; returns 0 and its address and size. */
+int spp_elf_section(const spp_elf *e, const char *name, uint64_t *addr, uint64_t *size);
+
+#endif
