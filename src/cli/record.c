@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +101,31 @@ static const char *default_output(const char *format, pid_t pid, char *buf, size
     return buf;
 }
 
+/* Fails early, before anything is profiled, when the output cannot be
+ * written. */
+static int check_output_dir(const char *output)
+{
+    char dir[4096];
+    const char *slash = strrchr(output, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == output)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - output), output);
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        spp_cli_error("cannot write %s: the directory %s does not exist", output, dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) < 0) {
+        spp_cli_error("cannot write %s: the directory %s is not writable (%s)", output, dir,
+                      strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int spp_cmd_record(const spp_cli_opts *o)
 {
     spp_writer_fn writer = spp_writer_lookup(o->format);
@@ -107,6 +133,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         spp_cli_error("unknown format '%s' (choose flamegraph, speedscope, collapsed, raw)", o->format);
         return 2;
     }
+    if (o->output && check_output_dir(o->output) < 0)
+        return 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -188,7 +216,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         deadline += period - period / 4 + jitter;
         if (deadline + 10 * period < when)
             deadline = when; /* far behind (target paused?): don't burst */
-        if (launched) {
+        if (launched && o->nonblocking) {
+            /* (When pausing, the session reaps the child as a tracee.) */
             int status;
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 exit_status = status;

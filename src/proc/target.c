@@ -113,7 +113,27 @@ static int candidate_modules(pid_t pid, found_module *mods, int cap, int *n)
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, const char *a, long b)
 {
-    snprintf(err, errlen, fmt, a, b);
+    int n = snprintf(err, errlen, fmt, a, b);
+    if (code == SPP_TARGET_PERMISSION && n > 0 && (size_t)n < errlen) {
+        /* Say why and what would fix it. */
+        int scope = -1;
+        FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "re");
+        if (f) {
+            if (fscanf(f, "%d", &scope) != 1)
+                scope = -1;
+            fclose(f);
+        }
+        const char *fix = scope >= 3 ? "ptrace is disabled on this machine (kernel.yama.ptrace_scope=3)"
+                          : scope >= 1
+                              ? "reading another process needs root or CAP_SYS_PTRACE "
+                                "(kernel.yama.ptrace_scope=%d allows it only for the target's parent)"
+                              : "reading another process needs root, CAP_SYS_PTRACE, or running as "
+                                "the target's user";
+        snprintf(err + n, errlen - (size_t)n, ": ");
+        n += 2;
+        if ((size_t)n < errlen)
+            snprintf(err + n, errlen - (size_t)n, fix, scope);
+    }
     return code;
 }
 
@@ -131,7 +151,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
         return fail(err, errlen, SPP_TARGET_NO_PROCESS, "no process with PID %s%ld", "", (long)pid);
     if (rc < 0)
         return fail(err, errlen, SPP_TARGET_PERMISSION,
-                    "cannot read the memory map of PID %s%ld", "", (long)pid);
+                    "permission denied reading the memory map of PID %s%ld", "", (long)pid);
 
     for (int i = 0; i < nmods; i++) {
         /* Through /proc/PID/root, so that a target in a container is read
@@ -164,7 +184,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
         int rd = spp_remote_read_raw(pid, t->runtime, &pyver, 1);
         if (rd == -EPERM || rd == -EACCES)
             return fail(err, errlen, SPP_TARGET_PERMISSION,
-                        "not allowed to read the memory of PID %s%ld", "", (long)pid);
+                        "permission denied reading the memory of PID %s%ld", "", (long)pid);
         unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
         if (version == 0 || ((version >> 16) & 0xff) >= 13) {
             if (spp_remote_read_raw(pid, t->runtime, debug, sizeof(debug)) < 0)

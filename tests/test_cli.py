@@ -1,0 +1,340 @@
+"""The spprof command against real target programs of this interpreter's
+version: record (launched and attached), dump, options, errors."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import DATA
+
+
+def spprof_exe():
+    exe = os.path.join(sysconfig.get_path("scripts"), "spprof")
+    if not os.access(exe, os.X_OK):
+        pytest.fail("the spprof command is not installed next to %s" % sys.executable)
+    return exe
+
+
+def run(args, timeout=120, **kw):
+    return subprocess.run([spprof_exe(), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+BUSY = """
+import sys, threading, time
+
+def hot_leaf():
+    x = 0
+    for i in range(3000):
+        x += i * i          # HOT
+    return x
+
+def cold_leaf():
+    x = 0
+    for i in range(1000):
+        x += i              # COLD
+    return x
+
+def work(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        hot_leaf(); hot_leaf(); hot_leaf()
+        cold_leaf()
+
+def sleeper():
+    while True:
+        time.sleep(0.2)     # SLEEP
+
+threading.Thread(target=sleeper, name="sleeper", daemon=True).start()
+print("ready", flush=True)
+work(float(sys.argv[1]))
+"""
+
+
+def line_of(src, marker):
+    return next(i + 1 for i, l in enumerate(src.splitlines()) if marker in l)
+
+
+@pytest.fixture
+def busy(tmp_path):
+    path = tmp_path / "busy.py"
+    path.write_text(textwrap.dedent(BUSY))
+    return path
+
+
+def start_target(path, *args):
+    proc = subprocess.Popen([sys.executable, str(path), *map(str, args)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def folded(path):
+    counts = {}
+    for line in path.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        counts[stack] = counts.get(stack, 0) + int(n)
+    return counts
+
+
+def share(counts, name):
+    total = sum(counts.values())
+    return sum(n for s, n in counts.items() if (";" + s).rsplit(";", 1)[1].startswith(name + " ")) / total
+
+
+def test_record_launched_command_functions_lines_shares(busy, tmp_path):
+    out = tmp_path / "p.txt"
+    r = run(["record", "-f", "collapsed", "-r", "200", "-o", out, "--", sys.executable, busy, "2"])
+    assert r.returncode == 0, r.stderr
+    assert "wrote %s" % out in r.stderr
+    counts = folded(out)
+    src = textwrap.dedent(BUSY)
+    hot = "hot_leaf (busy.py:%d)" % line_of(src, "# HOT")
+    stacks = "\n".join(counts)
+    assert re.search(r"<module> \(busy\.py:\d+\);work \(busy\.py:\d+\);hot_leaf \(busy\.py:\d+\)", stacks)
+    hot_share, cold_share = share(counts, "hot_leaf"), share(counts, "cold_leaf")
+    assert 0.6 < hot_share / (hot_share + cold_share) < 0.95, (hot_share, cold_share)
+    assert sum(n for s, n in counts.items() if s.endswith(hot)) > 0.3 * sum(counts.values())
+    # idle threads are left out by default
+    assert not any("sleeper" in s for s in counts)
+    total = sum(counts.values())
+    assert 250 <= total <= 500, total  # 2 s at 200 Hz
+
+
+def test_record_attached_pid_with_duration(busy, tmp_path):
+    proc = start_target(busy, 30)
+    try:
+        out = tmp_path / "p.json"
+        t0 = time.time()
+        r = run(["record", "--pid", proc.pid, "-d", "1.5", "-f", "speedscope", "-o", out])
+        assert r.returncode == 0, r.stderr
+        assert 1.4 < time.time() - t0 < 10
+        assert proc.poll() is None, "the target must keep running after spprof detaches"
+        doc = json.loads(out.read_text())
+        import jsonschema
+
+        with open(os.path.join(DATA, "speedscope-file-format-schema.json")) as f:
+            jsonschema.validate(doc, json.load(f))
+        frames = doc["shared"]["frames"]
+        for prof in doc["profiles"]:
+            assert len(prof["samples"]) == len(prof["weights"])
+            for s in prof["samples"]:
+                assert all(0 <= i < len(frames) for i in s)
+                assert frames[s[0]]["name"] in ("<module>", "<no Python frame>"), [frames[i]["name"] for i in s]
+        names = {f["name"] for f in frames}
+        assert {"work", "hot_leaf", "cold_leaf"} <= names
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_record_svg_and_idle_and_threads(busy, tmp_path):
+    proc = start_target(busy, 30)
+    try:
+        out = tmp_path / "p.svg"
+        r = run(["record", "--pid", proc.pid, "-d", "1", "-o", out, "--idle", "--threads"])
+        assert r.returncode == 0, r.stderr
+        root = ET.parse(str(out)).getroot()
+        titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
+        assert any(t.startswith("hot_leaf (busy.py:") for t in titles), titles[:20]
+        assert any(t.startswith("sleeper (busy.py:") for t in titles)  # --idle keeps it
+        assert any(t.startswith("thread ") for t in titles)  # --threads roots
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_gil_option_keeps_only_the_gil_holder(busy, tmp_path):
+    proc = start_target(busy, 30)
+    try:
+        out = tmp_path / "p.txt"
+        r = run(["record", "--pid", proc.pid, "-d", "1", "-f", "raw", "-o", out, "--idle", "--gil"])
+        assert r.returncode == 0, r.stderr
+        counts = folded(out)
+        assert not any("sleeper" in s for s in counts), counts  # sleeping: never holds the GIL
+        assert share(counts, "hot_leaf") > 0.3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_function_and_nolineno(busy, tmp_path):
+    proc = start_target(busy, 30)
+    try:
+        out = tmp_path / "p.txt"
+        r = run(["record", "--pid", proc.pid, "-d", "0.5", "-f", "raw", "-o", out, "--function"])
+        assert r.returncode == 0, r.stderr
+        text = out.read_text()
+        assert "hot_leaf (busy.py)" in text and "busy.py:" not in text
+        r = run(["record", "--pid", proc.pid, "-d", "0.5", "-f", "raw", "-o", out, "--full-filenames"])
+        assert str(busy) in out.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_nonblocking(busy, tmp_path):
+    proc = start_target(busy, 30)
+    try:
+        out = tmp_path / "p.txt"
+        r = run(["record", "--pid", proc.pid, "-d", "1", "-f", "raw", "-o", out, "--nonblocking"])
+        assert r.returncode == 0, r.stderr
+        assert share(folded(out), "hot_leaf") > 0.3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+DUMP_TARGET = """
+import threading, time
+
+def blocked_here(seconds):
+    time.sleep(seconds)     # BLOCKED
+
+def outer():
+    blocked_here(60)
+
+t = threading.Thread(target=outer, name="waiter", daemon=True)
+t.start()
+print("ready", flush=True)
+outer()
+"""
+
+
+def test_dump_text_and_json(tmp_path):
+    path = tmp_path / "dumpme.py"
+    path.write_text(textwrap.dedent(DUMP_TARGET))
+    proc = start_target(path)
+    try:
+        time.sleep(0.2)
+        r = run(["dump", "--pid", proc.pid])
+        assert r.returncode == 0, r.stderr
+        line = line_of(textwrap.dedent(DUMP_TARGET), "# BLOCKED")
+        assert "Process %d:" % proc.pid in r.stdout
+        assert "Python v%d.%d" % sys.version_info[:2] in r.stdout
+        blocks = r.stdout.split("\nThread ")[1:]
+        assert len(blocks) == 2, r.stdout
+        for b in blocks:
+            lines = b.strip().splitlines()
+            assert "(idle" in lines[0], b
+            # innermost last
+            assert lines[-1].strip() == "blocked_here (dumpme.py:%d)" % line, b
+            assert lines[-2].strip().startswith("outer (dumpme.py:"), b
+        assert any('"MainThread"' in b.splitlines()[0] for b in blocks)
+        r = run(["dump", "--pid", proc.pid, "--json"])
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["pid"] == proc.pid
+        assert len(doc["threads"]) == 2
+        for t in doc["threads"]:
+            assert t["idle"] is True
+            assert t["frames"][-1] == {"name": "blocked_here", "file": str(path), "line": line}
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ---- errors a user will meet ----
+
+def test_no_such_pid():
+    r = run(["dump", "--pid", "999999999"])
+    assert r.returncode != 0
+    assert "--pid must be" in r.stderr or "no process" in r.stderr
+    r = run(["record", "--pid", "4194000", "-d", "1"])
+    assert r.returncode != 0 and "no process with PID 4194000" in r.stderr, r.stderr
+
+
+def test_not_a_python_process():
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        r = run(["dump", "--pid", proc.pid])
+        assert r.returncode != 0
+        assert "is not a Python program" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_unsupported_python_version(tmp_path):
+    old = sorted(p for p in (os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3.8"),
+                             os.path.expanduser("~/.pyenv/versions/3.7.16/bin/python3.7"))
+                 if os.path.exists(p))
+    if not old:
+        pytest.fail("needs a CPython older than 3.9 to check the refusal (pyenv install 3.8)")
+    proc = subprocess.Popen([old[0], "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        r = run(["dump", "--pid", proc.pid])
+        assert r.returncode != 0
+        assert re.search(r"Python 3\.[78]\S* \(PID %d\) is not supported" % proc.pid, r.stderr), r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_permission_denied_explains(busy):
+    if not shutil.which("unshare"):
+        pytest.fail("needs unshare (Debian package util-linux)")
+    proc = start_target(busy, 30)
+    try:
+        # In a new user namespace spprof has no rights over the target.
+        r = subprocess.run(["unshare", "--user", spprof_exe(), "dump", "--pid", str(proc.pid)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert "permission denied" in r.stderr, r.stderr
+        assert "CAP_SYS_PTRACE" in r.stderr or "ptrace is disabled" in r.stderr, r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_output_directory_missing(busy, tmp_path):
+    out = tmp_path / "missing" / "p.svg"
+    r = run(["record", "-o", out, "--", sys.executable, busy, "0.3"])
+    assert r.returncode != 0
+    assert str(tmp_path / "missing") in r.stderr and "does not exist" in r.stderr, r.stderr
+    assert not out.parent.exists()
+
+
+def test_target_exits_before_first_sample(tmp_path):
+    r = run(["record", "-o", tmp_path / "p.svg", "--", "sh", "-c", "exit 3"])
+    assert r.returncode != 0
+    assert "exited (status 3) before spprof could take a sample" in r.stderr, r.stderr
+    assert not (tmp_path / "p.svg").exists()
+    r = run(["record", "-o", tmp_path / "p.svg", "--", "/nonexistent/program"])
+    assert r.returncode != 0 and "cannot run /nonexistent/program" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["record", "--rate", "0", "--pid", "1"], "--rate must be a number from 1 to 100000, got '0'"),
+    (["record", "--rate", "abc", "--pid", "1"], "--rate must be a number"),
+    (["record", "--duration", "-1", "--pid", "1"], "--duration must be a number"),
+    (["record", "--format", "png", "--pid", "1"], "unknown format 'png'"),
+    (["record", "--pid", "0"], "--pid must be a positive process id"),
+    (["record", "--pid", "x"], "--pid must be a positive process id"),
+    (["record"], "nothing to profile"),
+    (["dump"], "dump needs --pid"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_arguments(args, message):
+    r = run(args)
+    assert r.returncode == 2
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_python_dash_m_runs_the_same_command():
+    r = subprocess.run([sys.executable, "-m", "spprof", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("spprof "), r.stderr
