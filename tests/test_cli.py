@@ -105,8 +105,9 @@ def test_record_launched_command_functions_lines_shares(busy, tmp_path):
     hot_share, cold_share = share(counts, "hot_leaf"), share(counts, "cold_leaf")
     assert 0.6 < hot_share / (hot_share + cold_share) < 0.95, (hot_share, cold_share)
     assert sum(n for s, n in counts.items() if s.endswith(hot)) > 0.3 * sum(counts.values())
-    # idle threads are left out by default
-    assert not any("sleeper" in s for s in counts)
+    # idle threads are left out by default (the sleeper runs only for the
+    # instants it wakes up)
+    assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.02 * sum(counts.values())
     total = sum(counts.values())
     assert 250 <= total <= 500, total  # 2 s at 200 Hz
 
@@ -161,7 +162,8 @@ def test_gil_option_keeps_only_the_gil_holder(busy, tmp_path):
         r = run(["record", "--pid", proc.pid, "-d", "1", "-f", "raw", "-o", out, "--idle", "--gil"])
         assert r.returncode == 0, r.stderr
         counts = folded(out)
-        assert not any("sleeper" in s for s in counts), counts  # sleeping: never holds the GIL
+        # sleeping, it does not hold the GIL (only the instants it wakes up)
+        assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.02 * sum(counts.values())
         assert share(counts, "hot_leaf") > 0.3
     finally:
         proc.kill()
