@@ -273,3 +273,109 @@ def test_samples_have_frames_root_first():
 
 def test_py_typed_present():
     assert os.path.exists(os.path.join(os.path.dirname(spprof.__file__), "py.typed"))
+
+
+def test_failed_automatic_save_warns_and_keeps_profile(tmp_path):
+    import shutil
+
+    d = tmp_path / "out"
+    d.mkdir()
+    spprof.start(interval_ms=1, output_path=d / "p.json")
+    burn(0.05)
+    shutil.rmtree(d)
+    with pytest.warns(RuntimeWarning, match="could not save the profile to .*p.json"):
+        p = spprof.stop()
+    assert p.sample_count > 10
+    p.save(tmp_path / "elsewhere.json")
+    assert json.loads((tmp_path / "elsewhere.json").read_text())["profiles"]
+
+
+def test_decorator_on_recursive_function(tmp_path):
+    out = tmp_path / "rec.json"
+
+    @spprof.profile(interval_ms=1, output_path=out)
+    def rec(n):
+        if n == 0:
+            return burn(0.05)
+        return rec(n - 1)
+
+    rec(5)
+    assert not spprof.is_active()
+    assert json.loads(out.read_text())["profiles"]
+
+
+def test_stats_overhead_estimate_is_measured():
+    spprof.start(interval_ms=1)
+    burn(0.2)
+    s = spprof.stats()
+    spprof.stop()
+    assert 0 < s.overhead_estimate_pct < 20, s
+
+
+def test_fork_child_can_profile(script):
+    from conftest import last_json
+
+    r = last_json(script("""
+        import json, os, time
+        import spprof
+
+        def burn(s):
+            end = time.thread_time() + s
+            while time.thread_time() < end:
+                pass
+
+        spprof.start(interval_ms=1)
+        burn(0.05)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            active = spprof.is_active()
+            spprof.start(interval_ms=1)
+            burn(0.1)
+            p = spprof.stop()
+            names = sorted({s.thread_name for s in p.samples})
+            os.write(w, json.dumps({"active": active, "n": p.sample_count, "names": names}).encode())
+            os._exit(0)
+        os.close(w)
+        child = json.loads(os.read(r, 10000))
+        _, status = os.waitpid(pid, 0)
+        parent = spprof.stop()
+        print(json.dumps({"child": child, "status": status, "parent": parent.sample_count}))
+    """))
+    assert r["status"] == 0
+    assert r["child"]["active"] is False
+    assert 80 <= r["child"]["n"] <= 120, r
+    assert r["child"]["names"] == ["MainThread"], r
+    assert r["parent"] >= 40, r
+
+
+def test_start_while_threads_come_and_go(script):
+    """Threads ending between enumeration and arming must not make start()
+    fail."""
+    from conftest import last_json
+
+    r = last_json(script("""
+        import json, sys, threading
+        import spprof
+
+        sys.setswitchinterval(1e-6)
+        stop = False
+
+        def churn():
+            while not stop:
+                ts = [threading.Thread(target=lambda: None) for _ in range(8)]
+                for t in ts: t.start()
+                for t in ts: t.join()
+
+        c = threading.Thread(target=churn)
+        c.start()
+        ok = 0
+        for i in range(300):
+            spprof.start(interval_ms=1)
+            spprof.stop()
+            ok += 1
+        stop = True
+        c.join()
+        print(json.dumps({"ok": ok}))
+    """))
+    assert r["ok"] == 300

@@ -107,7 +107,7 @@ def test_record_launched_command_functions_lines_shares(busy, tmp_path):
     assert sum(n for s, n in counts.items() if s.endswith(hot)) > 0.3 * sum(counts.values())
     # idle threads are left out by default (the sleeper runs only for the
     # instants it wakes up)
-    assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.02 * sum(counts.values())
+    assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.05 * sum(counts.values())
     total = sum(counts.values())
     assert 250 <= total <= 500, total  # 2 s at 200 Hz
 
@@ -131,7 +131,7 @@ def test_record_attached_pid_with_duration(busy, tmp_path):
             assert len(prof["samples"]) == len(prof["weights"])
             for s in prof["samples"]:
                 assert all(0 <= i < len(frames) for i in s)
-                assert frames[s[0]]["name"] in ("<module>", "<no Python frame>"), [frames[i]["name"] for i in s]
+                assert frames[s[0]]["name"] in ("<module>", "_bootstrap", "Thread._bootstrap", "<no Python frame>"), [frames[i]["name"] for i in s]
         names = {f["name"] for f in frames}
         assert {"work", "hot_leaf", "cold_leaf"} <= names
     finally:
@@ -163,7 +163,7 @@ def test_gil_option_keeps_only_the_gil_holder(busy, tmp_path):
         assert r.returncode == 0, r.stderr
         counts = folded(out)
         # sleeping, it does not hold the GIL (only the instants it wakes up)
-        assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.02 * sum(counts.values())
+        assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.05 * sum(counts.values())
         assert share(counts, "hot_leaf") > 0.3
     finally:
         proc.kill()

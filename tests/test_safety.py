@@ -3,6 +3,9 @@ GIL-released native code, code objects dying, thousands of start/stop
 cycles, bounded memory."""
 
 import json
+import os
+
+import pytest
 
 from conftest import last_json
 
@@ -222,3 +225,38 @@ def test_memory_does_not_grow_with_duration(script):
     assert r["samples"] > 2000
     assert r["dropped"] == 0
     assert r["m2"] <= r["m1"] * 1.1 + 4096, r
+
+
+def test_survives_garbage_frame_pointers(script, tmp_path):
+    """CPython 3.11/3.12 link a new _PyCFrame into the thread state before
+    setting its current frame; a sample in that window reads whatever the C
+    stack held. A C extension that leaves unmapped-looking words on the
+    stack and calls back into Python puts garbage exactly there."""
+    import shutil
+    import sysconfig
+    import subprocess
+    import sys
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("needs a C compiler (Debian package gcc) to build the test extension")
+    from conftest import DATA
+
+    ext = tmp_path / ("stackjunk" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.check_call([cc, "-O2", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"],
+                           os.path.join(DATA, "stackjunk.c"), "-o", str(ext)])
+    r = last_json(script("""
+        import json, time
+        import spprof, stackjunk
+
+        def cb():
+            return None
+
+        spprof.start(interval_ms=1)
+        end = time.time() + 4
+        while time.time() < end:
+            stackjunk.fill_and_call(cb, 10000)
+        p = spprof.stop()
+        print(json.dumps({"samples": p.sample_count, "dropped": p.dropped_count}))
+    """))
+    assert r["samples"] > 1000, r

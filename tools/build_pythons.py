@@ -431,6 +431,7 @@ class Sources:
             r = self.done[spec.series]
             if isinstance(r, SourceError):
                 raise r
+            log("  source %s, checked above in this run" % r["filename"])
             return r
         try:
             r = self._get(spec.series, spec.package)

@@ -22,7 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache")
-TEST_DEPS = ["pytest>=7", "jsonschema>=4"]
+TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "jsonschema>=4"]
 
 
 def version_of(python):
@@ -67,7 +67,7 @@ def test_one(ver, python, pytest_args):
         return "build failed"
     # Run from the tests directory so that the installed package is the one
     # imported, not the source tree.
-    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", os.path.join(ROOT, "tests"),
+    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout=300", os.path.join(ROOT, "tests"),
               *pytest_args], cwd=os.path.join(ROOT, "tests"))
     return "pass" if rc == 0 else "FAIL (pytest exit %d)" % rc
 

@@ -21,6 +21,7 @@ import numbers
 import os
 import sys
 import threading
+import warnings
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _threads
@@ -164,7 +165,17 @@ def stop() -> Profile:
         _session = None
     result = Profile(data, session.interval_ms, names)
     if session.output_path is not None:
-        result.save(session.output_path)
+        try:
+            result.save(session.output_path)
+        except OSError as exc:
+            # The profile is never lost: it is returned, and can be saved
+            # elsewhere.
+            warnings.warn(
+                "spprof: could not save the profile to %s (%s); the returned Profile "
+                "can be saved elsewhere with .save()" % (session.output_path, exc),
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return result
 
 
@@ -185,7 +196,7 @@ def stats() -> Optional[ProfilerStats]:
         collected_samples=s["samples"],
         dropped_samples=s["dropped"],
         duration_ms=elapsed_ms,
-        overhead_estimate_pct=0.0,
+        overhead_estimate_pct=100.0 * s["own_ns"] / s["weight_ns"] if s["weight_ns"] else 0.0,
         effective_rate_hz=s["samples"] / weight_s if weight_s else 0.0,
         sampled_time_ms=s["weight_ns"] / 1e6,
         clock=s["mechanism"],
@@ -285,6 +296,10 @@ def profile(
     def decorator(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # A recursive call, or a call while another profile runs, is part
+            # of that profile: only the outermost call starts one.
+            if is_active():
+                return func(*args, **kwargs)
             with Profiler(interval_ms, output_path, memory_limit_mb):
                 return func(*args, **kwargs)
 
@@ -302,5 +317,16 @@ def _stop_at_exit() -> None:
             sys.stderr.write("spprof: could not save the profile at exit: %s\n" % exc)
 
 
+def _forget_in_child() -> None:
+    # The engine resets itself in a forked child; so does the API, so that
+    # the child can start a profile of its own.
+    global _session, _lock
+    _session = None
+    _lock = threading.Lock()
+    _threads.deactivate()
+
+
 _threads.install(_engine)
 atexit.register(_stop_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

@@ -67,7 +67,13 @@ class Sample:
 
 @dataclass
 class ProfilerStats:
-    """Live statistics of a running profiler (see spprof.stats())."""
+    """Live statistics of a running profiler (see spprof.stats()).
+
+    overhead_estimate_pct is spprof's own measured time (its signal handler
+    and its drain thread) as a share of the CPU time sampled; the kernel's
+    cost of delivering the signals is not included (bench/overhead.py
+    measures everything).
+    """
 
     collected_samples: int
     dropped_samples: int

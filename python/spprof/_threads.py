@@ -20,7 +20,12 @@ _installed = False
 
 
 def _remember(thread: threading.Thread) -> None:
-    tid = getattr(thread, "_native_id", None)
+    # (Never threading.current_thread() here: during a thread's bootstrap it
+    # would create a _DummyThread.)
+    if getattr(thread, "_ident", None) == threading.get_ident():
+        tid = threading.get_native_id()  # right even in a forked child
+    else:
+        tid = getattr(thread, "_native_id", None)
     if tid is not None:
         _names[tid] = thread.name
 
@@ -31,11 +36,18 @@ def _wrap(name: str, before: Any = None, after: Any = None) -> None:
         return
 
     def wrapper(self: threading.Thread, *args: Any, **kwargs: Any) -> Any:
+        # The hooks must never break the program's threads.
         if before is not None and _active:
-            before(self)
+            try:
+                before(self)
+            except Exception:
+                pass
         result = original(self, *args, **kwargs)
         if after is not None and _active:
-            after(self)
+            try:
+                after(self)
+            except Exception:
+                pass
         return result
 
     wrapper.__name__ = original.__name__
@@ -70,9 +82,16 @@ def activate() -> None:
     global _active
     _names.clear()
     _active = True
+    me = threading.current_thread()
+    # The calling thread by its real id: after a fork, threading may still
+    # hold the parent's id for it.
+    _names[threading.get_native_id()] = me.name
+    _engine.add_thread()
     for t in threading.enumerate():
-        if t.native_id is not None:
+        if t is not me and t.native_id is not None:
             _names[t.native_id] = t.name
+            # False when the thread just ended, or there is no room left for
+            # it (then counted as dropped): either way, not an error.
             _engine.add_thread(t.native_id)
 
 

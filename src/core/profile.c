@@ -135,6 +135,22 @@ static int idset_reserve(spp_profile *p, idset *s, idset_hash_id hash_id)
     return SPP_OK;
 }
 
+/* Finds key, or makes room for it and returns the empty slot where it
+ * belongs. Looking first means an existing key is found even when the
+ * memory limit forbids the set to grow. Returns NULL when out of room. */
+static uint32_t *idset_lookup(spp_profile *p, idset *s, uint64_t h, idset_eq eq, const void *key,
+                              idset_hash_id hash_id)
+{
+    if (s->cap) {
+        uint32_t *slot = idset_find(p, s, h, eq, key);
+        if (*slot != SPP_NONE)
+            return slot;
+    }
+    if (idset_reserve(p, s, hash_id) < 0)
+        return NULL;
+    return idset_find(p, s, h, eq, key);
+}
+
 spp_profile *spp_profile_new(size_t limit_bytes)
 {
     spp_profile *p = calloc(1, sizeof(*p));
@@ -187,11 +203,11 @@ uint32_t spp_profile_intern(spp_profile *p, const char *s, size_t len)
 {
     if (len > UINT32_MAX / 2)
         return SPP_NONE;
-    if (idset_reserve(p, &p->string_set, string_hash_id) < 0)
-        return SPP_NONE;
     str_key key = {s, len};
-    uint64_t h = hash_bytes(s, len);
-    uint32_t *slot = idset_find(p, &p->string_set, h, string_eq, &key);
+    uint32_t *slot = idset_lookup(p, &p->string_set, hash_bytes(s, len), string_eq, &key,
+                                  string_hash_id);
+    if (!slot)
+        return SPP_NONE;
     if (*slot != SPP_NONE)
         return *slot;
     if (p->nbytes + len + 1 > UINT32_MAX)
@@ -263,9 +279,9 @@ static uint64_t frame_hash_id(const spp_profile *p, uint32_t id)
 
 uint32_t spp_profile_frame(spp_profile *p, const spp_frame *f)
 {
-    if (idset_reserve(p, &p->frame_set, frame_hash_id) < 0)
+    uint32_t *slot = idset_lookup(p, &p->frame_set, frame_hash(f), frame_eq, f, frame_hash_id);
+    if (!slot)
         return SPP_NONE;
-    uint32_t *slot = idset_find(p, &p->frame_set, frame_hash(f), frame_eq, f);
     if (*slot != SPP_NONE)
         return *slot;
     if (grow(p, (void **)&p->frames, &p->capframes, p->nframes + 1, sizeof(spp_frame)) < 0)
@@ -317,10 +333,11 @@ uint32_t spp_profile_push(spp_profile *p, uint32_t parent, uint32_t frame)
 {
     if (parent >= p->nstacks || frame >= p->nframes)
         return SPP_NONE;
-    if (idset_reserve(p, &p->stack_set, stack_hash_id) < 0)
-        return SPP_NONE;
     stack_key key = {parent, frame};
-    uint32_t *slot = idset_find(p, &p->stack_set, stack_hash(parent, frame), stack_eq, &key);
+    uint32_t *slot = idset_lookup(p, &p->stack_set, stack_hash(parent, frame), stack_eq, &key,
+                                  stack_hash_id);
+    if (!slot)
+        return SPP_NONE;
     if (*slot != SPP_NONE)
         return *slot;
     uint32_t id = new_stack(p, parent, frame, p->stacks[parent].thread);

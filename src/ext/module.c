@@ -359,12 +359,10 @@ static PyObject *m_add_thread(PyObject *mod, PyObject *args)
     if (tid < 0)
         tid = (long long)syscall(SYS_gettid);
     int rc = spp_sampler_add_thread((pid_t)tid, pthread_self());
-    if (rc == SPP_EINVAL)
+    /* Not running, a thread that just ended, or no room left for it (the
+     * thread runs unsampled and is counted in the dropped samples). */
+    if (rc == SPP_EINVAL || rc == SPP_EGONE || rc == SPP_ENOMEM)
         Py_RETURN_FALSE;
-    if (rc == SPP_ENOMEM)
-        return PyErr_Format(PyExc_MemoryError,
-                            "cannot sample thread %lld: the thread limit or memory_limit_mb is reached",
-                            tid);
     if (rc < 0)
         return error_with_errno(PyExc_OSError, "cannot arm a sampling clock for the thread");
     Py_RETURN_TRUE;
@@ -420,13 +418,14 @@ static PyObject *m_stats(PyObject *mod, PyObject *unused)
     (void)unused;
     spp_sampler_stats st;
     spp_sampler_get_stats(&st);
-    return Py_BuildValue("{sOsKsKsKsKsKsIsnss}", "active", st.active ? Py_True : Py_False,
+    return Py_BuildValue("{sOsKsKsKsKsKsIsnsssK}", "active", st.active ? Py_True : Py_False,
                          "samples", (unsigned long long)st.samples, "dropped",
                          (unsigned long long)st.dropped, "weight_ns",
                          (unsigned long long)st.weight_ns, "start_ns",
                          (unsigned long long)st.start_ns, "elapsed_ns",
                          (unsigned long long)st.elapsed_ns, "threads", st.threads, "memory",
-                         (Py_ssize_t)st.memory, "mechanism", spp_sampler_clock_name());
+                         (Py_ssize_t)st.memory, "mechanism", spp_sampler_clock_name(), "own_ns",
+                         (unsigned long long)st.own_ns);
 }
 
 static PyObject *m_native_available(PyObject *mod, PyObject *unused)

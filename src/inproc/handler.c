@@ -7,6 +7,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -87,6 +88,74 @@ int spp_native_available(void) { return spp_native_init() == SPP_OK; }
  * previous sample: what the sample stands for, whatever the mechanism
  * (a tick-bound CPU timer asked for 1 ms fires every 4 ms on a 250 Hz
  * kernel; a user-only perf clock does not advance in system calls). */
+/* Reading a frame chain can fault: CPython 3.11/3.12 link a _PyCFrame into
+ * the thread state a few instructions before they set its current_frame, so
+ * a signal there finds a stack garbage pointer; a torn chain can hold
+ * anything. While the handler walks, a fault jumps back to it instead of
+ * killing the program; any other fault goes to the handler that was there
+ * before (or the default action). */
+static __thread sigjmp_buf *volatile probe __attribute__((tls_model("initial-exec")));
+static struct sigaction old_segv, old_bus;
+static _Atomic int guard_installed;
+
+static void fault_handler(int sig, siginfo_t *si, void *uc)
+{
+    sigjmp_buf *jb = probe;
+    if (jb) {
+        probe = NULL;
+        siglongjmp(*jb, 1);
+    }
+    struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
+        old->sa_sigaction(sig, si, uc);
+    } else if (!(old->sa_flags & SA_SIGINFO) && old->sa_handler != SIG_DFL &&
+               old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+    } else {
+        /* Back to the default action: returning re-runs the faulting
+         * instruction, which now ends the process as it would have. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+    }
+}
+
+void spp_fault_guard_install(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_sigaction == fault_handler)
+        return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+    atomic_store(&guard_installed, 1);
+}
+
+/* Walks the thread's Python frames; -1 if a read faulted. (The signal mask
+ * that the fault left blocked is restored when spp_handler returns.) */
+static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64_t tstate,
+                                                  spp_rawframe *py, uint8_t *entries,
+                                                  int *truncated)
+{
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -1;
+    probe = &jb;
+    uint64_t frame = 0;
+    int n = 0;
+    if (spp_thread_frame(o, &spp_local_reader, tstate, &frame) == 0)
+        n = spp_walk(o, &spp_local_reader, frame, spp_g.cfg.code_type, py, entries,
+                     SPP_MAX_PY_FRAMES, truncated);
+    probe = NULL;
+    return n;
+}
+
 static uint64_t slot_weight(spp_slot *s)
 {
     struct timespec ts;
@@ -140,16 +209,19 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     rec->flags = 0;
     rec->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t began = rec->time_ns;
     rec->weight_ns = weight;
 
     const spp_pyoffsets *o = spp_g.cfg.offsets;
     spp_rawframe *py = (spp_rawframe *)(rec + 1);
     uint8_t entries[SPP_MAX_PY_FRAMES];
-    uint64_t frame = 0;
-    int npy = 0, truncated = 0;
-    if (spp_thread_frame(o, &spp_local_reader, tstate, &frame) == 0)
-        npy = spp_walk(o, &spp_local_reader, frame, spp_g.cfg.code_type, py, entries,
-                       SPP_MAX_PY_FRAMES, &truncated);
+    int truncated = 0;
+    int npy = walk_guarded(o, tstate, py, entries, &truncated);
+    if (npy < 0) {
+        /* The chain led into unmapped memory: nothing consistent to record. */
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        goto out;
+    }
     if (truncated)
         rec->flags |= SPP_REC_TRUNCATED;
     uint64_t *native = (uint64_t *)(py + npy);
@@ -165,6 +237,10 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
                   (size_t)nnative * sizeof(uint64_t) + (size_t)npy;
     rec->size = (uint32_t)((size + 7) & ~(size_t)7);
     spp_ring_commit(&s->ring, rec);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    atomic_fetch_add_explicit(&spp_g.handler_ns,
+                              (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - began,
+                              memory_order_relaxed);
 out:
     atomic_fetch_sub(&spp_g.in_handler, 1);
     errno = saved_errno;

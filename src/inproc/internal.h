@@ -56,11 +56,13 @@ typedef struct spp_sampler {
     struct sigaction old_action;
     int handler_installed;
     _Atomic uint64_t handler_misses; /* signals with no slot or no Python thread */
-    _Atomic int in_handler;    /* handlers running now; stop waits for zero */
+    _Atomic int in_handler;
+    _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */    /* handlers running now; stop waits for zero */
 
     pthread_mutex_t lock;      /* guards slots' setup/teardown, profile, drain */
     pthread_t drain_thread;
     int drain_running;
+    _Atomic int resolving;     /* records may still be resolved (start .. last drain of stop) */
     int drain_stop;
     pthread_cond_t drain_cond;
     spp_profile *profile;      /* owned while running */
@@ -71,6 +73,9 @@ extern spp_sampler spp_g;
 /* handler.c */
 void spp_handler(int sig, siginfo_t *si, void *uc);
 int spp_native_init(void);
+/* Installs the SIGSEGV/SIGBUS handler that lets spp_handler survive a
+ * faulting read (chaining every other fault). Idempotent. */
+void spp_fault_guard_install(void);
 
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
 int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);

@@ -345,6 +345,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         rc = SPP_ENOMEM;
         goto fail;
     }
+    spp_fault_guard_install();
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = spp_handler;
@@ -358,6 +359,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
     spp_g.mono_to_real = spp_g.start_real - spp_g.start_mono;
     atomic_store(&spp_g.handler_misses, 0);
+    atomic_store(&spp_g.handler_ns, 0);
     spp_g.drain_stop = 0;
     /* The drain thread must never run the handler: block the signal while
      * creating it (the new thread inherits the mask). */
@@ -372,6 +374,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         goto fail;
     }
     spp_g.drain_running = 1;
+    atomic_store(&spp_g.resolving, 1);
     atomic_store(&spp_g.active, 1);
     goto out;
 fail:
@@ -399,14 +402,8 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         rc = SPP_EINVAL;
         goto out;
     }
-    int old = find_slot(tid);
-    if (old >= 0) {
-        /* Either a second registration of the same thread, or a new thread
-         * that reuses the id of one that ended unnoticed: re-arm either way,
-         * since a clock of a dead thread never fires. */
-        atomic_store(&spp_g.slots[old].state, SLOT_EXITED);
-        spp_clock_disarm(&spp_g.slots[old]);
-    }
+    if (find_slot(tid) >= 0)
+        goto out; /* already sampled (a thread that ended is reaped within a drain period) */
     int idx = -1;
     for (int i = 0; i < SPP_MAX_THREADS && idx < 0; i++)
         if (atomic_load(&spp_g.slots[i].state) == SLOT_FREE)
@@ -442,7 +439,10 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
             spp_g.user_only = s->user_only;
         }
     if (err < 0) {
-        rc = SPP_ENOSYS;
+        /* A thread that ended since it was listed has no clock to arm. */
+        rc = (err == -EINVAL || err == -ESRCH) && syscall(SYS_tgkill, getpid(), tid, 0) < 0
+                 ? SPP_EGONE
+                 : SPP_ENOSYS;
         errno = -err;
         atomic_store(&s->state, SLOT_EXITED);
         release_slot(idx);
@@ -509,6 +509,7 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
     drain_all();
     spp_profile *p = spp_g.profile;
     spp_g.profile = NULL;
+    atomic_store(&spp_g.resolving, 0); /* under the lock, after the last drain */
     spp_profile_drop(p, R.dropped);
     if (meta) {
         spp_meta m = *meta;
@@ -522,7 +523,7 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
 
 void spp_sampler_code_dying(uint64_t code)
 {
-    if (!spp_g.drain_running)
+    if (!atomic_load(&spp_g.resolving))
         return;
     pthread_mutex_lock(&spp_g.lock);
     if (spp_g.profile) {
@@ -561,6 +562,12 @@ void spp_sampler_get_stats(spp_sampler_stats *st)
         st->dropped = R.dropped + ring_drops;
         st->memory = spp_profile_memory(spp_g.profile) + R.ring_total;
         st->start_ns = spp_g.start_real;
+        st->own_ns = atomic_load(&spp_g.handler_ns);
+        clockid_t drain_clock;
+        struct timespec ts;
+        if (spp_g.drain_running && pthread_getcpuclockid(spp_g.drain_thread, &drain_clock) == 0 &&
+            clock_gettime(drain_clock, &ts) == 0)
+            st->own_ns += (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
         st->elapsed_ns = now_ns(CLOCK_MONOTONIC) - spp_g.start_mono;
     }
     pthread_mutex_unlock(&spp_g.lock);

@@ -48,6 +48,7 @@ typedef struct spp_sampler_stats {
     uint64_t elapsed_ns;
     uint32_t threads;      /* threads with a clock armed now */
     size_t memory;         /* bytes held by rings and the profile */
+    uint64_t own_ns;       /* spprof's own time: in the handler and the drain thread */
 } spp_sampler_stats;
 
 /* Installs the handler, starts the drain thread. Returns 0, SPP_EINVAL
@@ -55,8 +56,13 @@ typedef struct spp_sampler_stats {
  * SPP_ENOMEM, or SPP_ENOSYS when no clock can be armed. */
 int spp_sampler_start(const spp_sampler_config *cfg);
 
+/* SPP_EGONE: the thread ended before its clock could be armed. */
+#define SPP_EGONE (-16)
+
 /* Arms a clock for a thread (any thread may call this for any thread).
- * Returns 0, or < 0 when no mechanism works for it. Idempotent. */
+ * Returns 0, SPP_EGONE, SPP_ENOMEM (thread slots or ring memory used up;
+ * counted as a drop), or SPP_ENOSYS when no mechanism works for it.
+ * Idempotent. */
 int spp_sampler_add_thread(pid_t tid, pthread_t thread);
 /* Disarms the calling thread's clock and keeps its samples. */
 int spp_sampler_remove_thread(pid_t tid);
