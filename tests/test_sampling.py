@@ -172,3 +172,168 @@ def test_speedscope_thread_profiles(script, tmp_path):
     names = [prof["name"] for prof in doc["profiles"]]
     assert any(n.startswith("late-1") for n in names), names
     assert any(n.startswith("MainThread") for n in names), names
+
+
+def test_thread_profiler_inside_a_sampled_thread_keeps_it_sampled(script):
+    r = last_json(script("""
+        import json, threading, time
+        import spprof
+
+        def burn(s):
+            end = time.thread_time() + s
+            while time.thread_time() < end:
+                pass
+
+        def inside():
+            burn(0.05)
+
+        def after():
+            burn(0.05)
+
+        def worker():
+            with spprof.ThreadProfiler():
+                inside()
+            after()
+
+        spprof.start(interval_ms=1)
+        t = threading.Thread(target=worker)
+        t.start(); t.join()
+        p = spprof.stop()
+        c = {"inside": 0, "after": 0}
+        for s in p.samples:
+            for k in c:
+                if any(f.function_name == k for f in s.frames):
+                    c[k] += s.count
+        print(json.dumps(c))
+    """))
+    assert r["inside"] > 25 and r["after"] > 25, r
+
+
+def test_deep_recursion_at_1ms_loses_nothing(script):
+    r = last_json(script("""
+        import json, sys, time
+        import spprof
+
+        sys.setrecursionlimit(20000)
+
+        def down(n):
+            if n == 0:
+                end = time.thread_time() + 1.0
+                while time.thread_time() < end:
+                    pass
+                return 0
+            return down(n - 1) + 1
+
+        spprof.start(interval_ms=1)
+        down(5000)
+        p = spprof.stop()
+        depths = [len(s.frames) for s in p.samples]
+        print(json.dumps({"samples": p.sample_count, "dropped": p.dropped_count,
+                          "sampled_ms": p.sampled_time_ms, "max_depth": max(depths),
+                          "roots": sorted({s.frames[0].function_name for s in p.samples})}))
+    """))
+    assert r["dropped"] == 0, r
+    assert r["samples"] >= 900, r
+    assert abs(r["sampled_ms"] - 1000) < 100, r
+    assert r["roots"] == ["<truncated>"], r  # 5000 deep: the innermost 256 kept
+    assert r["max_depth"] == 257, r
+
+
+def test_threads_beyond_the_memory_limit_are_counted_as_dropped(script):
+    r = last_json(script("""
+        import json, threading, time
+        import spprof
+
+        def burn():
+            end = time.thread_time() + 0.1
+            while time.thread_time() < end:
+                pass
+
+        spprof.start(interval_ms=1, memory_limit_mb=1)
+        ts = [threading.Thread(target=burn) for _ in range(40)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        p = spprof.stop()
+        print(json.dumps({"samples": p.sample_count, "dropped": p.dropped_count,
+                          "threads": len({s.thread_id for s in p.samples})}))
+    """))
+    # 40 threads x 100 ms of CPU at 1 ms: every sample is either kept or
+    # counted as dropped.
+    assert r["threads"] < 40, r
+    assert 3600 <= r["samples"] + r["dropped"] <= 4400, r
+
+
+def test_thread_renamed_while_running(script):
+    r = last_json(script("""
+        import json, threading, time
+        import spprof
+
+        def burn():
+            end = time.thread_time() + 0.05
+            while time.thread_time() < end:
+                pass
+            threading.current_thread().name = "renamed"
+            end = time.thread_time() + 0.05
+            while time.thread_time() < end:
+                pass
+
+        spprof.start(interval_ms=1)
+        t = threading.Thread(target=burn, name="original")
+        t.start(); t.join()
+        p = spprof.stop()
+        print(json.dumps(sorted({s.thread_name for s in p.samples if s.thread_id == t.native_id})))
+    """))
+    assert r == ["renamed"], r
+
+
+SYSCALL_SPLIT = """
+import json, os, time
+import spprof
+
+fd = os.open("/dev/zero", os.O_RDONLY)
+
+def in_kernel(budget):
+    end = time.thread_time() + budget
+    while time.thread_time() < end:
+        os.read(fd, 65536)
+
+def in_python(budget):
+    end = time.thread_time() + budget
+    x = 0
+    while time.thread_time() < end:
+        for i in range(2000):
+            x += i
+
+spprof.start(interval_ms=1)
+for _ in range(10):
+    in_kernel(0.05); in_python(0.05)
+p = spprof.stop()
+w = {"in_kernel": 0, "in_python": 0}
+for s in p.samples:
+    for k in w:
+        if any(f.function_name == k for f in s.frames):
+            w[k] += s.weight_ns
+print(json.dumps({"clock": p.clock, "share": w["in_kernel"] / (w["in_kernel"] + w["in_python"])}))
+"""
+
+
+def test_unprivileged_clock_samples_system_call_time_truthfully(tmp_path):
+    """Without perf privileges a user-time-only perf clock would under-sample
+    code in system calls; spprof then prefers the CPU-time timer."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        import pytest
+        pytest.fail("needs unshare (Debian package util-linux)")
+    (tmp_path / "t.py").write_text(SYSCALL_SPLIT)
+    out = subprocess.run(["unshare", "--user", sys.executable, str(tmp_path / "t.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = int(f.read())
+    if paranoid >= 2:
+        assert r["clock"] == "cpu_timer", r
+    assert 0.40 < r["share"] < 0.60, r

@@ -160,8 +160,9 @@ def stop() -> Profile:
         if _session is None:
             raise RuntimeError("profiler is not running; call spprof.start() first")
         session = _session
-        names = _threads.deactivate()
+        # The engine first, so that the rest of stop() is not in the profile.
         data = _engine.stop(" ".join(sys.argv) or "python", session.interval_ms)
+        names = _threads.deactivate()
         _session = None
     result = Profile(data, session.interval_ms, names)
     if session.output_path is not None:
@@ -207,7 +208,8 @@ def stats() -> Optional[ProfilerStats]:
 
 def register_thread() -> bool:
     """Sample the calling thread (threads are sampled automatically; this is
-    for threads not started through threading). False if not running."""
+    for threads not started through threading). True if the thread is
+    sampled; False if the profiler is not running or has no room for it."""
     if _session is None:
         return False
     return bool(_engine.add_thread())
@@ -224,11 +226,15 @@ class ThreadProfiler:
     """``with ThreadProfiler(): ...`` registers the thread for the block."""
 
     def __enter__(self) -> "ThreadProfiler":
-        self.registered = register_thread()
+        state = _engine.add_thread() if _session is not None else 0
+        self.registered = bool(state)
+        # Only a registration made here is undone on exit: a thread that was
+        # already sampled (as every threading.Thread is) stays sampled.
+        self._armed_here = state == 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.registered:
+        if self._armed_here and _session is not None:
             unregister_thread()
 
 
@@ -241,6 +247,8 @@ def set_native_unwinding(enabled: bool) -> None:
     """Record C frames between Python frames from the next start() on.
     Raises RuntimeError if enabling and libunwind is not available."""
     global _native
+    if not isinstance(enabled, bool):
+        raise TypeError("set_native_unwinding() takes True or False, not %r" % (enabled,))
     if enabled and not native_unwinding_available():
         raise RuntimeError(
             "native unwinding needs libunwind (Debian/Ubuntu: libunwind8; "
@@ -327,6 +335,10 @@ def _forget_in_child() -> None:
 
 
 _threads.install(_engine)
+# start() and stop() run for a moment with sampling on; their frames are
+# spprof's, not the program's.
+for _f in (start, stop):
+    _engine.hide(_f.__code__)
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)

@@ -71,10 +71,30 @@ def install(engine: Any) -> None:
     if _installed:
         return
     _installed = True
-    for hook in (_remember, _thread_started):
+    for hook in (_remember, _thread_started, activate, deactivate):
         _engine.hide(hook.__code__)
     _wrap("_set_native_id", after=_thread_started)
     _wrap("_stop", before=_remember)
+    _watch_renames()
+
+
+def _watch_renames() -> None:
+    """Thread.name is a property; record every new name while profiling."""
+    prop = threading.Thread.__dict__.get("name")
+    if not isinstance(prop, property) or prop.fset is None:
+        return
+    fget, fset = prop.fget, prop.fset
+
+    def set_name(self: threading.Thread, value: str) -> None:
+        fset(self, value)
+        if _active:
+            try:
+                _remember(self)
+            except Exception:
+                pass
+
+    _engine.hide(set_name.__code__)
+    threading.Thread.name = property(fget, set_name, prop.fdel, prop.__doc__)  # type: ignore[assignment]
 
 
 def activate() -> None:
@@ -83,16 +103,16 @@ def activate() -> None:
     _names.clear()
     _active = True
     me = threading.current_thread()
-    # The calling thread by its real id: after a fork, threading may still
-    # hold the parent's id for it.
-    _names[threading.get_native_id()] = me.name
-    _engine.add_thread()
     for t in threading.enumerate():
         if t is not me and t.native_id is not None:
             _names[t.native_id] = t.name
-            # False when the thread just ended, or there is no room left for
-            # it (then counted as dropped): either way, not an error.
+            # 0 when the thread just ended, or there is no room left for it
+            # (then counted as dropped): either way, not an error.
             _engine.add_thread(t.native_id)
+    # The calling thread last (so this loop is not sampled), by its real id:
+    # after a fork, threading may still hold the parent's id for it.
+    _names[threading.get_native_id()] = me.name
+    _engine.add_thread()
 
 
 def deactivate() -> Dict[int, str]:

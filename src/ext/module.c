@@ -362,10 +362,10 @@ static PyObject *m_add_thread(PyObject *mod, PyObject *args)
     /* Not running, a thread that just ended, or no room left for it (the
      * thread runs unsampled and is counted in the dropped samples). */
     if (rc == SPP_EINVAL || rc == SPP_EGONE || rc == SPP_ENOMEM)
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(0);
     if (rc < 0)
         return error_with_errno(PyExc_OSError, "cannot arm a sampling clock for the thread");
-    Py_RETURN_TRUE;
+    return PyLong_FromLong(rc == SPP_EXISTS ? 2 : 1);
 }
 
 static PyObject *m_remove_thread(PyObject *mod, PyObject *args)
@@ -481,7 +481,8 @@ static PyObject *m_layout(PyObject *mod, PyObject *unused)
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))m_start, METH_VARARGS | METH_KEYWORDS,
      "start(interval_ns, memory_limit, native=False, mechanism=0, empty=False)"},
-    {"add_thread", m_add_thread, METH_VARARGS, "add_thread(tid=current) -> bool"},
+    {"add_thread", m_add_thread, METH_VARARGS,
+     "add_thread(tid=current) -> 1 armed, 2 already sampled, 0 not sampled"},
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
     {"stats", m_stats, METH_NOARGS, "live statistics"},

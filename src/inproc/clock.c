@@ -22,12 +22,14 @@ const char *spp_mechanism_name(int mech)
         return "cpu_timer";
     case SPP_MECH_WALL:
         return "wall_timer";
+    case SPP_MECH_PERF_USER:
+        return "perf_event_user";
     default:
         return "none";
     }
 }
 
-static int arm_perf(spp_slot *s, int idx)
+static int arm_perf(spp_slot *s, int idx, int user_only)
 {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof(attr));
@@ -39,16 +41,11 @@ static int arm_perf(spp_slot *s, int idx)
     attr.wakeup_events = 1;
     attr.exclude_hv = 1;
     /* Counting kernel time too needs privilege (perf_event_paranoid < 2 or
-     * CAP_PERFMON); unprivileged users get a clock that advances in user
-     * mode only. Either way each sample's weight is the thread's whole CPU
-     * time since its previous sample (see handler.c). */
+     * CAP_PERFMON). A clock that advances in user mode only would sample
+     * code that spends its time in system calls too rarely, so it is a
+     * later fallback (SPP_MECH_PERF_USER) than the tick-bound CPU timer. */
+    attr.exclude_kernel = user_only;
     int fd = (int)syscall(SYS_perf_event_open, &attr, s->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-    s->user_only = 0;
-    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
-        attr.exclude_kernel = 1;
-        s->user_only = 1;
-        fd = (int)syscall(SYS_perf_event_open, &attr, s->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-    }
     if (fd < 0)
         return -errno;
     struct f_owner_ex owner = {F_OWNER_TID, s->tid};
@@ -120,7 +117,9 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
     s->weight_clock = spp_clock_weight_clock(s);
     switch (mech) {
     case SPP_MECH_PERF:
-        return arm_perf(s, idx);
+        return arm_perf(s, idx, 0);
+    case SPP_MECH_PERF_USER:
+        return arm_perf(s, idx, 1);
     case SPP_MECH_CPUTIMER:
         return arm_timer(s, idx, thread_cpu_clock(s->tid));
     case SPP_MECH_WALL:

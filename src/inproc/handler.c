@@ -200,7 +200,7 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
         goto out;
     }
-    spp_rec *rec = spp_ring_reserve(&s->ring, SPP_REC_MAX);
+    spp_rec *rec = s->ring.buf ? spp_ring_reserve(&s->ring, SPP_REC_MAX) : NULL;
     if (!rec) {
         atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
         goto out;
@@ -237,6 +237,16 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
                   (size_t)nnative * sizeof(uint64_t) + (size_t)npy;
     rec->size = (uint32_t)((size + 7) & ~(size_t)7);
     spp_ring_commit(&s->ring, rec);
+    /* Half full: ask the drain thread to come now rather than at its next
+     * period (one kick until it has drained). */
+    if (atomic_load_explicit(&s->ring.tail, memory_order_relaxed) -
+                atomic_load_explicit(&s->ring.head, memory_order_relaxed) >
+            s->ring.cap / 2 &&
+        !atomic_exchange_explicit(&spp_g.kicked, 1, memory_order_relaxed)) {
+        uint64_t one = 1;
+        ssize_t w = write(spp_g.kick_fd, &one, sizeof(one));
+        (void)w;
+    }
     clock_gettime(CLOCK_MONOTONIC, &ts);
     atomic_fetch_add_explicit(&spp_g.handler_ns,
                               (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - began,

@@ -36,7 +36,6 @@ typedef struct spp_slot {
     int fd;                    /* perf_event fd, -1 if none */
     timer_t timer;
     int has_timer;
-    int user_only;             /* perf clock counts user time only */
     clockid_t weight_clock;    /* what a sample's weight measures */
     uint64_t last_clock;       /* weight_clock at the previous sample */
     _Atomic uint64_t dropped;  /* ring full or unreadable stack */
@@ -47,7 +46,6 @@ typedef struct spp_sampler {
     _Atomic int active;        /* the handler records only while set */
     spp_sampler_config cfg;
     int mech;                  /* the mechanism that worked for the first thread */
-    int user_only;             /* ... and whether its perf clock is user-time only */
     spp_slot slots[SPP_MAX_THREADS];
     _Atomic int16_t fd_slot[SPP_MAX_FD];  /* perf fd -> slot index + 1 */
     uint32_t ring_bytes;
@@ -64,7 +62,8 @@ typedef struct spp_sampler {
     int drain_running;
     _Atomic int resolving;     /* records may still be resolved (start .. last drain of stop) */
     int drain_stop;
-    pthread_cond_t drain_cond;
+    int kick_fd;               /* eventfd: a handler asks for an early drain */
+    _Atomic int kicked;        /* a kick is pending (one write per drain) */
     spp_profile *profile;      /* owned while running */
 } spp_sampler;
 

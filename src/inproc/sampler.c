@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,10 +18,13 @@
 
 spp_sampler spp_g = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .drain_cond = PTHREAD_COND_INITIALIZER,
+    .kick_fd = -1,
 };
 
-#define RING_BYTES (32u * 1024u)   /* per thread: at least 6 of the largest records */
+/* Ring sizes tried per thread, largest first, within a quarter of the
+ * memory limit: 256 KiB holds 58 of the largest records (10 ms of samples at
+ * 1 kHz with 256-deep stacks, several times over); 16 KiB holds 3. */
+static const uint32_t ring_sizes[] = {256u << 10, 64u << 10, 16u << 10};
 #define DRAIN_PERIOD_NS 10000000ull
 #define NATIVE_CACHE 2048          /* direct-mapped, a power of two */
 #define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
@@ -261,22 +266,27 @@ static void reap_exited_threads(void)
     }
 }
 
+/* Drains every DRAIN_PERIOD_NS, or sooner when a handler finds its ring
+ * half full and kicks the eventfd. */
 static void *drain_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&spp_g.lock);
-    while (!spp_g.drain_stop) {
+    for (;;) {
+        pthread_mutex_lock(&spp_g.lock);
+        int stop = spp_g.drain_stop;
         drain_all();
         reap_exited_threads();
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        uint64_t ns = (uint64_t)until.tv_nsec + DRAIN_PERIOD_NS;
-        until.tv_sec += (time_t)(ns / 1000000000ull);
-        until.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&spp_g.drain_cond, &spp_g.lock, &until);
+        pthread_mutex_unlock(&spp_g.lock);
+        if (stop)
+            return NULL;
+        struct pollfd pfd = {spp_g.kick_fd, POLLIN, 0};
+        if (poll(&pfd, 1, (int)(DRAIN_PERIOD_NS / 1000000ull)) > 0) {
+            uint64_t n;
+            ssize_t got = read(spp_g.kick_fd, &n, sizeof(n));
+            (void)got;
+        }
+        atomic_store(&spp_g.kicked, 0);
     }
-    pthread_mutex_unlock(&spp_g.lock);
-    return NULL;
 }
 
 /* ---- control ---- */
@@ -334,7 +344,6 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     }
     spp_g.cfg = *cfg;
     spp_g.mech = cfg->mechanism;
-    spp_g.user_only = 0;
     R.dropped = R.samples = 0;
     R.ring_total = 0;
     memset(R.slot_thread_valid, 0, sizeof(R.slot_thread_valid));
@@ -361,6 +370,12 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     atomic_store(&spp_g.handler_misses, 0);
     atomic_store(&spp_g.handler_ns, 0);
     spp_g.drain_stop = 0;
+    atomic_store(&spp_g.kicked, 0);
+    spp_g.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (spp_g.kick_fd < 0) {
+        rc = SPP_ENOMEM;
+        goto fail;
+    }
     /* The drain thread must never run the handler: block the signal while
      * creating it (the new thread inherits the mask). */
     sigset_t block, old;
@@ -370,6 +385,8 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     int err = pthread_create(&spp_g.drain_thread, NULL, drain_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) {
+        close(spp_g.kick_fd);
+        spp_g.kick_fd = -1;
         rc = SPP_ENOMEM;
         goto fail;
     }
@@ -402,42 +419,53 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         rc = SPP_EINVAL;
         goto out;
     }
-    if (find_slot(tid) >= 0)
-        goto out; /* already sampled (a thread that ended is reaped within a drain period) */
+    if (find_slot(tid) >= 0) {
+        rc = SPP_EXISTS; /* already sampled (a thread that ended is reaped within a drain period) */
+        goto out;
+    }
     int idx = -1;
     for (int i = 0; i < SPP_MAX_THREADS && idx < 0; i++)
         if (atomic_load(&spp_g.slots[i].state) == SLOT_FREE)
             idx = i;
-    if (idx < 0 || R.ring_total + RING_BYTES > R.ring_budget) {
+    if (idx < 0) {
         R.dropped++;
         rc = SPP_ENOMEM;
         goto out;
     }
     spp_slot *s = &spp_g.slots[idx];
-    s->ring.buf = malloc(RING_BYTES);
-    if (!s->ring.buf) {
-        rc = SPP_ENOMEM;
-        goto out;
+    memset(&s->ring, 0, sizeof(s->ring));
+    for (size_t i = 0; i < sizeof(ring_sizes) / sizeof(ring_sizes[0]) && !s->ring.buf; i++) {
+        if (R.ring_total + ring_sizes[i] > R.ring_budget)
+            continue;
+        s->ring.buf = malloc(ring_sizes[i]);
+        s->ring.cap = s->ring.buf ? ring_sizes[i] : 0;
     }
-    s->ring.cap = RING_BYTES;
-    atomic_store(&s->ring.head, 0);
-    atomic_store(&s->ring.tail, 0);
+    /* With no room for a ring the thread still gets a clock: each of its
+     * samples is then counted as dropped, so the loss shows. */
     atomic_store(&s->dropped, 0);
-    R.ring_total += RING_BYTES;
+    R.ring_total += (uint32_t)s->ring.cap;
     s->tid = tid;
     atomic_store(&s->state, SLOT_ARMING);
-    /* The first thread picks the mechanism (falling back in order); later
-     * threads use the same one so that all weights mean the same thing. */
-    int first = spp_g.mech ? spp_g.mech : SPP_MECH_PERF;
-    int last = spp_g.cfg.mechanism ? spp_g.cfg.mechanism : SPP_MECH_WALL;
-    if (spp_g.mech && !spp_g.cfg.mechanism)
-        last = spp_g.mech;
+    /* The first thread picks the mechanism, trying them from the truest to
+     * the least; later threads use the same one so that all weights mean
+     * the same thing (falling back only if it fails for them). */
+    static const int order[] = {SPP_MECH_PERF, SPP_MECH_CPUTIMER, SPP_MECH_PERF_USER, SPP_MECH_WALL};
+    int tries[4], ntries = 0;
+    if (spp_g.mech)
+        tries[ntries++] = spp_g.mech;
+    if (spp_g.cfg.mechanism) {
+        tries[ntries++] = spp_g.cfg.mechanism;
+        if (spp_g.cfg.mechanism == SPP_MECH_PERF)
+            tries[ntries++] = SPP_MECH_PERF_USER;
+    } else {
+        for (int i = 0; i < 4; i++)
+            if (order[i] != spp_g.mech)
+                tries[ntries++] = order[i];
+    }
     int err = -1;
-    for (int m = first; m <= last && err < 0; m++)
-        if ((err = spp_clock_arm(s, idx, thread, m)) == 0 && !spp_g.mech) {
-            spp_g.mech = m;
-            spp_g.user_only = s->user_only;
-        }
+    for (int i = 0; i < ntries && err < 0; i++)
+        if ((err = spp_clock_arm(s, idx, thread, tries[i])) == 0 && !spp_g.mech)
+            spp_g.mech = tries[i];
     if (err < 0) {
         /* A thread that ended since it was listed has no clock to arm. */
         rc = (err == -EINVAL || err == -ESRCH) && syscall(SYS_tgkill, getpid(), tid, 0) < 0
@@ -501,10 +529,14 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
      * process with SIGPROF's default action. */
     wait_for_handlers();
     spp_g.drain_stop = 1;
-    pthread_cond_signal(&spp_g.drain_cond);
     pthread_mutex_unlock(&spp_g.lock);
+    uint64_t one = 1;
+    ssize_t w = write(spp_g.kick_fd, &one, sizeof(one));
+    (void)w;
     pthread_join(spp_g.drain_thread, NULL);
     pthread_mutex_lock(&spp_g.lock);
+    close(spp_g.kick_fd);
+    spp_g.kick_fd = -1;
     spp_g.drain_running = 0;
     drain_all();
     spp_profile *p = spp_g.profile;
@@ -535,8 +567,6 @@ void spp_sampler_code_dying(uint64_t code)
 
 const char *spp_sampler_clock_name(void)
 {
-    if (spp_g.mech == SPP_MECH_PERF && spp_g.user_only)
-        return "perf_event_user";
     return spp_mechanism_name(spp_g.mech);
 }
 
@@ -586,9 +616,10 @@ void spp_sampler_atfork_child(void)
         }
     memset(spp_g.slots, 0, sizeof(spp_g.slots));
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
     spp_g.lock = fresh;
-    spp_g.drain_cond = fresh_cond;
+    if (spp_g.kick_fd >= 0)
+        close(spp_g.kick_fd);
+    spp_g.kick_fd = -1;
     spp_g.drain_running = 0;
     spp_g.profile = NULL; /* the parent's copy; not freed in the child */
     R.resolver = NULL; /* the parent's; not freed in the child */

@@ -22,6 +22,7 @@ enum spp_mechanism {
     SPP_MECH_PERF = 1,    /* perf_event task-clock, CPU time at any rate */
     SPP_MECH_CPUTIMER = 2,/* timer_create on the thread's CPU clock (tick-bound) */
     SPP_MECH_WALL = 3,    /* timer_create on CLOCK_MONOTONIC */
+    SPP_MECH_PERF_USER = 4, /* perf_event task-clock counting user time only */
 };
 
 const char *spp_mechanism_name(int mech);
@@ -58,10 +59,14 @@ int spp_sampler_start(const spp_sampler_config *cfg);
 
 /* SPP_EGONE: the thread ended before its clock could be armed. */
 #define SPP_EGONE (-16)
+/* SPP_EXISTS: the thread was already sampled (a success). */
+#define SPP_EXISTS 1
 
 /* Arms a clock for a thread (any thread may call this for any thread).
- * Returns 0, SPP_EGONE, SPP_ENOMEM (thread slots or ring memory used up;
- * counted as a drop), or SPP_ENOSYS when no mechanism works for it.
+ * Returns 0, SPP_EXISTS, SPP_EGONE, SPP_ENOMEM (all thread slots used;
+ * counted as a drop), or SPP_ENOSYS when no mechanism works for it. A
+ * thread beyond the ring memory budget gets a clock but no ring: its
+ * samples are counted as dropped.
  * Idempotent. */
 int spp_sampler_add_thread(pid_t tid, pthread_t thread);
 /* Disarms the calling thread's clock and keeps its samples. */
