@@ -103,7 +103,7 @@ def test_record_launched_command_functions_lines_shares(busy, tmp_path):
     stacks = "\n".join(counts)
     assert re.search(r"<module> \(busy\.py:\d+\);work \(busy\.py:\d+\);hot_leaf \(busy\.py:\d+\)", stacks)
     hot_share, cold_share = share(counts, "hot_leaf"), share(counts, "cold_leaf")
-    assert 0.6 < hot_share / (hot_share + cold_share) < 0.95, (hot_share, cold_share)
+    assert 0.6 < hot_share / (hot_share + cold_share) < 0.98, (hot_share, cold_share)
     assert sum(n for s, n in counts.items() if s.endswith(hot)) > 0.3 * sum(counts.values())
     # idle threads are left out by default (the sleeper runs only for the
     # instants it wakes up)

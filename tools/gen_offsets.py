@@ -8,8 +8,9 @@ extension nor the CLI needs Python headers of other versions to build; the
 test suite reruns this with --check to prove the committed table matches the
 headers on the machine.
 
-3.13 and later need no row: their layout comes from the interpreter's own
-_Py_DebugOffsets at run time.
+For 3.13 and later the layout itself comes from the interpreter's own
+_Py_DebugOffsets at run time; what is generated is where each field sits in
+that struct (it changes between versions) and the facts it does not carry.
 
 Usage: python tools/gen_offsets.py [--check] [PYTHON ...]
 """
@@ -29,6 +30,7 @@ PROBE = r"""
 #include <frameobject.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #if PY_VERSION_HEX >= 0x030b0000
 #include <internal/pycore_frame.h>
 #endif
@@ -77,10 +79,10 @@ int main(void)
     F(frame_instr, offsetof(_PyInterpreterFrame, prev_instr));
     F(frame_owner, offsetof(_PyInterpreterFrame, owner));
 #if PY_VERSION_HEX >= 0x030c0000
-    F(owner_cstack, FRAME_OWNED_BY_CSTACK);
+    F(owner_skip, FRAME_OWNED_BY_CSTACK);
     F(frame_is_entry, -1);
 #else
-    F(owner_cstack, -1);
+    F(owner_skip, -1);
     F(frame_is_entry, offsetof(_PyInterpreterFrame, is_entry));
 #endif
     F(frame_size, sizeof(_PyInterpreterFrame));
@@ -93,7 +95,7 @@ int main(void)
     F(frame_code, offsetof(PyFrameObject, f_code));
     F(frame_instr, offsetof(PyFrameObject, f_lasti));
     F(frame_owner, -1);
-    F(owner_cstack, -1);
+    F(owner_skip, -1);
     F(frame_is_entry, -1);
     F(frame_size, sizeof(PyFrameObject));
     F(code_qualname, -1);
@@ -124,24 +126,134 @@ int main(void)
     F(unicode_compact_size, sizeof(PyCompactUnicodeObject));
     F(bytes_size, offsetof(PyVarObject, ob_size));
     F(bytes_sval, offsetof(PyBytesObject, ob_sval));
+    F(frame_tlbc_index, -1);
+    F(code_tlbc, -1);
+    {
+        PyASCIIObject a;
+        memset(&a, 0, sizeof(a));
+        a.state.kind = 1;
+        unsigned int bits;
+        memcpy(&bits, &a.state, sizeof(bits));
+        F(unicode_kind_shift, __builtin_ctz(bits));
+    }
     printf("},\n");
     return 0;
 }
 """
 
 
+# For 3.13 and later: where each field spprof reads sits inside the
+# interpreter's _Py_DebugOffsets (whose layout changes between versions), and
+# the few facts the debug offsets do not carry.
+DEBUG_PROBE = r"""
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <internal/pycore_runtime.h>
+#if PY_VERSION_HEX >= 0x030e0000
+#include <internal/pycore_debug_offsets.h>
+#include <internal/pycore_interpframe_structs.h>
+#else
+#include <internal/pycore_frame.h>
+#endif
+#define D(name, member) printf("    .%s = %ld,\n", #name, (long)offsetof(_Py_DebugOffsets, member))
+#define V(name, expr) printf("    .%s = %ld,\n", #name, (long)(expr))
+int main(void)
+{
+    printf("{\n");
+    printf("    .version = 0x%08lx,\n", (long)(PY_VERSION_HEX & 0xffff0000));
+#ifdef Py_GIL_DISABLED
+    V(free_threaded, 1);
+#else
+    V(free_threaded, 0);
+#endif
+    D(runtime_interpreters_head, runtime_state.interpreters_head);
+    D(interp_size, interpreter_state.size);
+    D(interp_next, interpreter_state.next);
+    D(interp_threads_head, interpreter_state.threads_head);
+    D(interp_gil_locked, interpreter_state.gil_runtime_state_locked);
+    D(interp_gil_holder, interpreter_state.gil_runtime_state_holder);
+    D(tstate_size, thread_state.size);
+    D(tstate_next, thread_state.next);
+    D(tstate_interp, thread_state.interp);
+    D(tstate_frame, thread_state.current_frame);
+    D(tstate_thread_id, thread_state.thread_id);
+    D(tstate_native_thread_id, thread_state.native_thread_id);
+    D(frame_size, interpreter_frame.size);
+    D(frame_previous, interpreter_frame.previous);
+    D(frame_code, interpreter_frame.executable);
+    D(frame_instr, interpreter_frame.instr_ptr);
+    D(frame_owner, interpreter_frame.owner);
+#if PY_VERSION_HEX >= 0x030e0000
+    D(frame_tlbc_index, interpreter_frame.tlbc_index);
+    D(code_tlbc, code_object.co_tlbc);
+    V(owner_skip, FRAME_OWNED_BY_INTERPRETER);
+    V(code_tagged, 1);
+#else
+    V(frame_tlbc_index, -1);
+    V(code_tlbc, -1);
+    V(owner_skip, FRAME_OWNED_BY_CSTACK);
+    V(code_tagged, 0);
+#endif
+    D(code_size, code_object.size);
+    D(code_filename, code_object.filename);
+    D(code_name, code_object.name);
+    D(code_qualname, code_object.qualname);
+    D(code_linetable, code_object.linetable);
+    D(code_firstlineno, code_object.firstlineno);
+    D(code_adaptive, code_object.co_code_adaptive);
+    D(object_type, pyobject.ob_type);
+    D(bytes_size, bytes_object.ob_size);
+    D(bytes_sval, bytes_object.ob_sval);
+    D(unicode_state, unicode_object.state);
+    D(unicode_length, unicode_object.length);
+    D(unicode_ascii_size, unicode_object.asciiobject_size);
+    V(unicode_compact_extra, sizeof(PyCompactUnicodeObject) - sizeof(PyASCIIObject));
+    {
+        /* The bit where a str's kind starts within its state word. */
+        PyASCIIObject a;
+        memset(&a, 0, sizeof(a));
+        a.state.kind = 1;
+        unsigned int bits;
+        memcpy(&bits, &a.state, sizeof(bits));
+        V(unicode_kind_shift, __builtin_ctz(bits));
+    }
+    V(debug_size, sizeof(_Py_DebugOffsets));
+    printf("},\n");
+    return 0;
+}
+"""
+
+
+def describe(python):
+    """(major, minor, free-threaded) of an interpreter."""
+    out = subprocess.check_output(
+        [python, "-c", "import sys, sysconfig; print(*sys.version_info[:2], "
+         "int(bool(sysconfig.get_config_var('Py_GIL_DISABLED'))))"], text=True)
+    major, minor, ft = (int(x) for x in out.split())
+    return major, minor, ft
+
+
 def find_pythons():
-    root = os.path.expanduser("~/.pyenv/versions")
+    """Every CPython 3.9+ with headers: pyenv's and the project's built ones."""
+    roots = [os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"),
+             os.path.join(os.environ.get("SPPROF_PYTHONS") or os.path.expanduser("~/.cache/spprof/pythons"),
+                          "*", "bin", "python3")]
     found = {}
-    for path in sorted(glob.glob(os.path.join(root, "3.*", "bin", "python3"))):
-        ver = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        minor = tuple(int(x) for x in ver.split(".")[:2])
-        if (3, 9) <= minor <= (3, 12) and "t" not in ver:
-            found[minor] = path
+    for pattern in roots:
+        for path in sorted(glob.glob(pattern)):
+            try:
+                key = describe(path)
+            except (OSError, subprocess.CalledProcessError):
+                continue
+            if key[:2] >= (3, 9):
+                found[key] = path
     return [found[k] for k in sorted(found)]
 
 
-def probe(python):
+def probe(python, source):
     include = subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"], text=True
     ).strip()
@@ -149,20 +261,28 @@ def probe(python):
         src = os.path.join(tmp, "probe.c")
         exe = os.path.join(tmp, "probe")
         with open(src, "w") as f:
-            f.write(PROBE)
+            f.write(source)
         subprocess.check_call(["cc", "-I", include, src, "-o", exe])
         return subprocess.check_output([exe], text=True)
 
 
-def render(rows):
+def render(rows, debug_rows):
     return (
-        "/* offsets_table.c - CPython layouts for 3.9-3.12, generated by\n"
-        " * tools/gen_offsets.py from each version's headers. Do not edit. */\n"
+        "/* offsets_table.c - CPython layouts, generated by tools/gen_offsets.py\n"
+        " * from each version's headers. Do not edit.\n"
+        " *\n"
+        " * spp_pyoffsets_table: the whole layout of 3.9-3.12.\n"
+        " * spp_debug_layouts: for 3.13 and later, where each field sits inside the\n"
+        " * interpreter's own _Py_DebugOffsets, plus what those do not say. */\n"
         '#include "offsets.h"\n\n'
         "const spp_pyoffsets spp_pyoffsets_table[] = {\n"
         + "".join(rows)
         + "};\n\nconst unsigned spp_pyoffsets_table_len =\n"
-        "    sizeof(spp_pyoffsets_table) / sizeof(spp_pyoffsets_table[0]);\n"
+        "    sizeof(spp_pyoffsets_table) / sizeof(spp_pyoffsets_table[0]);\n\n"
+        "const spp_debug_layout spp_debug_layouts[] = {\n"
+        + "".join(debug_rows)
+        + "};\n\nconst unsigned spp_debug_layouts_len =\n"
+        "    sizeof(spp_debug_layouts) / sizeof(spp_debug_layouts[0]);\n"
     )
 
 
@@ -170,15 +290,18 @@ def main(argv):
     check = "--check" in argv
     pythons = [a for a in argv if a != "--check"] or find_pythons()
     if not pythons:
-        sys.exit("gen_offsets: no CPython 3.9-3.12 with headers found")
-    text = render([probe(p) for p in pythons])
+        sys.exit("gen_offsets: no CPython 3.9+ with headers found")
+    described = [(describe(p), p) for p in pythons]
+    table = [probe(p, PROBE) for k, p in described if k[:2] <= (3, 12) and not k[2]]
+    debug = [probe(p, DEBUG_PROBE) for k, p in described if k[:2] >= (3, 13)]
+    text = render(table, debug)
     if check:
         with open(TABLE) as f:
             current = f.read()
         for row in text.split("{\n")[1:]:
             if row.split("},")[0] not in current:
                 sys.exit("gen_offsets: the committed table differs from the headers:\n" + row)
-        print("gen_offsets: table matches %d interpreter(s)" % len(pythons))
+        print("gen_offsets: tables match %d interpreter(s)" % len(pythons))
         return
     with open(TABLE, "w") as f:
         f.write(text)

@@ -5,8 +5,9 @@
     python3 tools/run_tests.py --python 3.12   # one (a version or a path)
     python3 tools/run_tests.py -- -k threads   # extra arguments for pytest
 
-Interpreters are looked up under ~/.pyenv/versions and in .cache/pythons (where
-the interpreters this project builds are kept), 3.9 and newer. Each gets its
+Interpreters are looked up under ~/.pyenv/versions and in
+${SPPROF_PYTHONS:-~/.cache/spprof/pythons} (where tools/build_pythons.py keeps
+the ones it builds), 3.9 and newer. Each gets its
 own virtual environment in .cache/venvs with the package built with C
 warnings as errors, plus the test tools (pytest, jsonschema) from PyPI. Ends
 with a table of interpreter -> result and exits non-zero if any failed.
@@ -36,7 +37,8 @@ def version_of(python):
 
 def find_pythons():
     candidates = glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"))
-    candidates += glob.glob(os.path.join(CACHE, "pythons", "*", "bin", "python3"))
+    built = os.environ.get("SPPROF_PYTHONS") or os.path.expanduser("~/.cache/spprof/pythons")
+    candidates += glob.glob(os.path.join(built, "*", "bin", "python3"))
     best = {}
     for path in sorted(candidates):
         ver = version_of(path)
@@ -60,7 +62,10 @@ def test_one(ver, python, pytest_args):
         return "venv failed"
     if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"]) != 0:
         return "pip upgrade failed"
-    if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", *TEST_DEPS]) != 0:
+    # Wheels even of older releases: free-threaded and new interpreters often
+    # have no wheel of the newest release, and its source needs a network.
+    if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--prefer-binary",
+            *TEST_DEPS]) != 0:
         return "test tools failed to install"
     if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--force-reinstall",
             "--no-deps", "-Csetup-args=-Dwerror=true", ROOT]) != 0:

@@ -277,6 +277,12 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
         free(s);
         return NULL;
     }
+    if (s->target.layout_guessed) {
+        char v[32];
+        spp_version_string(s->target.version, v, sizeof(v));
+        fprintf(stderr, "spprof: warning: Python %s is newer than this spprof knows; reading it "
+                        "with the newest layout it knows (the target's debug offsets validated)\n", v);
+    }
     s->pid = pid;
     s->nonblocking = nonblocking;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));

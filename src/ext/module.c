@@ -49,7 +49,13 @@ static int find_offsets(void)
         snprintf(offsets_error, sizeof(offsets_error), "_PyRuntime not found: %s", dlerror());
         return -1;
     }
-    int rc = spp_pyoffsets_from_debug(&offsets, runtime, SPP_DEBUG_OFFSETS_MAX);
+    int guessed = 0;
+    int rc = spp_pyoffsets_from_debug(&offsets, runtime, SPP_DEBUG_OFFSETS_MAX, &guessed);
+    if (rc == 0 && guessed)
+        PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "spprof does not know Python %d.%d yet; reading it with the layout of "
+                         "the newest version it knows (its debug offsets validated)",
+                         PY_MAJOR_VERSION, PY_MINOR_VERSION);
     if (rc < 0) {
         snprintf(offsets_error, sizeof(offsets_error),
                  "the interpreter's debug offsets for Python %d.%d are not usable (%s)",

@@ -194,7 +194,9 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                 uint64_t dv;
                 memcpy(&dv, debug + 8, sizeof(dv));
                 version = (uint32_t)dv;
-                int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug));
+                int guessed = 0;
+                int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug), &guessed);
+                t->layout_guessed = guessed;
                 if (prc < 0) {
                     char vs[32];
                     spp_version_string(version, vs, sizeof(vs));

@@ -30,6 +30,7 @@ typedef struct spp_target {
     uint64_t code_type;      /* address of PyCode_Type in the target */
     uint32_t version;        /* PY_VERSION_HEX-like, micro may be 0 if unknown */
     int from_debug_offsets;  /* layout read from the target (3.13+) */
+    int layout_guessed;      /* a version newer than any known: read as the newest */
     int pthread_tid_off;     /* offset of the tid in glibc's struct pthread, -1 unknown */
     char module[PATH_MAX];   /* the file that holds the runtime */
 } spp_target;

@@ -43,7 +43,7 @@ typedef struct spp_pyoffsets {
     int32_t frame_code;
     int32_t frame_instr;           /* f_lasti (int), prev_instr or instr_ptr */
     int32_t frame_owner;           /* char */
-    int32_t owner_cstack;          /* owner value of shim frames to skip */
+    int32_t owner_skip;            /* frames with an owner >= this are interpreter shims */
     int32_t frame_is_entry;        /* 3.11: bool marking the first frame of an eval call */
     int32_t frame_size;
     int8_t gil_in_interp;          /* GIL state lives in the interpreter, not the runtime */
@@ -63,7 +63,33 @@ typedef struct spp_pyoffsets {
     int32_t unicode_compact_size;
     int32_t bytes_size;
     int32_t bytes_sval;
+    int32_t frame_tlbc_index;      /* int32: which thread-local bytecode copy runs (3.14t) */
+    int32_t code_tlbc;             /* pointer to the _PyCodeArray of copies (3.14t) */
+    int32_t unicode_kind_shift;    /* bit where a str's kind starts in its state */
 } spp_pyoffsets;
+
+/* For 3.13 and later: byte positions, inside _Py_DebugOffsets, of the
+ * fields spprof reads, for one minor version (and build flavour). */
+typedef struct spp_debug_layout {
+    uint32_t version;
+    int32_t free_threaded;
+    int32_t runtime_interpreters_head, interp_size, interp_next, interp_threads_head,
+        interp_gil_locked, interp_gil_holder;
+    int32_t tstate_size, tstate_next, tstate_interp, tstate_frame, tstate_thread_id,
+        tstate_native_thread_id;
+    int32_t frame_size, frame_previous, frame_code, frame_instr, frame_owner, frame_tlbc_index,
+        code_tlbc;
+    int32_t owner_skip, code_tagged;
+    int32_t code_size, code_filename, code_name, code_qualname, code_linetable,
+        code_firstlineno, code_adaptive;
+    int32_t object_type, bytes_size, bytes_sval;
+    int32_t unicode_state, unicode_length, unicode_ascii_size, unicode_compact_extra,
+        unicode_kind_shift;
+    int32_t debug_size;
+} spp_debug_layout;
+
+extern const spp_debug_layout spp_debug_layouts[];
+extern const unsigned spp_debug_layouts_len;
 
 extern const spp_pyoffsets spp_pyoffsets_table[];
 extern const unsigned spp_pyoffsets_table_len;
@@ -72,9 +98,11 @@ extern const unsigned spp_pyoffsets_table_len;
 const spp_pyoffsets *spp_pyoffsets_for_version(uint32_t hexversion);
 
 /* Fills *out from the bytes of a _Py_DebugOffsets (3.13+) as found at the
- * start of _PyRuntime. Returns 0, or SPP_EINVAL when the cookie, version or
- * any offset fails validation (the caller reports which version it saw). */
-int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len);
+ * start of _PyRuntime, using the layout of the same minor version, or of
+ * the newest known one for a newer version (then *guessed is set). Returns
+ * 0, or SPP_EINVAL when the cookie, version or any offset fails validation
+ * (the caller reports which version it saw). */
+int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len, int *guessed);
 
 /* The largest offset that spp_pyoffsets_from_debug may read. */
 #define SPP_DEBUG_OFFSETS_MAX 2048

@@ -28,6 +28,24 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
     return SPP_OK;
 }
 
+/* Free-threaded 3.14+ runs each thread on its own copy of the bytecode
+ * (entry tlbc_index of the code's co_tlbc array); the line tables speak of
+ * co_code_adaptive. Moves instr from the copy to the same place in
+ * co_code_adaptive (unchanged if anything looks wrong). */
+static uint64_t tlbc_to_adaptive(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame,
+                                 uint64_t code, uint64_t instr)
+{
+    int32_t idx;
+    uint64_t array, base;
+    int64_t size;
+    if (spp_read(r, frame + (uint64_t)o->frame_tlbc_index, &idx, sizeof(idx)) < 0 || idx <= 0 ||
+        read_ptr(r, code + (uint64_t)o->code_tlbc, &array) < 0 || !array ||
+        spp_read(r, array, &size, sizeof(size)) < 0 || idx >= size ||
+        read_ptr(r, array + 8 + (uint64_t)idx * 8, &base) < 0 || !base || instr < base)
+        return instr;
+    return code + (uint64_t)o->code_adaptive + (instr - base);
+}
+
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t code_type,
              spp_rawframe *out, uint8_t *entries, int cap, int *truncated)
 {
@@ -55,7 +73,7 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
                 *truncated = 1;
                 break;
             }
-            if (owner == o->owner_cstack) {
+            if (o->owner_skip >= 0 && owner >= o->owner_skip) {
                 /* A shim frame: the frame below it (already stored) was the
                  * first one run by this call of the evaluation loop. */
                 if (entries && n > 0)
@@ -75,6 +93,8 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
                     instr = (uint64_t)(int64_t)lasti;
             } else {
                 read_ptr(r, frame + (uint64_t)o->frame_instr, &instr);
+                if (o->frame_tlbc_index >= 0)
+                    instr = tlbc_to_adaptive(o, r, frame, code, instr);
             }
             out[n].code = code;
             out[n].instr = instr;
@@ -140,9 +160,9 @@ int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char
     if (!str || spp_read(r, str + (uint64_t)o->unicode_state, &state, sizeof(state)) < 0 ||
         spp_read(r, str + (uint64_t)o->unicode_length, &length, sizeof(length)) < 0)
         return SPP_EINVAL;
-    /* state: interned:2 (a whole byte on free-threaded builds), kind:3,
+    /* state: interned (2 bits, or a byte on free-threaded 3.14+), kind:3,
      * compact:1, ascii:1. */
-    unsigned shift = o->free_threaded ? 8 : 2;
+    unsigned shift = (unsigned)o->unicode_kind_shift;
     unsigned kind = (state >> shift) & 7, compact = (state >> (shift + 3)) & 1;
     unsigned ascii = (state >> (shift + 4)) & 1;
     if (!compact || length < 0 || (kind != 1 && kind != 2 && kind != 4))
