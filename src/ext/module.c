@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../core/profile.h"
@@ -88,6 +89,45 @@ static int find_tss_key(void)
         if (pthread_getspecific((pthread_key_t)k) == mine)
             return k;
     return -1;
+}
+
+/* 3.15+ keep the thread's state in a C thread-local variable instead of a
+ * pthread key. Static TLS sits at a fixed distance from the thread pointer
+ * in every thread, so find that distance here, by value: with the GIL
+ * released (so the "attached" thread state variable is NULL and only the
+ * one the handler needs still holds our state), look for our PyThreadState
+ * pointer near the thread pointer, reading through process_vm_readv so that
+ * unmapped pages are skipped rather than faulted on. */
+static int find_tls_offset(int64_t *offset)
+{
+    void *mine = PyGILState_GetThisThreadState();
+    if (!mine)
+        return -1;
+    const uint64_t span = 64 * 1024;
+    uint64_t tp = (uint64_t)(uintptr_t)__builtin_thread_pointer();
+    uint64_t lo = tp - span, hi = tp + span;
+    unsigned char *buf = PyMem_Malloc(4096);
+    int found = 0;
+    if (!buf)
+        return -1;
+    Py_BEGIN_ALLOW_THREADS
+    for (uint64_t page = lo & ~(uint64_t)4095; page < hi && !found; page += 4096) {
+        struct iovec local = {buf, 4096}, remote = {(void *)(uintptr_t)page, 4096};
+        if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 4096)
+            continue;
+        for (unsigned i = 0; i + 8 <= 4096; i += 8) {
+            void *v;
+            memcpy(&v, buf + i, sizeof(v));
+            if (v == mine) {
+                *offset = (int64_t)(page + i) - (int64_t)tp;
+                found = 1;
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(buf);
+    return found ? 0 : -1;
 }
 
 static void eval_range(uint64_t *start, uint64_t *end)
@@ -325,9 +365,10 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
         return PyErr_Format(PyExc_RuntimeError, "spprof cannot sample this interpreter: %s",
                             offsets_error);
     int key = find_tss_key();
-    if (key < 0)
+    int64_t tls_offset = 0;
+    if (key < 0 && find_tls_offset(&tls_offset) < 0)
         return PyErr_Format(PyExc_RuntimeError,
-                            "spprof cannot find this interpreter's thread-state key");
+                            "spprof cannot find where this interpreter keeps each thread's state");
     install_code_hook();
     spp_sampler_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -339,6 +380,7 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
     cfg.offsets = &offsets;
     cfg.code_type = (uint64_t)(uintptr_t)&PyCode_Type;
     cfg.tss_key = key;
+    cfg.tls_offset = tls_offset;
     eval_range(&cfg.eval_start, &cfg.eval_end);
     int rc = spp_sampler_start(&cfg);
     if (rc == SPP_EINVAL && errno == EBUSY)

@@ -194,7 +194,15 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         goto out; /* measuring the cost of the clock and signal alone */
     uint64_t weight = slot_weight(s);
 
-    uint64_t tstate = (uint64_t)(uintptr_t)pthread_getspecific((pthread_key_t)spp_g.cfg.tss_key);
+    uint64_t tstate;
+    if (spp_g.cfg.tss_key >= 0) {
+        tstate = (uint64_t)(uintptr_t)pthread_getspecific((pthread_key_t)spp_g.cfg.tss_key);
+    } else {
+        /* A static thread-local variable of the interpreter: same offset
+         * from the thread pointer in every thread. */
+        uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+        memcpy(&tstate, (const void *)(tp + (uintptr_t)spp_g.cfg.tls_offset), sizeof(tstate));
+    }
     if (!tstate) {
         /* A thread with no Python thread state (yet, or any more). */
         atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);

@@ -35,7 +35,9 @@ typedef struct spp_sampler_config {
     int empty;                   /* benchmarks: take signals, record nothing */
     const spp_pyoffsets *offsets;/* borrowed, must outlive the sampler */
     uint64_t code_type;          /* address of PyCode_Type */
-    int tss_key;                 /* pthread key holding each thread's PyThreadState */
+    int tss_key;                 /* pthread key holding each thread's PyThreadState, or -1 */
+    int64_t tls_offset;          /* else: where, from the thread pointer, CPython's
+                                    thread-local PyThreadState pointer sits (3.15+) */
     uint64_t eval_start, eval_end;  /* _PyEval_EvalFrameDefault's code range */
 } spp_sampler_config;
 
