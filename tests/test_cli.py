@@ -155,11 +155,19 @@ def test_record_svg_and_idle_and_threads(busy, tmp_path):
         proc.wait()
 
 
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
 def test_gil_option_keeps_only_the_gil_holder(busy, tmp_path):
     proc = start_target(busy, 30)
     try:
         out = tmp_path / "p.txt"
         r = run(["record", "--pid", proc.pid, "-d", "1", "-f", "raw", "-o", out, "--idle", "--gil"])
+        if FREE_THREADED:
+            assert r.returncode == 2
+            assert "--gil has no meaning" in r.stderr and "free-threaded" in r.stderr, r.stderr
+            assert not out.exists()
+            return
         assert r.returncode == 0, r.stderr
         counts = folded(out)
         # sleeping, it does not hold the GIL (only the instants it wakes up)

@@ -337,3 +337,71 @@ def test_unprivileged_clock_samples_system_call_time_truthfully(tmp_path):
     if paranoid >= 2:
         assert r["clock"] == "cpu_timer", r
     assert 0.40 < r["share"] < 0.60, r
+
+
+PARALLEL = """
+import json, sys, threading, time
+import spprof
+
+# Four call chains with distinct names; every stack must be made only of
+# caller/callee pairs that exist here.
+def a_leaf(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+def a_mid(n): return a_leaf(n)
+def a_top(t):
+    end = time.thread_time() + t
+    while time.thread_time() < end: a_mid(500)
+def b_leaf(n):
+    return sum(i * i for i in range(n))
+def b_mid(n): return b_leaf(n)
+def b_top(t):
+    end = time.thread_time() + t
+    while time.thread_time() < end: b_mid(500)
+def c_leaf(n):
+    return sorted(range(n, 0, -1))[0]
+def c_top(t):
+    end = time.thread_time() + t
+    while time.thread_time() < end: c_leaf(500)
+def d_rec(n, t):
+    if n:
+        return d_rec(n - 1, t)
+    end = time.thread_time() + t
+    while time.thread_time() < end: a_leaf(200)
+def d_top(t): d_rec(20, t)
+
+spprof.start(interval_ms=1)
+ts = [threading.Thread(target=f, args=(1.0,), name=f.__name__) for f in (a_top, b_top, c_top, d_top)]
+t0 = time.time()
+for t in ts: t.start()
+for t in ts: t.join()
+wall = time.time() - t0
+p = spprof.stop()
+stacks = [([f.function_name for f in s.frames], s.thread_name, s.count) for s in p.samples]
+print(json.dumps({"stacks": stacks, "dropped": p.dropped_count, "wall": wall,
+                  "samples": p.sample_count, "clock": p.clock}))
+"""
+
+EDGES = {
+    ("a_top", "a_mid"), ("a_mid", "a_leaf"), ("b_top", "b_mid"), ("b_mid", "b_leaf"),
+    ("b_leaf", "<genexpr>"), ("b_leaf", "b_leaf.<locals>.<genexpr>"), ("c_top", "c_leaf"),
+    ("d_top", "d_rec"), ("d_rec", "d_rec"), ("d_rec", "a_leaf"),
+}
+
+
+def test_parallel_threads_no_impossible_stacks(script):
+    """Four CPU-bound threads (truly parallel on a free-threaded build):
+    all sampled, and every stack is a real chain of calls."""
+    r = last_json(script(PARALLEL))
+    seen = {}
+    for names, thread, count in r["stacks"]:
+        seen[thread] = seen.get(thread, 0) + count
+        ours = [n for n in names if n[0] in "abcd" and n[1] == "_" or n.endswith("<genexpr>")]
+        for caller, callee in zip(ours, ours[1:]):
+            assert (caller, callee) in EDGES, (thread, names)
+        if ours:
+            assert ours[0] == thread, (thread, names)  # each thread runs its own chain
+    for name in ("a_top", "b_top", "c_top", "d_top"):
+        assert seen.get(name, 0) >= 700, (name, seen)  # 1 s of CPU at 1 ms each

@@ -157,6 +157,18 @@ int spp_cmd_record(const spp_cli_opts *o)
         }
         return 1;
     }
+    if (o->gil && spp_session_target(s)->off.free_threaded) {
+        char v[32];
+        spp_version_string(spp_session_target(s)->version, v, sizeof(v));
+        spp_cli_error("--gil has no meaning for PID %d: its Python (%s, free-threaded) has no GIL",
+                      (int)pid, v);
+        spp_session_close(s);
+        if (launched) {
+            kill(pid, SIGTERM);
+            waitpid(pid, NULL, 0);
+        }
+        return 2;
+    }
     char outbuf[64];
     const char *output = o->output ? o->output : default_output(o->format, pid, outbuf, sizeof(outbuf));
 
