@@ -17,6 +17,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -77,9 +78,49 @@ def test_one(ver, python, pytest_args):
     return "pass" if rc == 0 else "FAIL (pytest exit %d)" % rc
 
 
+def build_cli():
+    """The spprof command, built once (plain C, no Python headers) and used
+    against the targets of every interpreter."""
+    build = os.path.join(CACHE, "cli-build")
+    meson, ninja = shutil.which("meson"), shutil.which("ninja")
+    if not meson or not ninja:
+        # The build tools from PyPI, in a venv of their own.
+        tools = os.path.join(CACHE, "venvs", "build-tools")
+        if not os.path.exists(os.path.join(tools, "bin", "python")) and \
+                run([sys.executable, "-m", "venv", tools]) != 0:
+            return None
+        if run([os.path.join(tools, "bin", "python"), "-m", "pip", "install", "-q", "meson", "ninja"]) != 0:
+            return None
+        meson, ninja = os.path.join(tools, "bin", "meson"), os.path.join(tools, "bin", "ninja")
+    if not os.path.exists(os.path.join(build, "build.ninja")):
+        if run([meson, "setup", build, ROOT, "-Dwerror=true", "-Dbuildtype=release"]) != 0:
+            return None
+    if run([ninja, "-C", build, "spprof"]) != 0:
+        return None
+    return os.path.join(build, "spprof")
+
+
+SUPPORT_START = "<!-- support-table:start (written by tools/run_tests.py --update-readme) -->"
+SUPPORT_END = "<!-- support-table:end -->"
+
+
+def update_readme(table):
+    path = os.path.join(ROOT, "README.md")
+    with open(path) as f:
+        text = f.read()
+    if SUPPORT_START not in text or SUPPORT_END not in text:
+        sys.exit("run_tests: README.md has no support-table markers")
+    head, rest = text.split(SUPPORT_START, 1)
+    _, tail = rest.split(SUPPORT_END, 1)
+    with open(path, "w") as f:
+        f.write(head + SUPPORT_START + "\n" + table + SUPPORT_END + tail)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", action="append", help="a version (3.12, 3.13t) or an interpreter path")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="write the resulting support table into README.md")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
     found = find_pythons()
@@ -96,14 +137,22 @@ def main():
         found = chosen
     if not found:
         sys.exit("run_tests: no CPython 3.9+ found")
+    cli = build_cli()
+    if not cli:
+        sys.exit("run_tests: could not build the spprof command with meson and ninja")
+    os.environ["SPPROF_CLI"] = cli
     results = []
     for ver, python in found:
         t0 = time.time()
         print("\n==== CPython %s (%s)" % (ver, python), flush=True)
         results.append((ver, test_one(ver, python, args.pytest_args), time.time() - t0))
-    print("\n| interpreter | in-process tests | time |\n|---|---|---|")
+    table = "| interpreter | build | API and CLI tests | time |\n|---|---|---|---|\n"
     for ver, res, secs in results:
-        print("| %s | %s | %.0f s |" % (ver, res, secs))
+        flavour = "free-threaded" if ver.endswith("t") else "GIL"
+        table += "| %s | %s | %s | %.0f s |\n" % (ver, flavour, res, secs)
+    print("\n" + table)
+    if args.update_readme:
+        update_readme(table)
     failed = sum(1 for _, r, _ in results if r != "pass")
     print("\ninterpreters: %d passed, %d failed" % (len(results) - failed, failed))
     sys.exit(1 if failed else 0)
