@@ -85,3 +85,40 @@ def test_without_native_unwinding_no_c_frames(script):
     src = NATIVE.replace("spprof.set_native_unwinding(True)", "")
     stacks = last_json(script(src))
     assert stacks and not any(f[2] for s in stacks for f in s[:-1])
+
+
+def test_interpreter_builtins_that_call_back_are_kept(script):
+    """sorted() is C inside the interpreter: between the Python caller and the
+    Python key function it calls back, it must appear (by its real name),
+    while the interpreter's call machinery is left out."""
+    if not spprof.native_unwinding_available():
+        pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
+    stacks = last_json(script("""
+        import json
+        import spprof
+
+        spprof.set_native_unwinding(True)
+
+        def keyfn(x):
+            s = 0
+            for i in range(300):
+                s += i
+            return -x
+
+        def run():
+            return sorted(range(20000), key=keyfn)
+
+        spprof.start(interval_ms=1)
+        run()
+        p = spprof.stop()
+        print(json.dumps([[[f.function_name, f.filename, f.is_native] for f in s.frames] + [s.count]
+                          for s in p.samples]))
+    """))
+    between = [_between(s[:-1], "run", "keyfn") for s in stacks]
+    between = [b for b in between if b is not None]
+    assert between, "keyfn never sampled under run"
+    for b in between:
+        names = [f[0] for f in b]
+        assert names and names[0] == "builtin_sorted", names
+        assert all(f[2] for f in b), b
+        assert not any(n.startswith(("_PyEval_", "PyObject_Vectorcall", "_PyObject_Call")) for n in names), names

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../proc/elf.h"
 #include "../pyabi/resolve.h"
 #include "../pyabi/walker.h"
 #include "internal.h"
@@ -93,6 +94,50 @@ static uint32_t python_frame(const spp_rawframe *raw)
     return spp_resolver_frame(R.resolver, raw);
 }
 
+/* Symbol tables of the modules native frames were seen in (static
+ * functions are only in .symtab, which dladdr does not read). */
+#define MAX_MODULES 64
+static struct {
+    void *base;
+    spp_elf elf;
+    int ok;
+} modules[MAX_MODULES];
+static int nmodules;
+
+static const spp_elf *module_symbols(void *base, const char *path)
+{
+    for (int i = 0; i < nmodules; i++)
+        if (modules[i].base == base)
+            return modules[i].ok ? &modules[i].elf : NULL;
+    if (nmodules == MAX_MODULES)
+        return NULL;
+    int i = nmodules++;
+    modules[i].base = base;
+    modules[i].ok = path && spp_elf_open(&modules[i].elf, path) == 0;
+    return modules[i].ok ? &modules[i].elf : NULL;
+}
+
+/* The interpreter's own calling machinery: between two Python frames these
+ * say nothing the Python frames do not (C functions like sorted() or
+ * list.sort that call back into Python are kept). */
+static int is_glue(const char *name)
+{
+    static const char *const prefixes[] = {
+        "_PyEval_", "PyEval_", "_PyObject_Call", "PyObject_Call", "_PyObject_Vectorcall",
+        "PyObject_Vectorcall", "_PyObject_MakeTpCall", "_PyObject_FastCall", "PyObject_FastCall",
+        "_PyFunction_Vectorcall", "_PyVectorcall", "PyVectorcall", "_Py_Vectorcall",
+        "method_vectorcall", "cfunction_call", "cfunction_vectorcall", "vectorcall_",
+        "slot_tp_", "call_function", "do_call_core", "object_vacall", "_PyCFunction",
+        "PyCFunction_Call", "wrapperdescr_call", "wrapper_call", "method_call",
+        "builtin_exec", "run_eval_code_obj", "run_mod", "pyrun_", "PyRun_", "_PyRun_",
+        "Py_RunMain", "pymain_", "Py_BytesMain", "thread_run", "_PyEval_Vector",
+    };
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
 static const native_entry *native_frame(uint64_t ip, int leaf)
 {
     native_entry *ne = &R.natives[mix(ip) & (NATIVE_CACHE - 1)];
@@ -105,15 +150,22 @@ static const native_entry *native_frame(uint64_t ip, int leaf)
     const char *name = NULL, *file = "";
     memset(&info, 0, sizeof(info));
     if (dladdr((void *)(uintptr_t)at, &info)) {
-        name = info.dli_sname;
         if (info.dli_fname) {
             const char *slash = strrchr(info.dli_fname, '/');
             file = slash ? slash + 1 : info.dli_fname;
         }
+        /* The function that contains the address, by its size, from the
+         * module's own symbol tables (dladdr names the nearest exported
+         * symbol below it, which for a static function is another one). */
+        const spp_elf *elf = info.dli_fbase ? module_symbols(info.dli_fbase, info.dli_fname) : NULL;
+        uint64_t off, base = (uint64_t)(uintptr_t)info.dli_fbase;
+        if (elf)
+            spp_elf_function_at(elf, at - base + (elf->type == 3 ? elf->load_vaddr : base), &name,
+                                &off);
     }
     if (!name) {
-        /* A static function: name it by module and offset, which stays the
-         * same from run to run (unlike the address). */
+        /* No symbol: name it by module and offset, which stays the same from
+         * run to run (unlike the address). */
         if (info.dli_fbase)
             snprintf(buf, sizeof(buf), "%s+0x%llx", file,
                      (unsigned long long)(at - (uint64_t)(uintptr_t)info.dli_fbase));
@@ -132,7 +184,7 @@ static const native_entry *native_frame(uint64_t ip, int leaf)
     if (ne->frame == SPP_NONE)
         return NULL;
     ne->ip = ip;
-    ne->glue = R.interp_base && info.dli_fbase == R.interp_base;
+    ne->glue = R.interp_base && info.dli_fbase == R.interp_base && (name == buf || is_glue(name));
     return ne;
 }
 

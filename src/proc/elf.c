@@ -138,6 +138,28 @@ int spp_elf_symbol(const spp_elf *e, const char *name, uint64_t *value, uint64_t
     return SPP_EINVAL;
 }
 
+int spp_elf_function_at(const spp_elf *e, uint64_t addr, const char **name, uint64_t *offset)
+{
+    for (int t = 0; t < e->ntabs; t++) {
+        for (uint64_t i = 1; i < e->tabs[t].count; i++) {
+            Elf64_Sym sym;
+            memcpy(&sym, e->data + e->tabs[t].off + i * sizeof(sym), sizeof(sym));
+            if (ELF64_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF ||
+                addr < sym.st_value || addr - sym.st_value >= (sym.st_size ? sym.st_size : 1) ||
+                sym.st_name >= e->tabs[t].strsize)
+                continue;
+            const char *s = (const char *)e->data + e->tabs[t].stroff + sym.st_name;
+            /* The name must end inside the string table. */
+            if (!memchr(s, '\0', e->tabs[t].strsize - sym.st_name))
+                continue;
+            *name = s;
+            *offset = addr - sym.st_value;
+            return SPP_OK;
+        }
+    }
+    return SPP_EINVAL;
+}
+
 int spp_elf_section(const spp_elf *e, const char *name, uint64_t *addr, uint64_t *size)
 {
     Elf64_Ehdr h;

@@ -32,6 +32,10 @@ void spp_elf_close(spp_elf *e);
  * SPP_EINVAL (not found). */
 int spp_elf_symbol(const spp_elf *e, const char *name, uint64_t *value, uint64_t *size);
 
+/* The function symbol containing the file address addr (its name is
+ * borrowed from the mapped file). Returns 0, or SPP_EINVAL if none. */
+int spp_elf_function_at(const spp_elf *e, uint64_t addr, const char **name, uint64_t *offset);
+
 /* Finds the section named name; returns 0 and its address and size. */
 int spp_elf_section(const spp_elf *e, const char *name, uint64_t *addr, uint64_t *size);
 
