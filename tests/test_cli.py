@@ -350,3 +350,44 @@ def test_bad_arguments(args, message):
 def test_python_dash_m_runs_the_same_command():
     r = subprocess.run([sys.executable, "-m", "spprof", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("spprof "), r.stderr
+
+
+def test_top_in_tmux_shows_hot_function_and_quits(busy):
+    if not shutil.which("tmux"):
+        pytest.fail("this test drives spprof top in tmux: apt-get install tmux")
+    proc = start_target(busy, 60)
+    session = "spprof-top-%d" % os.getpid()
+    try:
+        subprocess.check_call(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "30",
+                               "%s top --pid %d --rate 200 --delay 0.5" % (spprof_exe(), proc.pid)])
+        screen = ""
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            time.sleep(0.5)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True).stdout
+            rows = [l for l in screen.splitlines() if "%" in l and "(busy.py)" in l]
+            if rows and "hot_leaf (busy.py)" in rows[0]:
+                break
+        rows = [l for l in screen.splitlines() if "(busy.py)" in l]
+        assert rows and "hot_leaf (busy.py)" in rows[0], screen  # sorted by own time: hot first
+        assert "Python %d.%d" % sys.version_info[:2] in screen, screen
+        own = float(rows[0].split("%")[0])
+        assert own > 40, screen
+        subprocess.check_call(["tmux", "send-keys", "-t", session, "2"])
+        time.sleep(1.0)
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                text=True).stdout
+        assert "Sort: total" in screen, screen
+        subprocess.check_call(["tmux", "send-keys", "-t", session, "q"])
+        for _ in range(50):
+            if subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("spprof top did not exit on q")
+        assert proc.poll() is None, "the target must keep running"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        proc.kill()
+        proc.wait()

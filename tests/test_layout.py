@@ -85,3 +85,30 @@ def test_committed_offsets_match_installed_headers():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_offsets.py"), "--check", *pythons],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_debug_offsets_of_a_newer_version_are_tried_and_bad_ones_refused():
+    """3.13+: a version newer than any spprof knows is read with the newest
+    known layout (with a warning); offsets that fail validation are refused."""
+    if sys.version_info < (3, 13):
+        # Before 3.13 there are no debug offsets: garbage must be refused.
+        with pytest.raises(ValueError, match="not debug offsets"):
+            _spprof.parse_debug_offsets(b"\0" * 2048)
+        return
+    import ctypes
+
+    runtime = ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime")
+    blob = bytearray(ctypes.string_at(ctypes.addressof(runtime), 2048))
+    same = _spprof.parse_debug_offsets(bytes(blob))
+    assert same["guessed"] is False
+    assert same["version"] >> 16 == (3 << 8) | sys.version_info[1]
+    future = bytearray(blob)
+    future[8:16] = (0x03630000).to_bytes(8, "little")  # "3.99"
+    guess = _spprof.parse_debug_offsets(bytes(future))
+    assert guess["guessed"] is True and guess["version"] == 0x03630000
+    broken = bytearray(blob)
+    broken[40:48] = (1 << 40).to_bytes(8, "little")  # runtime_state.interpreters_head: absurd
+    with pytest.raises(ValueError, match="failed validation"):
+        _spprof.parse_debug_offsets(bytes(broken))
+    with pytest.raises(ValueError, match="not debug offsets"):
+        _spprof.parse_debug_offsets(b"xdebugpz" + bytes(blob[8:]))

@@ -15,7 +15,7 @@
 static const char usage[] =
     "usage: spprof record [options] (--pid PID | -- command [args...])\n"
     "       spprof dump [--locals] [--json] --pid PID\n"
-    "       spprof top --pid PID\n"
+    "       spprof top [--rate HZ] [--delay SECS] [--idle] --pid PID\n"
     "\n"
     "record options:\n"
     "  -o, --output PATH      where to write the profile (default spprof-PID.svg)\n"
@@ -180,6 +180,5 @@ int main(int argc, char **argv)
         }
         return spp_cmd_dump(&o);
     }
-    spp_cli_error("top is not available in this version of spprof yet");
-    return 2;
+    return spp_cmd_top(&o);
 }

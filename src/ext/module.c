@@ -515,6 +515,29 @@ static PyObject *m_hide(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Test hook: what spprof makes of a _Py_DebugOffsets image. */
+static PyObject *m_parse_debug_offsets(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    spp_pyoffsets o;
+    int guessed = 0;
+    int rc = view.len >= 24 && memcmp(view.buf, "xdebugpy", 8) == 0
+                 ? spp_pyoffsets_from_debug(&o, view.buf, (size_t)view.len, &guessed)
+                 : SPP_EINVAL - 100;
+    PyBuffer_Release(&view);
+    if (rc == SPP_EINVAL - 100)
+        return PyErr_Format(PyExc_ValueError, "not debug offsets (no xdebugpy cookie)");
+    if (rc == SPP_ENOSYS)
+        return PyErr_Format(PyExc_ValueError, "no known layout for this version");
+    if (rc < 0)
+        return PyErr_Format(PyExc_ValueError, "debug offsets failed validation");
+    return Py_BuildValue("{sksOsi}", "version", (unsigned long)o.version, "guessed",
+                         guessed ? Py_True : Py_False, "free_threaded", o.free_threaded);
+}
+
 static PyObject *m_layout(PyObject *mod, PyObject *unused)
 {
     (void)mod;
@@ -537,6 +560,7 @@ static PyMethodDef methods[] = {
     {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},
     {"addr2line", m_addr2line, METH_VARARGS, NULL},
     {"layout", m_layout, METH_NOARGS, NULL},
+    {"parse_debug_offsets", m_parse_debug_offsets, METH_O, NULL},
     {"hide", m_hide, METH_VARARGS, "hide(code): leave this code's frames out of stacks"},
     {NULL, NULL, 0, NULL},
 };
