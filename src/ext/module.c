@@ -544,9 +544,14 @@ static PyObject *m_layout(PyObject *mod, PyObject *unused)
     (void)unused;
     if (!offsets_ok)
         return PyErr_Format(PyExc_RuntimeError, "%s", offsets_error);
-    return Py_BuildValue("{sksisisi}", "version", (unsigned long)offsets.version, "frame_model",
+    uint32_t newest = 0;
+    for (unsigned i = 0; i < spp_debug_layouts_len; i++)
+        if (spp_debug_layouts[i].version > newest)
+            newest = spp_debug_layouts[i].version;
+    return Py_BuildValue("{sksisisisk}", "version", (unsigned long)offsets.version, "frame_model",
                          offsets.frame_model, "line_model", offsets.line_model,
-                         "free_threaded", offsets.free_threaded);
+                         "free_threaded", offsets.free_threaded, "newest_known_layout",
+                         (unsigned long)newest);
 }
 
 static PyMethodDef methods[] = {
