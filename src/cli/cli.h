@@ -40,6 +40,13 @@ typedef struct spp_session spp_session;
  * reason written into err. */
 spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, size_t errlen);
 void spp_session_close(spp_session *s);
+/* spp_session_open for the commands that attach (dump, top): prints the
+ * reason on failure. */
+spp_session *spp_session_attach(pid_t pid, int nonblocking);
+/* A new profile, and a resolver that reads the target's code objects
+ * through the session (valid while the session is open). Prints and
+ * returns -1 when out of memory. */
+int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res);
 const spp_target *spp_session_target(const spp_session *s);
 spp_remote *spp_session_remote(spp_session *s);
 

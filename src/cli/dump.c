@@ -19,20 +19,16 @@ static void json_str(const char *s)
 
 int spp_cmd_dump(const spp_cli_opts *o)
 {
-    int why;
-    char err[512];
-    spp_session *s = spp_session_open(o->pid, o->nonblocking, &why, err, sizeof(err));
-    if (!s) {
-        spp_cli_error("%s", err);
+    spp_session *s = spp_session_attach(o->pid, o->nonblocking);
+    if (!s)
         return 1;
-    }
     const spp_target *t = spp_session_target(s);
+    spp_profile *p;
+    spp_resolver *res;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
-    spp_profile *p = spp_profile_new(0);
-    spp_reader reader = spp_remote_reader(spp_session_remote(s));
-    spp_resolver *res = p ? spp_resolver_new(&t->off, &reader, p, 1) : NULL;
-    if (!threads || !res) {
-        spp_cli_error("out of memory");
+    if (!threads || spp_session_model(s, 1, &p, &res) < 0) {
+        free(threads);
+        spp_session_close(s);
         return 1;
     }
     int errors = 0;

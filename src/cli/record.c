@@ -175,14 +175,10 @@ int spp_cmd_record(const spp_cli_opts *o)
     recorder rc;
     memset(&rc, 0, sizeof(rc));
     rc.o = o;
-    rc.profile = spp_profile_new(0);
-    spp_reader reader = spp_remote_reader(spp_session_remote(s));
-    rc.resolver = rc.profile ? spp_resolver_new(&spp_session_target(s)->off, &reader, rc.profile,
-                                                !o->nolineno && !o->function)
-                             : NULL;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
-    if (!rc.profile || !rc.resolver || !threads) {
-        spp_cli_error("out of memory");
+    if (!threads || spp_session_model(s, !o->nolineno && !o->function, &rc.profile, &rc.resolver) < 0) {
+        free(threads);
+        spp_session_close(s);
         return 1;
     }
 

@@ -337,6 +337,28 @@ void spp_session_close(spp_session *s)
     free(s);
 }
 
+spp_session *spp_session_attach(pid_t pid, int nonblocking)
+{
+    int why;
+    char err[512];
+    spp_session *s = spp_session_open(pid, nonblocking, &why, err, sizeof(err));
+    if (!s)
+        spp_cli_error("%s", err);
+    return s;
+}
+
+int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res)
+{
+    *p = spp_profile_new(0);
+    *res = *p ? spp_resolver_new(&s->target.off, &s->reader, *p, lines) : NULL;
+    if (*res)
+        return 0;
+    spp_profile_free(*p);
+    *p = NULL;
+    spp_cli_error("out of memory");
+    return -1;
+}
+
 const spp_target *spp_session_target(const spp_session *s) { return &s->target; }
 spp_remote *spp_session_remote(spp_session *s) { return &s->remote; }
 

@@ -127,23 +127,16 @@ static void draw(top_state *t, const spp_cli_opts *o, const spp_target *tg, doub
 
 int spp_cmd_top(const spp_cli_opts *o)
 {
-    int why;
-    char err[512];
-    spp_session *s = spp_session_open(o->pid, o->nonblocking, &why, err, sizeof(err));
-    if (!s) {
-        spp_cli_error("%s", err);
+    spp_session *s = spp_session_attach(o->pid, o->nonblocking);
+    if (!s)
         return 1;
-    }
     const spp_target *tg = spp_session_target(s);
     top_state t;
     memset(&t, 0, sizeof(t));
     t.sort = 1;
-    t.profile = spp_profile_new(0);
-    spp_reader reader = spp_remote_reader(spp_session_remote(s));
-    t.res = t.profile ? spp_resolver_new(&tg->off, &reader, t.profile, 0) : NULL;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
-    if (!t.res || !threads) {
-        spp_cli_error("out of memory");
+    if (!threads || spp_session_model(s, 0, &t.profile, &t.res) < 0) {
+        free(threads);
         spp_session_close(s);
         return 1;
     }
