@@ -545,8 +545,9 @@ static PyObject *m_layout(PyObject *mod, PyObject *unused)
     if (!offsets_ok)
         return PyErr_Format(PyExc_RuntimeError, "%s", offsets_error);
     uint32_t newest = 0;
-    for (unsigned i = 0; i < spp_debug_layouts_len; i++)
-        if (spp_debug_layouts[i].version > newest)
+    for (unsigned i = 0; i < spp_debug_layouts_len; i++) /* of this build's flavour */
+        if (spp_debug_layouts[i].free_threaded == offsets.free_threaded &&
+            spp_debug_layouts[i].version > newest)
             newest = spp_debug_layouts[i].version;
     return Py_BuildValue("{sksisisisk}", "version", (unsigned long)offsets.version, "frame_model",
                          offsets.frame_model, "line_model", offsets.line_model,

@@ -125,7 +125,7 @@ static int is_glue(const char *name)
     static const char *const prefixes[] = {
         "_PyEval_", "PyEval_", "_PyObject_Call", "PyObject_Call", "_PyObject_Vectorcall",
         "PyObject_Vectorcall", "_PyObject_MakeTpCall", "_PyObject_FastCall", "PyObject_FastCall",
-        "_PyFunction_Vectorcall", "_PyVectorcall", "PyVectorcall", "_Py_Vectorcall",
+        "_PyFunction_Vectorcall", "_PyVectorcall", "PyVectorcall", "_Py_Vectorcall", "_Py_VectorCall",
         "method_vectorcall", "cfunction_call", "cfunction_vectorcall", "vectorcall_",
         "slot_tp_", "call_function", "do_call_core", "object_vacall", "_PyCFunction",
         "PyCFunction_Call", "wrapperdescr_call", "wrapper_call", "method_call",
