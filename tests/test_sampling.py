@@ -228,14 +228,20 @@ def test_deep_recursion_at_1ms_loses_nothing(script):
         down(5000)
         p = spprof.stop()
         depths = [len(s.frames) for s in p.samples]
+        roots = {}
+        for s in p.samples:
+            roots[s.frames[0].function_name] = roots.get(s.frames[0].function_name, 0) + s.count
         print(json.dumps({"samples": p.sample_count, "dropped": p.dropped_count,
                           "sampled_ms": p.sampled_time_ms, "max_depth": max(depths),
-                          "roots": sorted({s.frames[0].function_name for s in p.samples})}))
+                          "roots": roots}))
     """))
     assert r["dropped"] == 0, r
     assert r["samples"] >= 900, r
     assert abs(r["sampled_ms"] - 1000) < 100, r
-    assert r["roots"] == ["<truncated>"], r  # 5000 deep: the innermost 256 kept
+    # 5000 deep: the innermost 256 frames kept under a <truncated> root
+    # (only samples taken on the way down can still reach <module>)
+    assert set(r["roots"]) <= {"<truncated>", "<module>"}, r
+    assert r["roots"]["<truncated>"] >= 0.95 * r["samples"], r
     assert r["max_depth"] == 257, r
 
 
