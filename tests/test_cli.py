@@ -391,3 +391,58 @@ def test_top_in_tmux_shows_hot_function_and_quits(busy):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         proc.kill()
         proc.wait()
+
+
+def test_launched_program_exit_status_is_spprofs(tmp_path):
+    prog = tmp_path / "ex.py"
+    prog.write_text("import time\nt = time.time()\nwhile time.time() - t < 0.5:\n    pass\n"
+                    "raise SystemExit(3)\n")
+    r = run(["record", "-o", tmp_path / "p.svg", "--", sys.executable, prog])
+    assert r.returncode == 3, r.stderr
+    assert (tmp_path / "p.svg").exists()
+
+
+def test_remote_functions_reusing_an_address_keep_their_names(tmp_path):
+    """Code objects that die and are replaced at the same address must not
+    inherit the first one's name."""
+    prog = tmp_path / "churn.py"
+    prog.write_text(textwrap.dedent("""
+        import time
+        for i in range(40):
+            ns = {}
+            exec("def fn_%d():\\n    import time\\n    e = time.time() + 0.05\\n"
+                 "    while time.time() < e: pass\\n" % i, ns)
+            ns["fn_%d" % i]()
+    """))
+    out = tmp_path / "p.txt"
+    r = run(["record", "-f", "raw", "-r", "200", "-o", out, "--", sys.executable, prog])
+    assert r.returncode == 0, r.stderr
+    names = set(re.findall(r"\bfn_\d+\b", out.read_text()))
+    assert len(names) >= 38, sorted(names)
+
+
+def test_interrupt_before_python_starts(tmp_path):
+    proc = subprocess.Popen([spprof_exe(), "record", "-o", str(tmp_path / "p.svg"), "--", "sleep", "30"],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        err = proc.communicate(timeout=15)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("spprof ignored Ctrl-C while waiting for Python to start")
+    assert proc.returncode != 0
+    assert "nothing written" in err, err
+    assert not (tmp_path / "p.svg").exists()
+
+
+def test_nonblocking_notices_a_zombie_target(busy, tmp_path):
+    # The target's parent (this test) does not reap it at once: a zombie.
+    proc = start_target(busy, 1.0)
+    out = tmp_path / "p.txt"
+    t0 = time.time()
+    r = run(["record", "--pid", proc.pid, "--nonblocking", "-f", "raw", "-o", out], timeout=60)
+    assert time.time() - t0 < 20, "did not stop when the target ended"
+    assert r.returncode == 0, r.stderr
+    assert share(folded(out), "hot_leaf") > 0.3
+    proc.wait()

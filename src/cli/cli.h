@@ -3,6 +3,7 @@
 #ifndef SPP_CLI_H
 #define SPP_CLI_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -65,8 +66,10 @@ typedef struct spp_sampled_thread {
  * not be read consistently. */
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
 
-/* The process is still there. */
+/* The process is still there (and not a zombie). */
 int spp_session_alive(const spp_session *s);
+/* The wait status of the process if it exited while traced, else -1. */
+int spp_session_exit_status(const spp_session *s);
 
 /* The thread's name as the OS knows it (/proc/PID/task/TID/comm). */
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n);
@@ -79,8 +82,10 @@ int spp_cmd_top(const spp_cli_opts *o);
 
 /* Launches argv as a child; returns its pid or -1 (message printed). */
 pid_t spp_launch(char **argv);
-/* Waits until pid runs an initialised Python (or exits). Returns the
- * session, or NULL (message printed). */
-spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched);
+/* Waits until pid runs an initialised Python (or exits, or *stop is set,
+ * or give_up seconds pass when > 0). Returns the session, or NULL (message
+ * printed). */
+spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
+                                 volatile sig_atomic_t *stop, double give_up);
 
 #endif

@@ -38,7 +38,10 @@ pid_t spp_launch(char **argv)
     }
     close(fds[1]);
     int e = 0;
-    ssize_t got = read(fds[0], &e, sizeof(e));
+    ssize_t got;
+    do
+        got = read(fds[0], &e, sizeof(e));
+    while (got < 0 && errno == EINTR);
     close(fds[0]);
     if (got == (ssize_t)sizeof(e)) {
         waitpid(pid, NULL, 0);
@@ -48,11 +51,17 @@ pid_t spp_launch(char **argv)
     return pid;
 }
 
-spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched)
+spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
+                                 volatile sig_atomic_t *stop, double give_up)
 {
     struct timespec nap = {0, 5000000};
     time_t start = time(NULL);
     for (;;) {
+        if (*stop || (give_up > 0 && difftime(time(NULL), start) >= give_up)) {
+            spp_cli_error("stopped before PID %d started its Python interpreter; nothing written",
+                          (int)pid);
+            return NULL;
+        }
         if (launched) {
             int status;
             if (waitpid(pid, &status, WNOHANG) == pid) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -101,6 +102,43 @@ static const char *default_output(const char *format, pid_t pid, char *buf, size
     return buf;
 }
 
+/* Waits for the launched child to end. A thread of it that is still in a
+ * ptrace stop (spprof detaches every thread it can when it closes, but one
+ * created at that instant may remain) is let go rather than waited on. */
+static int wait_child(pid_t pid)
+{
+    for (;;) {
+        int status;
+        pid_t w = waitpid(-1, &status, __WALL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (w == pid && (WIFEXITED(status) || WIFSIGNALED(status)))
+            return status;
+        if (WIFSTOPPED(status)) {
+            int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
+            ptrace(PTRACE_DETACH, w, 0, (void *)(long)sig);
+        }
+    }
+}
+
+/* Ends a launched child that spprof will not profile: SIGTERM, then
+ * SIGKILL if it has not gone within five seconds. */
+static void end_child(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 50; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return;
+        struct timespec nap = {0, 100000000};
+        nanosleep(&nap, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 /* Fails early, before anything is profiled, when the output cannot be
  * written. */
 static int check_output_dir(const char *output)
@@ -149,12 +187,10 @@ int spp_cmd_record(const spp_cli_opts *o)
             return 1;
         launched = 1;
     }
-    spp_session *s = spp_wait_for_python(pid, o->nonblocking, launched);
+    spp_session *s = spp_wait_for_python(pid, o->nonblocking, launched, &stop_requested, o->duration);
     if (!s) {
-        if (launched) {
-            kill(pid, SIGTERM);
-            waitpid(pid, NULL, 0);
-        }
+        if (launched)
+            end_child(pid);
         return 1;
     }
     if (o->gil && spp_session_target(s)->off.free_threaded) {
@@ -163,10 +199,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         spp_cli_error("--gil has no meaning for PID %d: its Python (%s, free-threaded) has no GIL",
                       (int)pid, v);
         spp_session_close(s);
-        if (launched) {
-            kill(pid, SIGTERM);
-            waitpid(pid, NULL, 0);
-        }
+        if (launched)
+            end_child(pid);
         return 2;
     }
     char outbuf[64];
@@ -238,6 +272,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         }
     }
     uint64_t end = now_ns(CLOCK_MONOTONIC);
+    if (exit_status < 0)
+        exit_status = spp_session_exit_status(s);
     spp_session_close(s);
     if (tty)
         progress(&rc, (double)(end - start) / 1e9, 1);
@@ -275,12 +311,20 @@ int spp_cmd_record(const spp_cli_opts *o)
     }
     if (launched && exit_status < 0) {
         /* Stopped early (Ctrl-C, --duration): the program keeps running as
-         * it would without spprof; wait for it as its parent. */
-        waitpid(pid, &exit_status, 0);
+         * it would without spprof; wait for it as its parent (letting go of
+         * any thread still stopped for spprof). */
+        exit_status = wait_child(pid);
     }
     spp_resolver_free(rc.resolver);
     spp_profile_free(rc.profile);
     free(threads);
-    (void)exit_status;
+    /* The launched program's own result is the command's result, once the
+     * profile is written. */
+    if (launched && rcode == 0 && exit_status >= 0) {
+        if (WIFEXITED(exit_status))
+            rcode = WEXITSTATUS(exit_status);
+        else if (WIFSIGNALED(exit_status))
+            rcode = 128 + WTERMSIG(exit_status);
+    }
     return rcode;
 }

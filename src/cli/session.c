@@ -26,6 +26,7 @@ typedef struct traced {
     int state;
     int pending_sig;   /* signal to deliver when resumed */
     int stat_fd;       /* /proc/PID/task/TID/stat, kept open */
+    int listed;        /* seen in the last /proc/PID/task listing */
 } traced;
 
 struct spp_session {
@@ -38,6 +39,8 @@ struct spp_session {
     traced *tids;      /* owned, SPP_CLI_MAX_THREADS */
     int ntids;
     int sampling;      /* threads should stay stopped when they stop */
+    int closing;       /* detaching: every thread is to be stopped, then let go */
+    int exit_status;   /* wait status of the process, when it exited while traced */
 };
 
 void spp_cli_error(const char *fmt, ...)
@@ -93,7 +96,7 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
 static traced *find(spp_session *s, pid_t tid)
 {
     for (int i = 0; i < s->ntids; i++)
-        if (s->tids[i].tid == tid)
+        if (s->tids[i].tid == tid && s->tids[i].state != T_GONE)
             return &s->tids[i];
     return NULL;
 }
@@ -143,8 +146,10 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         if (t)
             forget(t);
-        if (tid == s->pid)
+        if (tid == s->pid) {
             s->exited = 1;
+            s->exit_status = status;
+        }
         return;
     }
     if (!WIFSTOPPED(status))
@@ -162,7 +167,7 @@ static void handle_event(spp_session *s, pid_t tid, int status)
             add(s, (pid_t)child, T_RUNNING);
         sig = 0;
     } else if (event == PTRACE_EVENT_STOP) {
-        if (is_stop_signal(sig)) {
+        if (is_stop_signal(sig) && !s->closing) {
             /* The process was stopped (SIGSTOP, Ctrl-Z): keep it stopped. */
             t->state = T_LISTENING;
             ptrace(PTRACE_LISTEN, tid, 0, 0);
@@ -174,7 +179,10 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     } else {
         sig = 0; /* other events (exit) carry no signal */
     }
-    if (s->sampling && event != PTRACE_EVENT_CLONE) {
+    if (s->sampling || s->closing) {
+        /* Every stop while pausing (the cloning thread's too) counts as the
+         * thread being paused; while closing, every thread is to be
+         * detached from a stop. */
         t->state = T_STOPPED;
         return;
     }
@@ -206,21 +214,36 @@ static void scan_tasks(spp_session *s)
         s->exited = 1;
         return;
     }
+    /* Threads gone from the listing are forgotten (without ptrace there is
+     * no exit event to say so). */
+    for (int i = 0; i < s->ntids; i++)
+        s->tids[i].listed = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         pid_t tid = (pid_t)atoi(e->d_name);
-        if (tid <= 0 || find(s, tid))
+        traced *known = tid > 0 ? find(s, tid) : NULL;
+        if (known)
+            known->listed = 1;
+        if (tid <= 0 || known)
             continue;
         if (s->nonblocking) {
-            add(s, tid, T_RUNNING);
+            traced *t = add(s, tid, T_RUNNING);
+            if (t)
+                t->listed = 1;
             continue;
         }
-        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0)
-            add(s, tid, T_RUNNING);
-        else if (errno != ESRCH && errno != EPERM)
-            add(s, tid, T_GONE);
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0) {
+            traced *t = add(s, tid, T_RUNNING);
+            if (t)
+                t->listed = 1;
+        }
+        /* (A thread that could not be seized is simply not paused.) */
     }
     closedir(d);
+    if (s->nonblocking)
+        for (int i = 0; i < s->ntids; i++)
+            if (s->tids[i].state != T_GONE && !s->tids[i].listed)
+                forget(&s->tids[i]);
 }
 
 static void pause_all(spp_session *s)
@@ -320,13 +343,40 @@ void spp_session_close(spp_session *s)
     if (!s)
         return;
     if (!s->nonblocking && !s->exited) {
-        /* Detaching needs each thread stopped; signals it was given on the
-         * way are delivered as it is let go. */
-        pause_all(s);
-        for (int i = 0; i < s->ntids; i++) {
-            traced *t = &s->tids[i];
-            if (t->state == T_STOPPED || t->state == T_LISTENING)
-                ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+        /* PTRACE_DETACH needs each thread in a ptrace stop: stop them all
+         * (a thread kept in group-stop by PTRACE_LISTEN too, which ptrace
+         * requests do not reach until it is interrupted), let each go with
+         * the signal it was given, and keep handling events (new threads)
+         * until none is traced any more. A thread that will not stop within
+         * a second is released when spprof exits. */
+        s->closing = 1;
+        pump(s);
+        for (int i = 0; i < s->ntids; i++)
+            if ((s->tids[i].state == T_RUNNING || s->tids[i].state == T_LISTENING) &&
+                ptrace(PTRACE_INTERRUPT, s->tids[i].tid, 0, 0) < 0 && errno == ESRCH)
+                forget(&s->tids[i]);
+        uint64_t until = mono_ns() + 1000000000ull;
+        for (;;) {
+            int traced_left = 0;
+            for (int i = 0; i < s->ntids; i++) {
+                traced *t = &s->tids[i];
+                if (t->state == T_STOPPED) {
+                    ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+                    forget(t);
+                } else if (t->state != T_GONE) {
+                    traced_left++;
+                }
+            }
+            if (!traced_left || s->exited || mono_ns() > until)
+                break;
+            int status;
+            pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+            if (tid > 0) {
+                handle_event(s, tid, status);
+            } else {
+                struct timespec nap = {0, 100000};
+                nanosleep(&nap, NULL);
+            }
         }
     }
     for (int i = 0; i < s->ntids; i++)
@@ -336,6 +386,8 @@ void spp_session_close(spp_session *s)
     free(s->tids);
     free(s);
 }
+
+int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
 
 spp_session *spp_session_attach(pid_t pid, int nonblocking)
 {
@@ -351,8 +403,10 @@ int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver *
 {
     *p = spp_profile_new(0);
     *res = *p ? spp_resolver_new(&s->target.off, &s->reader, *p, lines) : NULL;
-    if (*res)
+    if (*res) {
+        spp_resolver_validate(*res, 1); /* the target's code objects come and go */
         return 0;
+    }
     spp_profile_free(*p);
     *p = NULL;
     spp_cli_error("out of memory");
@@ -366,7 +420,19 @@ int spp_session_alive(const spp_session *s)
 {
     if (s->exited)
         return 0;
-    return kill(s->pid, 0) == 0 || errno != ESRCH;
+    /* kill(pid, 0) succeeds on a zombie: look at its state instead. */
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)s->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
 /* 'R' in /proc/PID/task/TID/stat: running or runnable. Read before the

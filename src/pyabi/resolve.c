@@ -9,6 +9,7 @@
 
 typedef struct code_entry {
     uint64_t addr;
+    uint64_t name_ptr, file_ptr; /* identity of the object when it was read */
     uint64_t gen;      /* unique per reading, so line entries go stale with it */
     uint32_t name, file;
     spp_code code;
@@ -24,6 +25,7 @@ struct spp_resolver {
     const spp_reader *r;
     spp_profile *p;
     int lines;
+    int validate;
     uint64_t gen;
     uint32_t marks[3];
     code_entry codes[CODE_CACHE];
@@ -72,10 +74,30 @@ void spp_resolver_free(spp_resolver *res)
 
 uint32_t spp_resolver_marker(const spp_resolver *res, int which) { return res->marks[which]; }
 
+void spp_resolver_validate(spp_resolver *res, int on) { res->validate = on; }
+
+/* The pointers that identify the code object now at addr. */
+static int identity(const spp_resolver *res, uint64_t addr, uint64_t *name, uint64_t *file,
+                    int32_t *first)
+{
+    int32_t name_off = res->o->code_qualname >= 0 ? res->o->code_qualname : res->o->code_name;
+    return spp_read(res->r, addr + (uint64_t)name_off, name, sizeof(*name)) == 0 &&
+                   spp_read(res->r, addr + (uint64_t)res->o->code_filename, file, sizeof(*file)) == 0 &&
+                   spp_read(res->r, addr + (uint64_t)res->o->code_firstlineno, first, sizeof(*first)) == 0
+               ? 0
+               : -1;
+}
+
 static code_entry *code_lookup(spp_resolver *res, uint64_t addr)
 {
     code_entry *ce = &res->codes[mix(addr) & (CODE_CACHE - 1)];
-    if (ce->addr == addr && ce->gen)
+    uint64_t name = 0, file = 0;
+    int32_t first = 0;
+    if (res->validate && identity(res, addr, &name, &file, &first) < 0)
+        return NULL;
+    if (ce->addr == addr && ce->gen &&
+        (!res->validate || (ce->name_ptr == name && ce->file_ptr == file &&
+                            ce->code.firstlineno == first)))
         return ce;
     spp_code_clear(&ce->code);
     ce->addr = 0;
@@ -89,6 +111,8 @@ static code_entry *code_lookup(spp_resolver *res, uint64_t addr)
         return NULL;
     }
     ce->addr = addr;
+    ce->name_ptr = name;
+    ce->file_ptr = file;
     ce->gen = ++res->gen;
     return ce;
 }

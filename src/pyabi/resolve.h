@@ -18,6 +18,10 @@ typedef struct spp_resolver spp_resolver;
  * every frame of a function gets line 0 (aggregate by function). */
 spp_resolver *spp_resolver_new(const spp_pyoffsets *o, const spp_reader *r, spp_profile *p,
                                int lines);
+/* Re-checks, on every lookup, that a cached code object is still the one
+ * at its address (name, file and first line unchanged): for a remote target,
+ * whose code objects can die and be replaced without spprof knowing. */
+void spp_resolver_validate(spp_resolver *res, int on);
 void spp_resolver_free(spp_resolver *res);  /* NULL is a no-op */
 
 /* The profile frame for raw; the "<unknown>" frame when the code object
