@@ -446,3 +446,27 @@ def test_nonblocking_notices_a_zombie_target(busy, tmp_path):
     assert r.returncode == 0, r.stderr
     assert share(folded(out), "hot_leaf") > 0.3
     proc.wait()
+
+
+def test_paused_target_is_not_slowed_by_signals_and_threads(tmp_path):
+    """While traced, each signal and each new thread stops the target until
+    spprof lets it go: that must happen at once, not at the next sample."""
+    prog = tmp_path / "events.py"
+    prog.write_text(textwrap.dedent("""
+        import os, signal, threading, time
+        signal.signal(signal.SIGUSR1, lambda *a: None)
+        t0 = time.time()
+        for _ in range(50):
+            os.kill(os.getpid(), signal.SIGUSR1)
+        for _ in range(50):
+            t = threading.Thread(target=lambda: None); t.start(); t.join()
+        x = 0
+        end = time.time() + 0.5
+        while time.time() < end:
+            x += 1
+        print("took", time.time() - t0 - 0.5, flush=True)
+    """))
+    r = run(["record", "-r", "2", "-o", tmp_path / "p.svg", "--idle", "--", sys.executable, prog])
+    assert r.returncode == 0, r.stderr
+    took = float(r.stdout.split("took")[1])
+    assert took < 2.0, r.stdout  # 100 events at 2 Hz would take 50 s if each waited a sample

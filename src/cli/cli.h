@@ -66,6 +66,9 @@ typedef struct spp_sampled_thread {
  * not be read consistently. */
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
 
+/* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
+ * ptrace events meanwhile; returns early on another signal. */
+void spp_session_wait(spp_session *s, uint64_t until);
 /* The process is still there (and not a zombie). */
 int spp_session_alive(const spp_session *s);
 /* The wait status of the process if it exited while traced, else -1. */

@@ -227,8 +227,7 @@ int spp_cmd_record(const spp_cli_opts *o)
         if (o->duration > 0 && now - start >= (uint64_t)(o->duration * 1e9))
             break;
         if (now < deadline) {
-            struct timespec ts = {(time_t)(deadline / 1000000000ull), (long)(deadline % 1000000000ull)};
-            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+            spp_session_wait(s, deadline);
             continue;
         }
         /* A sample more than half a period behind its time is late: the

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -333,6 +334,10 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
             return NULL;
         }
         add(s, pid, T_RUNNING);
+        sigset_t chld;
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        pthread_sigmask(SIG_BLOCK, &chld, NULL); /* for spp_session_wait */
     }
     scan_tasks(s);
     return s;
@@ -388,6 +393,32 @@ void spp_session_close(spp_session *s)
 }
 
 int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
+
+void spp_session_wait(spp_session *s, uint64_t until)
+{
+    if (s->nonblocking) {
+        struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        return;
+    }
+    /* While traced, every signal the target gets and every thread it
+     * starts stops it until spprof lets it go: wake on SIGCHLD (blocked
+     * since the session opened) and handle those at once rather than at
+     * the next sample. Another signal (Ctrl-C) ends the wait too. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (;;) {
+        pump(s);
+        uint64_t now = mono_ns();
+        if (now >= until || s->exited)
+            return;
+        struct timespec ts = {(time_t)((until - now) / 1000000000ull),
+                              (long)((until - now) % 1000000000ull)};
+        if (sigtimedwait(&chld, NULL, &ts) < 0 && errno == EINTR)
+            return;
+    }
+}
 
 spp_session *spp_session_attach(pid_t pid, int nonblocking)
 {
