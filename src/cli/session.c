@@ -206,6 +206,19 @@ static void pump(spp_session *s)
     }
 }
 
+/* Handles one waiting ptrace event, or naps nap_ns if there is none. */
+static void next_event(spp_session *s, long nap_ns)
+{
+    int status;
+    pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+    if (tid > 0) {
+        handle_event(s, tid, status);
+    } else {
+        struct timespec nap = {0, nap_ns};
+        nanosleep(&nap, NULL);
+    }
+}
+
 static void scan_tasks(spp_session *s)
 {
     char path[64];
@@ -262,14 +275,7 @@ static void pause_all(spp_session *s)
             running += s->tids[i].state == T_RUNNING;
         if (!running || s->exited || mono_ns() > until)
             break;
-        int status;
-        pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
-        if (tid > 0) {
-            handle_event(s, tid, status);
-        } else {
-            struct timespec nap = {0, 20000};
-            nanosleep(&nap, NULL);
-        }
+        next_event(s, 20000);
     }
 }
 
@@ -374,14 +380,7 @@ void spp_session_close(spp_session *s)
             }
             if (!traced_left || s->exited || mono_ns() > until)
                 break;
-            int status;
-            pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
-            if (tid > 0) {
-                handle_event(s, tid, status);
-            } else {
-                struct timespec nap = {0, 100000};
-                nanosleep(&nap, NULL);
-            }
+            next_event(s, 100000);
         }
     }
     for (int i = 0; i < s->ntids; i++)
