@@ -44,7 +44,7 @@ typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
     spp_resolver *resolver;
-    uint64_t samples, errors, late, idle_skipped;
+    uint64_t samples, errors, late;
 } recorder;
 
 static uint32_t thread_root(recorder *rc, pid_t pid, const spp_sampled_thread *st)
@@ -245,10 +245,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         for (int i = 0; i < n; i++) {
             if (o->gil && !threads[i].th.holds_gil)
                 continue;
-            if (!o->idle && threads[i].idle) {
-                rc.idle_skipped++;
+            if (!o->idle && threads[i].idle)
                 continue;
-            }
             add_sample(&rc, pid, &threads[i], weight, when - start + start_real);
         }
         /* Next deadline: one period on average, jittered by up to a quarter

@@ -180,16 +180,12 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         idx = si->si_value.sival_int;
     else if (si->si_code > 0 && si->si_fd >= 0 && si->si_fd < SPP_MAX_FD)
         idx = atomic_load_explicit(&spp_g.fd_slot[si->si_fd], memory_order_acquire) - 1;
-    if (idx < 0 || idx >= SPP_MAX_THREADS) {
-        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
-        goto out;
-    }
+    if (idx < 0 || idx >= SPP_MAX_THREADS)
+        goto out; /* not one of ours (or a clock already disarmed) */
     spp_slot *s = &spp_g.slots[idx];
     if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ACTIVE ||
-        s->tid != (pid_t)syscall(SYS_gettid)) {
-        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
+        s->tid != (pid_t)syscall(SYS_gettid))
         goto out;
-    }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */
     uint64_t weight = slot_weight(s);
@@ -203,11 +199,8 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
         memcpy(&tstate, (const void *)(tp + (uintptr_t)spp_g.cfg.tls_offset), sizeof(tstate));
     }
-    if (!tstate) {
-        /* A thread with no Python thread state (yet, or any more). */
-        atomic_fetch_add_explicit(&spp_g.handler_misses, 1, memory_order_relaxed);
-        goto out;
-    }
+    if (!tstate)
+        goto out; /* a thread with no Python thread state (yet, or any more) */
     spp_rec *rec = s->ring.buf ? spp_ring_reserve(&s->ring, SPP_REC_MAX) : NULL;
     if (!rec) {
         atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);

@@ -53,7 +53,6 @@ typedef struct spp_sampler {
     uint64_t start_real, start_mono;
     struct sigaction old_action;
     int handler_installed;
-    _Atomic uint64_t handler_misses; /* signals with no slot or no Python thread */
     _Atomic int in_handler;
     _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */    /* handlers running now; stop waits for zero */
 

@@ -41,7 +41,6 @@ static struct {
     native_entry *natives;
     void *interp_base;       /* load address of the module running the eval loop */
     uint64_t dropped;        /* records that could not be stored */
-    uint64_t samples;
     uint32_t ring_total;     /* bytes of rings allocated */
     uint32_t ring_budget;
     int16_t slot_thread_valid[SPP_MAX_THREADS];
@@ -256,7 +255,6 @@ static void resolve(int slot, const spp_rec *rec)
         return;
     }
     spp_profile_add(p, stack, rec->weight_ns, rec->time_ns + spp_g.mono_to_real);
-    R.samples++;
 }
 
 static void drain_slot(int i)
@@ -396,7 +394,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     }
     spp_g.cfg = *cfg;
     spp_g.mech = cfg->mechanism;
-    R.dropped = R.samples = 0;
+    R.dropped = 0;
     R.ring_total = 0;
     memset(R.slot_thread_valid, 0, sizeof(R.slot_thread_valid));
     /* A quarter of the budget for rings, the rest for the profile. */
@@ -419,7 +417,6 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     spp_g.start_real = now_ns(CLOCK_REALTIME);
     spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
     spp_g.mono_to_real = spp_g.start_real - spp_g.start_mono;
-    atomic_store(&spp_g.handler_misses, 0);
     atomic_store(&spp_g.handler_ns, 0);
     spp_g.drain_stop = 0;
     atomic_store(&spp_g.kicked, 0);
@@ -622,7 +619,6 @@ const char *spp_sampler_clock_name(void)
     return spp_mechanism_name(spp_g.mech);
 }
 
-int spp_sampler_active(void) { return atomic_load(&spp_g.active); }
 
 void spp_sampler_get_stats(spp_sampler_stats *st)
 {

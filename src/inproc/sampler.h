@@ -84,7 +84,6 @@ spp_profile *spp_sampler_stop(const spp_meta *meta);
  * a new object at the same address is never mistaken for it. */
 void spp_sampler_code_dying(uint64_t code);
 
-int spp_sampler_active(void);
 /* Leaves frames of this code object out of every stack (the profiler's own
  * Python glue). The caller keeps the code object alive. */
 int spp_sampler_hide_code(uint64_t code);
