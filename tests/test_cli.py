@@ -470,3 +470,45 @@ def test_paused_target_is_not_slowed_by_signals_and_threads(tmp_path):
     assert r.returncode == 0, r.stderr
     took = float(r.stdout.split("took")[1])
     assert took < 2.0, r.stdout  # 100 events at 2 Hz would take 50 s if each waited a sample
+
+
+GENERATORS = """
+import sys, time
+
+def g_mid():
+    return sum(x for x in range(1000))   # a new eval-loop call per item
+
+def g_top(t):
+    end = time.time() + t
+    while time.time() < end:
+        g_mid()
+
+print("ready", flush=True)
+g_top(float(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--nonblocking"]])
+def test_threads_paused_while_linking_a_frame_keep_their_callers(tmp_path, mode):
+    """A thread stopped while its interpreter links a generator frame in is
+    recorded with its whole stack (or not at all), never the generator
+    alone."""
+    path = tmp_path / "gen.py"
+    path.write_text(textwrap.dedent(GENERATORS))
+    out = tmp_path / "p.txt"
+    r = run(["record", "-f", "raw", "-r", "1000", "-o", out, *mode, "--", sys.executable, path, "3"])
+    assert r.returncode == 0, r.stderr
+    counts = folded(out)
+    total = sum(counts.values())
+    assert total >= 1500, counts
+    whole = re.compile(r"<module> \(gen\.py:\d+\);g_top \(gen\.py:\d+\);g_mid \(gen\.py:\d+\);")
+    torn = {s: n for s, n in counts.items() if "<genexpr> (gen.py" in s and not whole.match(s)}
+    if mode:
+        # Read while the thread runs, frames change under the reader (as
+        # with any profiler that does not stop the target); spprof re-reads
+        # and retries, which keeps this worst case (a generator entered
+        # ~10 million times a second) to a few per cent: 3.9/3.10 ~6 %,
+        # 3.11+ < 1 %, measured.
+        assert sum(torn.values()) <= 0.10 * total, (sum(torn.values()), total, list(torn)[:3])
+    else:
+        assert not torn

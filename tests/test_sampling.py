@@ -411,3 +411,37 @@ def test_parallel_threads_no_impossible_stacks(script):
             assert ours[0] == thread, (thread, names)  # each thread runs its own chain
     for name in ("a_top", "b_top", "c_top", "d_top"):
         assert seen.get(name, 0) >= 700, (name, seen)  # 1 s of CPU at 1 ms each
+
+
+GENERATORS = """
+import json, time
+import spprof
+
+# sum() enters the generator's frame through a new call of the evaluation
+# loop for every item: thousands of frames linked in and out per ms.
+def g_mid():
+    return sum(x for x in range(1000))
+
+def g_top(t):
+    end = time.thread_time() + t
+    while time.thread_time() < end:
+        g_mid()
+
+spprof.start(interval_ms=1)
+g_top(3.0)
+p = spprof.stop()
+stacks = [([f.function_name for f in s.frames], s.count) for s in p.samples]
+print(json.dumps({"stacks": stacks, "dropped": p.dropped_count, "samples": p.sample_count}))
+"""
+
+
+def test_frames_caught_while_linked_in_keep_their_callers(script):
+    """A sample that lands while the interpreter links a generator's frame
+    in (3.11/3.12 publish the new eval loop before its frame) must still
+    show the whole stack, not the generator alone; none is thrown away."""
+    r = last_json(script(GENERATORS))
+    for names, count in r["stacks"]:
+        if any(n.endswith("<genexpr>") for n in names):
+            assert names[:3] == ["<module>", "g_top", "g_mid"], names
+    assert r["samples"] >= 2400, r  # 3 s of CPU at 1 ms
+    assert r["dropped"] <= r["samples"] // 200, r

@@ -74,6 +74,7 @@ int main(void)
 #if PY_VERSION_HEX >= 0x030b0000
     F(tstate_frame, offsetof(PyThreadState, cframe));
     F(cframe_current_frame, offsetof(_PyCFrame, current_frame));
+    F(cframe_previous, offsetof(_PyCFrame, previous));
     F(frame_previous, offsetof(_PyInterpreterFrame, previous));
     F(frame_code, offsetof(_PyInterpreterFrame, f_code));
     F(frame_instr, offsetof(_PyInterpreterFrame, prev_instr));
@@ -91,6 +92,7 @@ int main(void)
 #else
     F(tstate_frame, offsetof(PyThreadState, frame));
     F(cframe_current_frame, -1);
+    F(cframe_previous, -1);
     F(frame_previous, offsetof(PyFrameObject, f_back));
     F(frame_code, offsetof(PyFrameObject, f_code));
     F(frame_instr, offsetof(PyFrameObject, f_lasti));

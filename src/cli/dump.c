@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../formats/out.h"
 #include "cli.h"
@@ -33,6 +34,12 @@ int spp_cmd_dump(const spp_cli_opts *o)
     }
     int errors = 0;
     int n = spp_session_sample(s, threads, 256, &errors);
+    /* A thread caught mid-call (its frames half linked) is left out of a
+     * snapshot: try again a few times so that the dump shows every thread. */
+    for (int again = 0; n >= 0 && errors > 0 && again < 20; again++) {
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+        n = spp_session_sample(s, threads, 256, &errors);
+    }
     /* Resolve while the reader's cached pages still hold this snapshot. */
     static uint32_t ids[256][SPP_CLI_MAX_DEPTH];
     for (int i = 0; i < n; i++)

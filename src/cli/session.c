@@ -480,6 +480,41 @@ static int thread_idle(traced *t)
     return p && p[1] == ' ' && p[2] != 'R';
 }
 
+/* Walks one thread's frames into st. A running thread (--nonblocking) can
+ * change its frames while they are read: the walk counts only if the
+ * thread's current frame, and what that frame links to, are the same
+ * afterwards (read again, uncached: a generator re-entered in between has
+ * the same frame but was unlinked meanwhile); otherwise it is tried again,
+ * and given up (SPP_ETORN) after a few tries. This narrows the race, it
+ * cannot close it: a frame linked and unlinked faster than two reads apart
+ * can look the same both times. */
+static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
+{
+    const spp_pyoffsets *o = &s->target.off;
+    for (int attempt = 0;; attempt++) {
+        if (!th->frame)
+            return 0;
+        uint64_t link = 0, link_after = 0;
+        /* read through the page cache: the walk sees this same value */
+        spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
+        int n = spp_walk(o, &s->reader, th->frame, th->below, s->target.code_type, st->frames,
+                         NULL, SPP_CLI_MAX_DEPTH, &st->truncated);
+        if (!s->nonblocking)
+            return n;
+        uint64_t frame, below;
+        spp_remote_next(&s->remote);
+        if (spp_thread_frame(o, &s->reader, th->tstate, &frame, &below) < 0)
+            return SPP_ETORN;
+        spp_read(&s->reader, frame + (uint64_t)o->frame_previous, &link_after, sizeof(link_after));
+        if (frame == th->frame && below == th->below && link == link_after)
+            return n;
+        if (attempt == 3)
+            return SPP_ETORN;
+        th->frame = frame;
+        th->below = below;
+    }
+}
+
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
 {
     *errors = 0;
@@ -504,11 +539,13 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
         for (int k = 0; k < s->ntids; k++)
             if (s->tids[k].tid == threads[i].tid)
                 st->idle = idle_of[k];
-        st->nframes = threads[i].frame
-                          ? spp_walk(&s->target.off, &s->reader, threads[i].frame,
-                                     s->target.code_type, st->frames, NULL, SPP_CLI_MAX_DEPTH,
-                                     &st->truncated)
-                          : 0;
+        st->nframes = walk_thread(s, &threads[i], st);
+        if (st->nframes < 0) {
+            /* Caught linking a frame in or out (--nonblocking, or paused
+             * at that instruction): not a stack it ever had. */
+            (*errors)++;
+            continue;
+        }
         if (threads[i].frame && st->nframes == 0)
             (*errors)++;
         stored++;

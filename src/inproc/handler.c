@@ -137,7 +137,8 @@ void spp_fault_guard_install(void)
     atomic_store(&guard_installed, 1);
 }
 
-/* Walks the thread's Python frames; -1 if a read faulted. (The signal mask
+/* Walks the thread's Python frames; < 0 if a read faulted or the chain was
+ * caught half-linked (SPP_ETORN). (The signal mask
  * that the fault left blocked is restored when spp_handler returns.) */
 static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64_t tstate,
                                                   spp_rawframe *py, uint8_t *entries,
@@ -147,10 +148,10 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     if (sigsetjmp(jb, 0))
         return -1;
     probe = &jb;
-    uint64_t frame = 0;
+    uint64_t frame = 0, below;
     int n = 0;
-    if (spp_thread_frame(o, &spp_local_reader, tstate, &frame) == 0)
-        n = spp_walk(o, &spp_local_reader, frame, spp_g.cfg.code_type, py, entries,
+    if (spp_thread_frame(o, &spp_local_reader, tstate, &frame, &below) == 0)
+        n = spp_walk(o, &spp_local_reader, frame, below, spp_g.cfg.code_type, py, entries,
                      SPP_MAX_PY_FRAMES, truncated);
     probe = NULL;
     return n;
@@ -219,7 +220,8 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     int truncated = 0;
     int npy = walk_guarded(o, tstate, py, entries, &truncated);
     if (npy < 0) {
-        /* The chain led into unmapped memory: nothing consistent to record. */
+        /* The chain led into unmapped memory, or was caught while the
+         * interpreter was linking a frame: nothing consistent to record. */
         atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
         goto out;
     }

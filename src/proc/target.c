@@ -268,7 +268,7 @@ int spp_target_threads(const spp_target *t, const spp_reader *r, spp_pythread *o
         spp_pythread *th = &out[n];
         memset(th, 0, sizeof(*th));
         th->tstate = ts;
-        if (spp_thread_frame(o, r, ts, &th->frame) < 0)
+        if (spp_thread_frame(o, r, ts, &th->frame, &th->below) < 0)
             th->frame = 0;
         read_u64(r, ts + (uint64_t)o->tstate_thread_id, &th->thread_id);
         if (o->tstate_native_thread_id >= 0) {

@@ -42,6 +42,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen);
 typedef struct spp_pythread {
     uint64_t tstate;
     uint64_t frame;       /* current frame, 0 if none */
+    uint64_t below;       /* what spp_walk checks the chain against */
     uint64_t thread_id;   /* the pthread_t as Python knows it (threading.get_ident) */
     pid_t tid;            /* OS thread id, 0 if unknown */
     int holds_gil;

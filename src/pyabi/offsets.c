@@ -72,6 +72,7 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len, i
     out->owner_skip = l->owner_skip;
     out->frame_is_entry = -1;
     out->cframe_current_frame = -1;
+    out->cframe_previous = -1;
     out->gil_in_interp = 1;
     out->unicode_kind_shift = l->unicode_kind_shift;
 

@@ -39,6 +39,7 @@ typedef struct spp_pyoffsets {
     int32_t tstate_native_thread_id;
     int32_t tstate_frame;          /* the current frame, or the cframe pointer */
     int32_t cframe_current_frame;  /* -1 unless frames hang off a _PyCFrame */
+    int32_t cframe_previous;       /* the _PyCFrame of the calling evaluation loop */
     int32_t frame_previous;
     int32_t frame_code;
     int32_t frame_instr;           /* f_lasti (int), prev_instr or instr_ptr */

@@ -15,12 +15,22 @@ static int read_ptr(const spp_reader *r, uint64_t addr, uint64_t *out)
     return spp_read(r, addr, out, sizeof(*out));
 }
 
-int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame)
+int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame,
+                     uint64_t *below)
 {
-    uint64_t p;
+    uint64_t p, prev_cframe = 0;
+    *below = SPP_ANY_FRAME;
     if (read_ptr(r, tstate + (uint64_t)o->tstate_frame, &p) < 0)
         return SPP_EINVAL;
     if (o->cframe_current_frame >= 0 && p) {
+        /* 3.11/3.12: the eval loop that calls this one is blocked in the
+         * call, so its current frame is what the first frame of this one
+         * must return to. (This loop links itself in before filling its
+         * own _PyCFrame; reading both exposes that window.) */
+        if (o->cframe_previous >= 0 &&
+            read_ptr(r, p + (uint64_t)o->cframe_previous, &prev_cframe) == 0 && prev_cframe &&
+            read_ptr(r, prev_cframe + (uint64_t)o->cframe_current_frame, below) < 0)
+            *below = SPP_ANY_FRAME;
         if (read_ptr(r, p + (uint64_t)o->cframe_current_frame, &p) < 0)
             return SPP_EINVAL;
     }
@@ -46,40 +56,53 @@ static uint64_t tlbc_to_adaptive(const spp_pyoffsets *o, const spp_reader *r, ui
     return code + (uint64_t)o->code_adaptive + (instr - base);
 }
 
-int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t code_type,
-             spp_rawframe *out, uint8_t *entries, int cap, int *truncated)
+int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
+             uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap, int *truncated)
 {
     int n = 0;
+    int boundary_seen = 0; /* passed the first frame where an eval-loop call began */
+    int last_was_shim = 0;
     *truncated = 0;
     /* The chain is bounded by cap stored frames plus as many skipped shim
      * frames again; a cycle in torn memory ends there too. */
     for (int steps = 0; frame; steps++) {
         if (n >= cap || steps >= 2 * cap + 16) {
             *truncated = 1;
-            break;
+            return n;
         }
         uint64_t code, instr = 0, prev;
         if (read_ptr(r, frame + (uint64_t)o->frame_code, &code) < 0 ||
             read_ptr(r, frame + (uint64_t)o->frame_previous, &prev) < 0) {
             *truncated = 1;
-            break;
+            return n;
         }
         if (o->code_tagged)
             code &= ~(uint64_t)7;
-        int skip = 0;
+        int skip = 0, boundary = 0;
         if (o->frame_owner >= 0) {
             int8_t owner;
             if (spp_read(r, frame + (uint64_t)o->frame_owner, &owner, 1) < 0) {
                 *truncated = 1;
-                break;
+                return n;
             }
             if (o->owner_skip >= 0 && owner >= o->owner_skip) {
                 /* A shim frame: the frame below it (already stored) was the
                  * first one run by this call of the evaluation loop. */
                 if (entries && n > 0)
                     entries[n - 1] = 1;
-                skip = 1;
+                skip = boundary = 1;
             }
+        }
+        last_was_shim = skip;
+        if (o->frame_is_entry >= 0) {
+            uint8_t entry = 0;
+            spp_read(r, frame + (uint64_t)o->frame_is_entry, &entry, 1);
+            boundary = entry != 0;
+        }
+        if (boundary && !boundary_seen) {
+            boundary_seen = 1;
+            if (below != SPP_ANY_FRAME && prev != below)
+                goto torn;
         }
         if (!skip && code_type) {
             uint64_t type;
@@ -98,19 +121,27 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
             }
             out[n].code = code;
             out[n].instr = instr;
-            if (entries) {
-                uint8_t entry = o->frame_model == SPP_FRAMES_OBJECT;
-                if (o->frame_is_entry >= 0)
-                    spp_read(r, frame + (uint64_t)o->frame_is_entry, &entry, 1);
-                entries[n] = entry != 0;
-            }
+            if (entries)
+                entries[n] = o->frame_model == SPP_FRAMES_OBJECT || boundary;
             n++;
         }
         if (prev == frame)
-            break;
+            return n;
         frame = prev;
     }
+    /* A whole chain: where eval loops link in shim frames (3.12+), every
+     * chain starts (outermost) with one; one that does not was read while
+     * an eval loop was linking a frame in or out. */
+    if (below != SPP_ANY_FRAME && !boundary_seen)
+        goto torn;
+    if (o->owner_skip >= 0 && n > 0 && !last_was_shim)
+        return SPP_ETORN;
     return n;
+torn:
+    /* The innermost eval-loop call was caught linking itself in: the
+     * thread is still in C code called from the calling loop's frame, so
+     * that frame's chain is its stack. */
+    return spp_walk(o, r, below, SPP_ANY_FRAME, code_type, out, entries, cap, truncated);
 }
 
 static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)

@@ -20,8 +20,20 @@ typedef struct spp_rawframe {
 } spp_rawframe;
 
 
-/* Reads the current frame pointer of a thread state. Returns 0 or < 0. */
-int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame);
+/* For spp_thread_frame's *below: nothing known to check the chain against. */
+#define SPP_ANY_FRAME UINT64_MAX
+
+/* spp_walk's answer when the chain is not one a running interpreter has at
+ * an instruction boundary: the thread was caught while its interpreter was
+ * linking a frame in or out, and the frames read are not its stack. */
+#define SPP_ETORN (-5)
+
+/* Reads the current frame pointer of a thread state, and in *below the
+ * frame that the first frame run by the innermost evaluation-loop call must
+ * return to (SPP_ANY_FRAME where the version does not say). Returns 0 or
+ * < 0. */
+int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame,
+                     uint64_t *below);
 
 /* Walks from frame outward, storing at most cap frames (innermost first).
  * Frames whose code object's type is not code_type are skipped (when
@@ -29,9 +41,14 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * entries[i] is set to 1 when frame i is the outermost frame run by one
  * call of the evaluation loop (for merging with native stacks).
  * Returns the number of frames stored; *truncated is set when the chain was
- * longer than cap or ended in unreadable memory. Async-signal-safe. */
-int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t code_type,
-             spp_rawframe *out, uint8_t *entries, int cap, int *truncated);
+ * longer than cap or ended in unreadable memory.
+ * The chain is checked against below (from spp_thread_frame): if it does
+ * not lead there, the innermost eval-loop call was caught linking itself in
+ * and the stack is walked from below instead. Returns SPP_ETORN when a whole
+ * chain was read but is not a stack (a 3.12+ chain that does not start with
+ * a shim frame). Async-signal-safe (recursion depth at most one). */
+int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
+             uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap, int *truncated);
 
 /* What a code object says about itself. Strings are owned (malloc'd). */
 typedef struct spp_code {
