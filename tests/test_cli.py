@@ -500,15 +500,16 @@ def test_threads_paused_while_linking_a_frame_keep_their_callers(tmp_path, mode)
     assert r.returncode == 0, r.stderr
     counts = folded(out)
     total = sum(counts.values())
-    assert total >= 1500, counts
+    assert total >= 600, counts  # enough to catch torn stacks (3,000 asked; the machine may be busy)
     whole = re.compile(r"<module> \(gen\.py:\d+\);g_top \(gen\.py:\d+\);g_mid \(gen\.py:\d+\);")
     torn = {s: n for s, n in counts.items() if "<genexpr> (gen.py" in s and not whole.match(s)}
     if mode:
-        # Read while the thread runs, frames change under the reader (as
-        # with any profiler that does not stop the target); spprof re-reads
-        # and retries, which keeps this worst case (a generator entered
-        # ~10 million times a second) to a few per cent: 3.9/3.10 ~6 %,
-        # 3.11+ < 1 %, measured.
-        assert sum(torn.values()) <= 0.10 * total, (sum(torn.values()), total, list(torn)[:3])
+        # Read while the thread runs, frames change under the reader. spprof
+        # checks that every frame read says it is running and that the
+        # current frame and its link did not change meanwhile, and counts
+        # the rest as errors; in this worst case (a generator entered
+        # millions of times a second) 2 torn stacks in ~35,000 samples got
+        # through over all nine interpreters, measured.
+        assert sum(torn.values()) <= 0.01 * total, (sum(torn.values()), total, list(torn)[:3])
     else:
         assert not torn

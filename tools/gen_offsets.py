@@ -130,6 +130,19 @@ int main(void)
     F(bytes_sval, offsetof(PyBytesObject, ob_sval));
     F(frame_tlbc_index, -1);
     F(code_tlbc, -1);
+#if PY_VERSION_HEX >= 0x030b0000
+    F(frame_state, offsetof(PyGenObject, gi_frame_state) - offsetof(PyGenObject, gi_iframe));
+    F(state_executing, FRAME_EXECUTING);
+    F(owner_generator, FRAME_OWNED_BY_GENERATOR);
+#elif PY_VERSION_HEX >= 0x030a0000
+    F(frame_state, offsetof(PyFrameObject, f_state));
+    F(state_executing, FRAME_EXECUTING);
+    F(owner_generator, -1);
+#else
+    F(frame_state, offsetof(PyFrameObject, f_executing));
+    F(state_executing, 1);
+    F(owner_generator, -1);
+#endif
     {
         PyASCIIObject a;
         memset(&a, 0, sizeof(a));
@@ -157,9 +170,8 @@ DEBUG_PROBE = r"""
 #if PY_VERSION_HEX >= 0x030e0000
 #include <internal/pycore_debug_offsets.h>
 #include <internal/pycore_interpframe_structs.h>
-#else
-#include <internal/pycore_frame.h>
 #endif
+#include <internal/pycore_frame.h>
 #define D(name, member) printf("    .%s = %ld,\n", #name, (long)offsetof(_Py_DebugOffsets, member))
 #define V(name, expr) printf("    .%s = %ld,\n", #name, (long)(expr))
 int main(void)
@@ -199,6 +211,9 @@ int main(void)
     V(owner_skip, FRAME_OWNED_BY_CSTACK);
     V(code_tagged, 0);
 #endif
+    V(frame_state, offsetof(PyGenObject, gi_frame_state) - offsetof(PyGenObject, gi_iframe));
+    V(state_executing, FRAME_EXECUTING);
+    V(owner_generator, FRAME_OWNED_BY_GENERATOR);
     D(code_size, code_object.size);
     D(code_filename, code_object.filename);
     D(code_name, code_object.name);

@@ -497,7 +497,8 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         uint64_t link = 0, link_after = 0;
         /* read through the page cache: the walk sees this same value */
         spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
-        int n = spp_walk(o, &s->reader, th->frame, th->below, s->target.code_type, st->frames,
+        int n = spp_walk(o, &s->reader, th->frame, th->below,
+                         s->nonblocking ? SPP_WALK_RUNNING : 0, s->target.code_type, st->frames,
                          NULL, SPP_CLI_MAX_DEPTH, &st->truncated);
         if (!s->nonblocking)
             return n;

@@ -75,6 +75,9 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len, i
     out->cframe_previous = -1;
     out->gil_in_interp = 1;
     out->unicode_kind_shift = l->unicode_kind_shift;
+    out->frame_state = l->frame_state;
+    out->state_executing = l->state_executing;
+    out->owner_generator = l->owner_generator;
 
     uint64_t in = field_at(d, l->interp_size), ts = field_at(d, l->tstate_size);
     uint64_t fr = field_at(d, l->frame_size), co = field_at(d, l->code_size);

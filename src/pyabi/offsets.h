@@ -67,6 +67,13 @@ typedef struct spp_pyoffsets {
     int32_t frame_tlbc_index;      /* int32: which thread-local bytecode copy runs (3.14t) */
     int32_t code_tlbc;             /* pointer to the _PyCodeArray of copies (3.14t) */
     int32_t unicode_kind_shift;    /* bit where a str's kind starts in its state */
+    /* Whether a frame is running: a byte at frame + frame_state (3.9
+     * f_executing, 3.10 f_state) or, from 3.11, in the generator that owns
+     * a frame of owner owner_generator (gi_frame_state, before the frame:
+     * frame_state is negative); running when it equals state_executing. */
+    int32_t frame_state;
+    int32_t state_executing;
+    int32_t owner_generator;       /* -1 before 3.11 */
 } spp_pyoffsets;
 
 /* For 3.13 and later: byte positions, inside _Py_DebugOffsets, of the
@@ -81,6 +88,7 @@ typedef struct spp_debug_layout {
     int32_t frame_size, frame_previous, frame_code, frame_instr, frame_owner, frame_tlbc_index,
         code_tlbc;
     int32_t owner_skip, code_tagged;
+    int32_t frame_state, state_executing, owner_generator;
     int32_t code_size, code_filename, code_name, code_qualname, code_linetable,
         code_firstlineno, code_adaptive;
     int32_t object_type, bytes_size, bytes_sval;

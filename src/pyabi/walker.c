@@ -56,8 +56,21 @@ static uint64_t tlbc_to_adaptive(const spp_pyoffsets *o, const spp_reader *r, ui
     return code + (uint64_t)o->code_adaptive + (instr - base);
 }
 
+/* Whether the frame says it is running (see spp_pyoffsets.frame_state):
+ * 1 yes, 0 no, -1 unknown (no state for this frame, or unreadable). */
+static int frame_running(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, int8_t owner)
+{
+    if (o->frame_model != SPP_FRAMES_OBJECT && owner != o->owner_generator)
+        return -1;
+    int8_t state;
+    if (spp_read(r, frame + (uint64_t)(int64_t)o->frame_state, &state, 1) < 0)
+        return -1;
+    return state == o->state_executing;
+}
+
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
-             uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap, int *truncated)
+             int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap,
+             int *truncated)
 {
     int n = 0;
     int boundary_seen = 0; /* passed the first frame where an eval-loop call began */
@@ -79,8 +92,8 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
         if (o->code_tagged)
             code &= ~(uint64_t)7;
         int skip = 0, boundary = 0;
+        int8_t owner = -1;
         if (o->frame_owner >= 0) {
-            int8_t owner;
             if (spp_read(r, frame + (uint64_t)o->frame_owner, &owner, 1) < 0) {
                 *truncated = 1;
                 return n;
@@ -94,6 +107,11 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
             }
         }
         last_was_shim = skip;
+        /* A thread read while it runs can have unlinked a frame (a generator
+         * that yielded) between our reading its current frame and reading
+         * that frame's link: a frame in the chain that is not running. */
+        if ((flags & SPP_WALK_RUNNING) && frame_running(o, r, frame, owner) == 0)
+            return SPP_ETORN;
         if (o->frame_is_entry >= 0) {
             uint8_t entry = 0;
             spp_read(r, frame + (uint64_t)o->frame_is_entry, &entry, 1);
@@ -141,7 +159,7 @@ torn:
     /* The innermost eval-loop call was caught linking itself in: the
      * thread is still in C code called from the calling loop's frame, so
      * that frame's chain is its stack. */
-    return spp_walk(o, r, below, SPP_ANY_FRAME, code_type, out, entries, cap, truncated);
+    return spp_walk(o, r, below, SPP_ANY_FRAME, flags, code_type, out, entries, cap, truncated);
 }
 
 static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)
