@@ -513,3 +513,46 @@ def test_threads_paused_while_linking_a_frame_keep_their_callers(tmp_path, mode)
         assert sum(torn.values()) <= 0.01 * total, (sum(torn.values()), total, list(torn)[:3])
     else:
         assert not torn
+
+
+def test_runtime_found_when_the_file_is_gone(tmp_path):
+    """A Python whose executable or libpython was deleted (upgraded) while it
+    runs has no file to read symbols from: the runtime is found by scanning
+    its data and validated, and profiling works as usual."""
+    import sysconfig as sc
+    if sc.get_config_var("Py_ENABLE_SHARED"):
+        # The runtime lives in libpython: run on a copy of it, then delete it.
+        lib = os.path.join(sc.get_config_var("LIBDIR"), sc.get_config_var("INSTSONAME"))
+        shutil.copy(lib, tmp_path / os.path.basename(lib))
+        doomed = tmp_path / os.path.basename(lib)
+        cmd = [sys.executable]
+        env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))
+    else:
+        # The runtime lives in the executable: run a copy of it.
+        exe = os.path.realpath(sys.executable)
+        doomed = tmp_path / os.path.basename(exe)
+        shutil.copy(exe, doomed)
+        cmd = [str(doomed)]
+        env = dict(os.environ, PYTHONHOME=sys.base_prefix, PYTHONPATH=os.pathsep.join(sys.path))
+    path = tmp_path / "busy.py"
+    path.write_text(textwrap.dedent(BUSY))
+    proc = subprocess.Popen(cmd + [str(path), "30"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        doomed.unlink()
+        maps = open("/proc/%d/maps" % proc.pid).read()
+        assert str(doomed) + " (deleted)" in maps
+        d = run(["dump", "--pid", proc.pid])
+        assert d.returncode == 0, d.stderr
+        assert "found the runtime by scanning" in d.stderr, d.stderr
+        assert re.search(r"<module> \(busy\.py:\d+\)", d.stdout), d.stdout
+        out = tmp_path / "p.txt"
+        r = run(["record", "--pid", proc.pid, "-d", "1", "-f", "raw", "-o", out])
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("found the runtime by scanning") == 1, r.stderr
+        counts = folded(out)
+        assert share(counts, "hot_leaf") > 0.3, counts
+        assert any(s.startswith("<module> (busy.py:") for s in counts), counts
+    finally:
+        proc.kill()
+        proc.wait()

@@ -307,12 +307,20 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
         free(s);
         return NULL;
     }
-    if (s->target.layout_guessed) {
+    /* Said once per target, though callers may open a session twice. */
+    static pid_t noted;
+    int say = noted != pid;
+    noted = pid;
+    if (say && s->target.layout_guessed) {
         char v[32];
         spp_version_string(s->target.version, v, sizeof(v));
         fprintf(stderr, "spprof: warning: Python %s is newer than this spprof knows; reading it "
                         "with the newest layout it knows (the target's debug offsets validated)\n", v);
     }
+    if (say && s->target.runtime_scanned)
+        fprintf(stderr, "spprof: note: %s does not name _PyRuntime (stripped?); found the runtime "
+                        "by scanning its data%s\n",
+                s->target.module, s->target.code_type ? "" : ", and no code type yet");
     s->pid = pid;
     s->nonblocking = nonblocking;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));

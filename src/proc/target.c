@@ -137,6 +137,192 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, const char 
     return code;
 }
 
+/* With the runtime's address known: the version and the layout (the
+ * target's own debug offsets for 3.13+, else the compiled table). */
+static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const char *module,
+                       char *err, size_t errlen)
+{
+    pid_t pid = t->pid;
+    t->runtime = runtime;
+    memcpy(t->module, module, strlen(module) + 1);
+    unsigned char probe;
+    int rd = spp_remote_read_raw(pid, runtime, &probe, 1);
+    if (rd == -EPERM || rd == -EACCES)
+        return fail(err, errlen, SPP_TARGET_PERMISSION,
+                    "permission denied reading the memory of PID %s%ld", "", (long)pid);
+    unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
+    if (version == 0 || ((version >> 16) & 0xff) >= 13) {
+        if (spp_remote_read_raw(pid, runtime, debug, sizeof(debug)) < 0)
+            return fail(err, errlen, SPP_TARGET_PERMISSION,
+                        "cannot read the Python runtime of PID %s%ld", "", (long)pid);
+        if (memcmp(debug, "xdebugpy", 8) == 0) {
+            uint64_t dv;
+            memcpy(&dv, debug + 8, sizeof(dv));
+            version = (uint32_t)dv;
+            int guessed = 0;
+            int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug), &guessed);
+            t->layout_guessed = guessed;
+            if (prc < 0) {
+                char vs[32];
+                spp_version_string(version, vs, sizeof(vs));
+                return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                            prc == SPP_ENOSYS
+                                ? "Python %s (PID %ld) has a debug-offsets layout this spprof does not know"
+                                : "Python %s (PID %ld): its debug offsets failed validation",
+                            vs, (long)pid);
+            }
+            t->from_debug_offsets = 1;
+            t->version = version;
+            return SPP_TARGET_OK;
+        }
+    }
+    t->version = version;
+    const spp_pyoffsets *row = spp_pyoffsets_for_version(version);
+    if (!row) {
+        char vs[32];
+        spp_version_string(version, vs, sizeof(vs));
+        return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                    version ? "Python %s (PID %ld) is not supported: spprof reads 3.9 and newer"
+                            : "cannot tell the Python version of %s (PID %ld)",
+                    version ? vs : module, (long)pid);
+    }
+    t->off = *row;
+    return SPP_TARGET_OK;
+}
+
+/* What a real _PyRuntimeState at addr looks like to a reader: its first
+ * interpreter holds a thread state that points back at it, and that thread
+ * state names one of the process's threads. */
+static int runtime_plausible(pid_t pid, const spp_pyoffsets *o, uint64_t addr, int pthread_tid_off)
+{
+    uint64_t interp = 0, ts = 0, back = 0, tid = 0, ident = 0;
+    if (spp_remote_read_raw(pid, addr + (uint64_t)o->runtime_interpreters_head, &interp, 8) < 0 ||
+        !interp || (interp & 7) ||
+        spp_remote_read_raw(pid, interp + (uint64_t)o->interp_threads_head, &ts, 8) < 0 || !ts ||
+        (ts & 7) || spp_remote_read_raw(pid, ts + (uint64_t)o->tstate_interp, &back, 8) < 0 ||
+        back != interp)
+        return 0;
+    if (o->tstate_native_thread_id >= 0) {
+        if (spp_remote_read_raw(pid, ts + (uint64_t)o->tstate_native_thread_id, &tid, 8) < 0)
+            return 0;
+    } else {
+        int32_t t32 = 0;
+        if (pthread_tid_off < 0 ||
+            spp_remote_read_raw(pid, ts + (uint64_t)o->tstate_thread_id, &ident, 8) < 0 || !ident ||
+            spp_remote_read_raw(pid, ident + (uint64_t)pthread_tid_off, &t32, 4) < 0)
+            return 0;
+        tid = (uint64_t)(uint32_t)t32;
+    }
+    char task[64];
+    snprintf(task, sizeof(task), "/proc/%d/task/%d", (int)pid, (int)tid);
+    return tid > 0 && tid < (1u << 30) && access(task, F_OK) == 0;
+}
+
+#define SCAN_MAX (64u << 20)  /* bytes of writable data scanned at most */
+#define SCAN_CHUNK (1u << 16)
+
+/* Last resort, for a file that does not name _PyRuntime (stripped of its
+ * symbols, or not readable from here): scans the module's writable mappings
+ * (its .data, and the .bss after it) for a runtime that validates: the
+ * debug-offsets cookie for 3.13+, else the version's layout. Returns the
+ * address or 0. */
+static uint64_t scan_runtime(pid_t pid, const char *module, uint32_t *version, int pthread_tid_off)
+{
+    /* A version the file name gives, else every version of the table. */
+    const spp_pyoffsets *only = *version ? spp_pyoffsets_for_version(*version) : NULL;
+    unsigned nrows = *version ? (only != NULL) : spp_pyoffsets_table_len;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    char line[PATH_MAX + 256];
+    uint64_t found = 0, scanned = 0;
+    int after_module = 0; /* the previous mapping was the module's */
+    unsigned char *buf = malloc(SCAN_CHUNK + SPP_DEBUG_OFFSETS_MAX);
+    while (buf && !found && scanned < SCAN_MAX && fgets(line, sizeof(line), f)) {
+        unsigned long long start, end, off;
+        char perms[8];
+        int pos = 0;
+        if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &pos) < 4 ||
+            !pos)
+            continue;
+        char *file = line + pos;
+        file[strcspn(file, "\n")] = '\0';
+        int mine = strcmp(file, module) == 0;
+        int bss = !mine && after_module && file[0] == '\0';
+        after_module = mine;
+        if (!(mine || bss) || perms[0] != 'r' || perms[1] != 'w')
+            continue;
+        for (uint64_t at = start; at < end && !found && scanned < SCAN_MAX; at += SCAN_CHUNK) {
+            size_t want = (size_t)(end - at < SCAN_CHUNK ? end - at : SCAN_CHUNK);
+            if (spp_remote_read_raw(pid, at, buf, want) < 0)
+                break;
+            scanned += want;
+            for (size_t i = 0; i + 16 <= want && !found; i += 8) {
+                if (memcmp(buf + i, "xdebugpy", 8) == 0) {
+                    spp_pyoffsets o;
+                    int guessed;
+                    if (spp_remote_read_raw(pid, at + i, buf + SCAN_CHUNK, SPP_DEBUG_OFFSETS_MAX) == 0 &&
+                        spp_pyoffsets_from_debug(&o, buf + SCAN_CHUNK, SPP_DEBUG_OFFSETS_MAX,
+                                                 &guessed) == 0 &&
+                        runtime_plausible(pid, &o, at + i, pthread_tid_off))
+                        found = at + i;
+                    continue;
+                }
+                for (unsigned k = 0; k < nrows && !found; k++) {
+                    const spp_pyoffsets *row = only ? only : &spp_pyoffsets_table[k];
+                    /* interpreters.head and interpreters.main are neighbours
+                     * and equal while there is one interpreter: a cheap
+                     * filter before reading the target. */
+                    size_t h = i + (size_t)row->runtime_interpreters_head;
+                    if (h + 16 > want)
+                        continue;
+                    uint64_t head, main_interp;
+                    memcpy(&head, buf + h, 8);
+                    memcpy(&main_interp, buf + h + 8, 8);
+                    if (head && head == main_interp && runtime_plausible(pid, row, at + i, pthread_tid_off)) {
+                        found = at + i;
+                        if (!*version)
+                            *version = row->version;
+                    }
+                }
+            }
+        }
+    }
+    free(buf);
+    fclose(f);
+    return found;
+}
+
+/* PyCode_Type when the file does not name it: the type of the code object
+ * that some thread's current frame runs, if that type calls itself "code". */
+static uint64_t find_code_type(const spp_target *t)
+{
+    spp_remote rem;
+    if (spp_remote_init(&rem, t->pid) < 0)
+        return 0;
+    spp_reader r = spp_remote_reader(&rem);
+    spp_pythread threads[64];
+    int n = spp_target_threads(t, &r, threads, 64);
+    uint64_t found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        uint64_t code, type, name;
+        char buf[8];
+        if (!threads[i].frame || spp_read(&r, threads[i].frame + (uint64_t)t->off.frame_code, &code, 8) < 0)
+            continue;
+        if (t->off.code_tagged)
+            code &= ~(uint64_t)7;
+        /* tp_name follows the variable-size object header */
+        if (code && spp_read(&r, code + (uint64_t)t->off.object_type, &type, 8) == 0 && type &&
+            spp_read(&r, type + (uint64_t)t->off.object_type + 16, &name, 8) == 0 && name &&
+            spp_read(&r, name, buf, 5) == 0 && memcmp(buf, "code", 5) == 0)
+            found = type;
+    }
+    spp_remote_free(&rem);
+    return found;
+}
+
 int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
@@ -153,82 +339,51 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
         return fail(err, errlen, SPP_TARGET_PERMISSION,
                     "permission denied reading the memory map of PID %s%ld", "", (long)pid);
 
-    for (int i = 0; i < nmods; i++) {
-        /* Through /proc/PID/root, so that a target in a container is read
-         * from its own file system. */
-        char path[PATH_MAX + 32];
-        int plen = snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
-        memcpy(path + plen, mods[i].path, strlen(mods[i].path) + 1);
-        spp_elf elf;
-        if (spp_elf_open(&elf, path) < 0 && spp_elf_open(&elf, mods[i].path) < 0)
-            continue;
-        uint64_t runtime, code_type = 0, pyver = 0;
-        if (spp_elf_symbol(&elf, "_PyRuntime", &runtime, NULL) < 0) {
-            spp_elf_close(&elf);
-            continue;
-        }
-        uint64_t bias = elf.type == 3 /* ET_DYN */ ? mods[i].lowest - elf.load_vaddr : 0;
-        t->runtime = runtime + bias;
-        if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
-            t->code_type = code_type + bias;
-        int has_version = spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0;
-        spp_elf_close(&elf);
-        memcpy(t->module, mods[i].path, sizeof(t->module));
-
-        uint32_t version = version_from_name(mods[i].path);
-        if (has_version) {
-            uint32_t v;
-            if (spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
-                version = v;
-        }
-        int rd = spp_remote_read_raw(pid, t->runtime, &pyver, 1);
-        if (rd == -EPERM || rd == -EACCES)
-            return fail(err, errlen, SPP_TARGET_PERMISSION,
-                        "permission denied reading the memory of PID %s%ld", "", (long)pid);
-        unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
-        if (version == 0 || ((version >> 16) & 0xff) >= 13) {
-            if (spp_remote_read_raw(pid, t->runtime, debug, sizeof(debug)) < 0)
-                return fail(err, errlen, SPP_TARGET_PERMISSION,
-                            "cannot read the Python runtime of PID %s%ld", "", (long)pid);
-            if (memcmp(debug, "xdebugpy", 8) == 0) {
-                uint64_t dv;
-                memcpy(&dv, debug + 8, sizeof(dv));
-                version = (uint32_t)dv;
-                int guessed = 0;
-                int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug), &guessed);
-                t->layout_guessed = guessed;
-                if (prc < 0) {
-                    char vs[32];
-                    spp_version_string(version, vs, sizeof(vs));
-                    return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                                prc == SPP_ENOSYS
-                                    ? "Python %s (PID %ld) has a debug-offsets layout this spprof does not know"
-                                    : "Python %s (PID %ld): its debug offsets failed validation",
-                                vs, (long)pid);
-                }
-                t->from_debug_offsets = 1;
-                t->version = version;
-                if (!t->code_type)
-                    return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                                "PyCode_Type not found in %s (PID %ld)", mods[i].path, (long)pid);
-                return SPP_TARGET_OK;
+    /* By symbol (or, 3.13+, the PyRuntime section) first, then by scanning. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < nmods; i++) {
+            /* Through /proc/PID/root, so that a target in a container is
+             * read from its own file system. */
+            char path[PATH_MAX + 32];
+            int plen = snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+            memcpy(path + plen, mods[i].path, strlen(mods[i].path) + 1);
+            spp_elf elf;
+            int have_elf = spp_elf_open(&elf, path) == 0 || spp_elf_open(&elf, mods[i].path) == 0;
+            uint64_t runtime = 0, code_type = 0, pyver = 0, size;
+            uint32_t version = version_from_name(mods[i].path);
+            if (have_elf) {
+                uint64_t bias = elf.type == 3 /* ET_DYN */ ? mods[i].lowest - elf.load_vaddr : 0;
+                if (spp_elf_symbol(&elf, "_PyRuntime", &runtime, NULL) == 0 ||
+                    spp_elf_section(&elf, ".PyRuntime", &runtime, &size) == 0)
+                    runtime += bias;
+                if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
+                    code_type += bias;
+                uint32_t v;
+                if (spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0 &&
+                    spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
+                    version = v;
+                spp_elf_close(&elf);
             }
+            if (pass == 0 && !runtime)
+                continue;
+            if (pass == 1) {
+                if (runtime)
+                    continue; /* tried in the first pass */
+                int rd = spp_remote_read_raw(pid, mods[i].lowest, &size, 1);
+                if (rd == -EPERM || rd == -EACCES)
+                    return fail(err, errlen, SPP_TARGET_PERMISSION,
+                                "permission denied reading the memory of PID %s%ld", "", (long)pid);
+                runtime = scan_runtime(pid, mods[i].path, &version, t->pthread_tid_off);
+                if (!runtime)
+                    continue;
+                t->runtime_scanned = 1;
+            }
+            int res = use_runtime(t, runtime, version, mods[i].path, err, errlen);
+            if (res != SPP_TARGET_OK)
+                return res;
+            t->code_type = code_type ? code_type : find_code_type(t);
+            return SPP_TARGET_OK;
         }
-        t->version = version;
-        const spp_pyoffsets *row = spp_pyoffsets_for_version(version);
-        if (!row) {
-            char vs[32];
-            spp_version_string(version, vs, sizeof(vs));
-            return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                        version ? "Python %s (PID %ld) is not supported: spprof reads 3.9 and newer"
-                                : "cannot tell the Python version of %s (PID %ld)",
-                        version ? vs : mods[i].path, (long)pid);
-        }
-        t->off = *row;
-        if (!t->code_type)
-            return fail(err, errlen, SPP_TARGET_UNSUPPORTED, "PyCode_Type not found in %s (PID %ld)",
-                        mods[i].path, (long)pid);
-        return SPP_TARGET_OK;
     }
     char comm[64] = "?";
     char cpath[64];
@@ -241,7 +396,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
     }
     return fail(err, errlen, SPP_TARGET_NOT_PYTHON,
                 "PID %2$ld (%1$s) is not a Python program: no python executable or libpython "
-                "with a _PyRuntime symbol is mapped in it",
+                "with a Python runtime is mapped in it",
                 comm, (long)pid);
 }
 

@@ -31,6 +31,7 @@ typedef struct spp_target {
     uint32_t version;        /* PY_VERSION_HEX-like, micro may be 0 if unknown */
     int from_debug_offsets;  /* layout read from the target (3.13+) */
     int layout_guessed;      /* a version newer than any known: read as the newest */
+    int runtime_scanned;     /* no symbol named the runtime: found by scanning memory */
     int pthread_tid_off;     /* offset of the tid in glibc's struct pthread, -1 unknown */
     char module[PATH_MAX];   /* the file that holds the runtime */
 } spp_target;
