@@ -29,10 +29,12 @@ def cold(budget):
 interval = float(sys.argv[1])
 spprof.start(interval_ms=interval)
 t_hot = t_cold = 0.0
+w0 = time.perf_counter()
 for _ in range(10):
     t0 = time.thread_time(); hot(0.15); t1 = time.thread_time(); cold(0.05)
     t2 = time.thread_time()
     t_hot += t1 - t0; t_cold += t2 - t1
+wall_ms = (time.perf_counter() - w0) * 1e3
 p = spprof.stop()
 w = {"hot": 0, "cold": 0}
 c = {"hot": 0, "cold": 0}
@@ -43,7 +45,8 @@ for s in p.samples:
             w[k] += s.weight_ns; c[k] += s.count
 print(json.dumps({"t_hot": t_hot, "t_cold": t_cold, "w": w, "c": c,
                   "samples": p.sample_count, "clock": p.clock,
-                  "sampled_ms": p.sampled_time_ms, "cpu_ms": (t_hot + t_cold) * 1e3}))
+                  "sampled_ms": p.sampled_time_ms, "cpu_ms": (t_hot + t_cold) * 1e3,
+                  "wall_ms": wall_ms}))
 """
 
 
@@ -86,8 +89,9 @@ def test_fallback_wall_timer(script):
     r = last_json(script(SPLIT, 5, env={"SPPROF_CLOCK": "wall"}))
     assert r["clock"] == "wall_timer"
     assert r["samples"] > 100
-    # A busy single thread: wall time sampled is about its CPU time.
-    assert abs(r["sampled_ms"] - r["cpu_ms"]) / r["cpu_ms"] < 0.25, r
+    # A busy single thread: the wall time its samples stand for is the wall
+    # time it ran (its CPU time too, on an idle machine).
+    assert abs(r["sampled_ms"] - r["wall_ms"]) / r["wall_ms"] < 0.25, r
 
 
 LINES = """
