@@ -24,6 +24,7 @@ PACKAGES = {
     "libxml2-utils": "xmllint checks the SVG flame graphs",
     "golang-go": "`go tool pprof` reads the pprof output in the tests",
     "clang": "libFuzzer targets",
+    "libclang-rt-14-dev": "the libFuzzer and sanitizer runtimes clang links",
     "util-linux": "unshare/setpriv for the unprivileged-user tests",
 }
 

@@ -1,0 +1,80 @@
+"""Short libFuzzer runs over what reads untrusted bytes: the frame walker,
+code-object and line-table readers, resolver and debug-offsets validator
+(fed arbitrary bytes as a target's memory), and the ELF symbol reader.
+Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECONDS = int(os.environ.get("SPPROF_FUZZ_SECONDS", "5"))
+
+TARGETS = {
+    "fuzz_pyabi": ["src/pyabi/offsets.c", "src/pyabi/offsets_table.c", "src/pyabi/walker.c",
+                   "src/pyabi/resolve.c", "src/core/profile.c"],
+    "fuzz_elf": ["src/proc/elf.c"],
+}
+
+
+def build(name, tmp_path):
+    """Builds the target once per source version (cached under .cache/fuzz,
+    as every interpreter's run of the suite uses the same binary)."""
+    sources = [os.path.join(ROOT, "tests", "fuzz", name + ".c")] + [os.path.join(ROOT, s) for s in TARGETS[name]]
+    digest = hashlib.sha256()
+    for path in sources + [os.path.join(ROOT, "src", d, h) for d in ("core", "pyabi", "proc")
+                           for h in sorted(os.listdir(os.path.join(ROOT, "src", d))) if h.endswith(".h")]:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    cached = os.path.join(ROOT, ".cache", "fuzz", "%s-%s" % (name, digest.hexdigest()[:16]))
+    if os.access(cached, os.X_OK):
+        return cached
+    clang = shutil.which("clang")
+    if not clang:
+        pytest.fail("the fuzz targets need clang with libFuzzer (Debian packages clang and "
+                    "libclang-rt-14-dev; python3 tools/setup_deps.py installs them)")
+    exe = tmp_path / name
+    cmd = [clang, "-g", "-O1", "-std=c11", "-D_GNU_SOURCE", "-fsanitize=fuzzer,address,undefined",
+           "-fno-sanitize-recover=undefined", "-I", ROOT, *sources, "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail("building %s failed (is libclang-rt-14-dev installed?):\n%s" % (name, proc.stderr[-3000:]))
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    shutil.copy(str(exe), cached + ".tmp")
+    os.replace(cached + ".tmp", cached)
+    return cached
+
+
+def seed_elf(corpus, tmp_path):
+    """A small real shared object, so the fuzzer starts from a valid ELF."""
+    src = tmp_path / "seed.c"
+    src.write_text("int spp_seed(int x) { return x + 1; }\nint spp_data = 3;\n")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("needs a C compiler (Debian package gcc)")
+    subprocess.check_call([cc, "-shared", "-fPIC", "-O1", str(src), "-o", str(corpus / "seed.so")])
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_fuzz_target_finds_nothing(name, tmp_path):
+    exe = build(name, tmp_path)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    max_len = 8192
+    if name == "fuzz_elf":
+        seed_elf(corpus, tmp_path)
+        max_len = 65536
+    proc = subprocess.run(
+        [str(exe), "-max_total_time=%d" % SECONDS, "-max_len=%d" % max_len, "-timeout=10",
+         "-rss_limit_mb=1024", "-print_final_stats=1", str(corpus)],
+        capture_output=True, text=True, timeout=SECONDS + 120, cwd=str(tmp_path),
+    )
+    out = proc.stderr[-6000:]
+    assert proc.returncode == 0, out
+    assert "ERROR:" not in proc.stderr and "runtime error" not in proc.stderr, out
+    runs = [l for l in proc.stderr.splitlines() if l.startswith("stat::number_of_executed_units")]
+    assert runs and int(runs[0].split(":")[-1]) > 100, out  # it really ran
