@@ -383,3 +383,20 @@ def test_start_while_threads_come_and_go(script):
         print(json.dumps({"ok": ok}))
     """))
     assert r["ok"] == 300
+
+
+def test_the_imported_extension_is_the_build_under_test():
+    """tools/run_tests.py runs the suite once against an ASan/UBSan build
+    (SPPROF_EXPECT_SANITIZED=1): that build, not another, must be the one
+    imported; in the other runs, the plain one."""
+    import spprof._spprof as ext
+
+    with open(ext.__file__, "rb") as f:
+        instrumented = b"__asan_init" in f.read()
+    expected = os.environ.get("SPPROF_EXPECT_SANITIZED") == "1"
+    assert instrumented == expected, (ext.__file__, instrumented)
+    cli = os.environ.get("SPPROF_CLI")
+    if expected:
+        assert cli, "the sanitized run must name its command in SPPROF_CLI"
+        with open(cli, "rb") as f:
+            assert b"__asan_init" in f.read(), cli

@@ -56,8 +56,30 @@ def run(cmd, **kw):
     return subprocess.run(cmd, **kw).returncode
 
 
-def test_one(ver, python, pytest_args):
-    venv = os.path.join(CACHE, "venvs", ver)
+SANITIZE = ["-Csetup-args=-Db_sanitize=address,undefined", "-Csetup-args=-Db_lundef=false"]
+
+
+def sanitizer_env(cli):
+    """What a run against the ASan/UBSan build needs: the ASan runtime loaded
+    first into every Python started (the interpreter is not instrumented),
+    CPython's own leaks not reported, any UBSan report fatal."""
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True).stdout.strip()
+    if not os.path.isabs(libasan):
+        sys.exit("run_tests: gcc's libasan.so not found (Debian package gcc)")
+    return {
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:handle_segv=1:allow_user_segv_handler=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "SPPROF_EXPECT_SANITIZED": "1",
+        "SPPROF_CLI": cli,
+    }
+
+
+def test_one(ver, python, pytest_args, sanitized_cli=None):
+    """Builds and tests one interpreter; with sanitized_cli, the extension
+    and that command are the ASan/UBSan builds."""
+    venv = os.path.join(CACHE, "venvs", ver + ("-asan" if sanitized_cli else ""))
     vpy = os.path.join(venv, "bin", "python")
     if not os.path.exists(vpy) and run([python, "-m", "venv", venv]) != 0:
         return "venv failed"
@@ -69,19 +91,22 @@ def test_one(ver, python, pytest_args):
             *TEST_DEPS]) != 0:
         return "test tools failed to install"
     if run([vpy, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--force-reinstall",
-            "--no-deps", "-Csetup-args=-Dwerror=true", ROOT]) != 0:
+            "--no-deps", "-Csetup-args=-Dwerror=true", *(SANITIZE if sanitized_cli else []), ROOT]) != 0:
         return "build failed"
+    env = dict(os.environ)
+    if sanitized_cli:
+        env.update(sanitizer_env(sanitized_cli))
     # Run from the tests directory so that the installed package is the one
     # imported, not the source tree.
-    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout=300", os.path.join(ROOT, "tests"),
-              *pytest_args], cwd=os.path.join(ROOT, "tests"))
+    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout=600", os.path.join(ROOT, "tests"),
+              *pytest_args], cwd=os.path.join(ROOT, "tests"), env=env)
     return "pass" if rc == 0 else "FAIL (pytest exit %d)" % rc
 
 
-def build_cli():
+def build_cli(sanitize=False):
     """The spprof command, built once (plain C, no Python headers) and used
     against the targets of every interpreter."""
-    build = os.path.join(CACHE, "cli-build")
+    build = os.path.join(CACHE, "cli-build-asan" if sanitize else "cli-build")
     meson, ninja = shutil.which("meson"), shutil.which("ninja")
     if not meson or not ninja:
         # The build tools from PyPI, in a venv of their own.
@@ -93,7 +118,8 @@ def build_cli():
             return None
         meson, ninja = os.path.join(tools, "bin", "meson"), os.path.join(tools, "bin", "ninja")
     if not os.path.exists(os.path.join(build, "build.ninja")):
-        if run([meson, "setup", build, ROOT, "-Dwerror=true", "-Dbuildtype=release"]) != 0:
+        extra = ["-Db_sanitize=address,undefined", "-Db_lundef=false"] if sanitize else []
+        if run([meson, "setup", build, ROOT, "-Dwerror=true", "-Dbuildtype=release", *extra]) != 0:
             return None
     if run([ninja, "-C", build, "spprof"]) != 0:
         return None
@@ -121,8 +147,13 @@ def main():
     ap.add_argument("--python", action="append", help="a version (3.12, 3.13t) or an interpreter path")
     ap.add_argument("--update-readme", action="store_true",
                     help="write the resulting support table into README.md")
+    ap.add_argument("--sanitize", choices=["yes", "no", "only"],
+                    help="also run the suite once against the ASan/UBSan build (the default "
+                         "without --python), not at all (the default with --python), or only that")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
+    if args.sanitize is None:
+        args.sanitize = "no" if args.python else "yes"
     found = find_pythons()
     if args.python:
         chosen = []
@@ -142,18 +173,32 @@ def main():
         sys.exit("run_tests: could not build the spprof command with meson and ninja")
     os.environ["SPPROF_CLI"] = cli
     results = []
-    for ver, python in found:
+    if args.sanitize != "only":
+        for ver, python in found:
+            t0 = time.time()
+            print("\n==== CPython %s (%s)" % (ver, python), flush=True)
+            results.append((ver, "free-threaded" if ver.endswith("t") else "GIL",
+                            test_one(ver, python, args.pytest_args), time.time() - t0))
+    if args.sanitize != "no":
+        # One sanitizer run: the extension and the command built with
+        # -fsanitize=address,undefined, on the newest GIL interpreter that
+        # pyenv has (the suite's CLI tests use it as their target too).
+        gil = [(v, p) for v, p in found if not v.endswith("t")]
+        asan_cli = build_cli(sanitize=True)
+        if not asan_cli:
+            sys.exit("run_tests: could not build the sanitized spprof command")
+        ver, python = ([(v, p) for v, p in gil if v == "3.11"] or gil)[-1]
         t0 = time.time()
-        print("\n==== CPython %s (%s)" % (ver, python), flush=True)
-        results.append((ver, test_one(ver, python, args.pytest_args), time.time() - t0))
+        print("\n==== CPython %s with ASan+UBSan (%s)" % (ver, python), flush=True)
+        results.append((ver, "GIL, ASan+UBSan", test_one(ver, python, args.pytest_args, asan_cli),
+                        time.time() - t0))
     table = "| interpreter | build | API and CLI tests | time |\n|---|---|---|---|\n"
-    for ver, res, secs in results:
-        flavour = "free-threaded" if ver.endswith("t") else "GIL"
+    for ver, flavour, res, secs in results:
         table += "| %s | %s | %s | %.0f s |\n" % (ver, flavour, res, secs)
     print("\n" + table)
     if args.update_readme:
         update_readme(table)
-    failed = sum(1 for _, r, _ in results if r != "pass")
+    failed = sum(1 for _, _, r, _ in results if r != "pass")
     print("\ninterpreters: %d passed, %d failed" % (len(results) - failed, failed))
     sys.exit(1 if failed else 0)
 
