@@ -14,6 +14,7 @@
 #include "../core/profile.h"
 #include "../pyabi/walker.h"
 #include "elf.h"
+#include "maps.h"
 #include "remote.h"
 
 #define MAX_THREAD_CHAIN 100000
@@ -65,52 +66,6 @@ static int is_candidate(const char *path)
     return strncmp(base, "python", 6) == 0 || strncmp(base, "libpython", 9) == 0;
 }
 
-typedef struct found_module {
-    char path[PATH_MAX];
-    uint64_t lowest;      /* lowest mapping address of this file */
-} found_module;
-
-/* Reads /proc/PID/maps and collects the files that may hold the runtime. */
-static int candidate_modules(pid_t pid, found_module *mods, int cap, int *n)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -errno;
-    char line[PATH_MAX + 256];
-    *n = 0;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long long start, end, off;
-        char perms[8];
-        int pos = 0;
-        if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &pos) < 4 || !pos)
-            continue;
-        char *file = line + pos;
-        file[strcspn(file, "\n")] = '\0';
-        if (file[0] != '/' || !is_candidate(file))
-            continue;
-        int i;
-        for (i = 0; i < *n; i++)
-            if (strcmp(mods[i].path, file) == 0)
-                break;
-        if (i == *n) {
-            if (*n == cap)
-                continue;
-            size_t len = strlen(file);
-            if (len >= sizeof(mods[i].path))
-                continue;
-            memcpy(mods[i].path, file, len + 1);
-            mods[i].lowest = start;
-            (*n)++;
-        } else if (start < mods[i].lowest) {
-            mods[i].lowest = start;
-        }
-    }
-    fclose(f);
-    return 0;
-}
-
 static int fail(char *err, size_t errlen, int code, const char *fmt, const char *a, long b)
 {
     int n = snprintf(err, errlen, fmt, a, b);
@@ -137,6 +92,89 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, const char 
     return code;
 }
 
+/* Looks for the runtime in one mapped file: SPP_TARGET_NOT_PYTHON when it
+ * has none, else the outcome for the whole target. */
+static int try_module(spp_target *t, const spp_mapped_file *file, char *err, size_t errlen)
+{
+    spp_elf elf;
+    if (spp_elf_open_target(&elf, t->pid, file->path) < 0)
+        return SPP_TARGET_NOT_PYTHON;
+    uint64_t runtime, code_type = 0, pyver = 0;
+    if (spp_elf_symbol(&elf, "_PyRuntime", &runtime, NULL) < 0) {
+        spp_elf_close(&elf);
+        return SPP_TARGET_NOT_PYTHON;
+    }
+    uint64_t bias = elf.type == 3 /* ET_DYN */ ? file->base - elf.load_vaddr : 0;
+    t->runtime = runtime + bias;
+    if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
+        t->code_type = code_type + bias;
+    int has_version = spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0;
+    /* The evaluation loop's code, where native stacks run Python (--native). */
+    uint64_t eval, eval_size;
+    if (spp_elf_symbol(&elf, "_PyEval_EvalFrameDefault", &eval, &eval_size) == 0 && eval_size) {
+        t->eval_start = eval + bias;
+        t->eval_end = t->eval_start + eval_size;
+    }
+    t->module_base = file->base;
+    spp_elf_close(&elf);
+    snprintf(t->module, sizeof(t->module), "%s", file->path);
+
+    uint32_t version = version_from_name(file->path);
+    if (has_version) {
+        uint32_t v;
+        if (spp_remote_read_raw(t->pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
+            version = v;
+    }
+    int rd = spp_remote_read_raw(t->pid, t->runtime, &pyver, 1);
+    if (rd == -EPERM || rd == -EACCES)
+        return fail(err, errlen, SPP_TARGET_PERMISSION,
+                    "permission denied reading the memory of PID %s%ld", "", (long)t->pid);
+    unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
+    if (version == 0 || ((version >> 16) & 0xff) >= 13) {
+        if (spp_remote_read_raw(t->pid, t->runtime, debug, sizeof(debug)) < 0)
+            return fail(err, errlen, SPP_TARGET_PERMISSION,
+                        "cannot read the Python runtime of PID %s%ld", "", (long)t->pid);
+        if (memcmp(debug, "xdebugpy", 8) == 0) {
+            uint64_t dv;
+            memcpy(&dv, debug + 8, sizeof(dv));
+            version = (uint32_t)dv;
+            int guessed = 0;
+            int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug), &guessed);
+            t->layout_guessed = guessed;
+            if (prc < 0) {
+                char vs[32];
+                spp_version_string(version, vs, sizeof(vs));
+                return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                            prc == SPP_ENOSYS
+                                ? "Python %s (PID %ld) has a debug-offsets layout this spprof does not know"
+                                : "Python %s (PID %ld): its debug offsets failed validation",
+                            vs, (long)t->pid);
+            }
+            t->from_debug_offsets = 1;
+            t->version = version;
+            if (!t->code_type)
+                return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                            "PyCode_Type not found in %s (PID %ld)", file->path, (long)t->pid);
+            return SPP_TARGET_OK;
+        }
+    }
+    t->version = version;
+    const spp_pyoffsets *row = spp_pyoffsets_for_version(version);
+    if (!row) {
+        char vs[32];
+        spp_version_string(version, vs, sizeof(vs));
+        return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                    version ? "Python %s (PID %ld) is not supported: spprof reads 3.9 and newer"
+                            : "cannot tell the Python version of %s (PID %ld)",
+                    version ? vs : file->path, (long)t->pid);
+    }
+    t->off = *row;
+    if (!t->code_type)
+        return fail(err, errlen, SPP_TARGET_UNSUPPORTED, "PyCode_Type not found in %s (PID %ld)",
+                    file->path, (long)t->pid);
+    return SPP_TARGET_OK;
+}
+
 int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
@@ -145,91 +183,22 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
     if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
         return fail(err, errlen, SPP_TARGET_NO_PROCESS, "no process with PID %s%ld", "", (long)pid);
 
-    found_module mods[8];
-    int nmods = 0, rc = candidate_modules(pid, mods, 8, &nmods);
+    spp_maps maps;
+    int rc = spp_maps_read(&maps, pid);
     if (rc == -ENOENT || rc == -ESRCH)
         return fail(err, errlen, SPP_TARGET_NO_PROCESS, "no process with PID %s%ld", "", (long)pid);
     if (rc < 0)
         return fail(err, errlen, SPP_TARGET_PERMISSION,
                     "permission denied reading the memory map of PID %s%ld", "", (long)pid);
 
-    for (int i = 0; i < nmods; i++) {
-        /* Through /proc/PID/root, so that a target in a container is read
-         * from its own file system. */
-        char path[PATH_MAX + 32];
-        int plen = snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
-        memcpy(path + plen, mods[i].path, strlen(mods[i].path) + 1);
-        spp_elf elf;
-        if (spp_elf_open(&elf, path) < 0 && spp_elf_open(&elf, mods[i].path) < 0)
-            continue;
-        uint64_t runtime, code_type = 0, pyver = 0;
-        if (spp_elf_symbol(&elf, "_PyRuntime", &runtime, NULL) < 0) {
-            spp_elf_close(&elf);
-            continue;
-        }
-        uint64_t bias = elf.type == 3 /* ET_DYN */ ? mods[i].lowest - elf.load_vaddr : 0;
-        t->runtime = runtime + bias;
-        if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
-            t->code_type = code_type + bias;
-        int has_version = spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0;
-        spp_elf_close(&elf);
-        memcpy(t->module, mods[i].path, sizeof(t->module));
+    rc = SPP_TARGET_NOT_PYTHON;
+    for (uint32_t i = 0; i < maps.nfiles && rc == SPP_TARGET_NOT_PYTHON; i++)
+        if (is_candidate(maps.files[i].path))
+            rc = try_module(t, &maps.files[i], err, errlen);
+    spp_maps_free(&maps);
+    if (rc != SPP_TARGET_NOT_PYTHON)
+        return rc;
 
-        uint32_t version = version_from_name(mods[i].path);
-        if (has_version) {
-            uint32_t v;
-            if (spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
-                version = v;
-        }
-        int rd = spp_remote_read_raw(pid, t->runtime, &pyver, 1);
-        if (rd == -EPERM || rd == -EACCES)
-            return fail(err, errlen, SPP_TARGET_PERMISSION,
-                        "permission denied reading the memory of PID %s%ld", "", (long)pid);
-        unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
-        if (version == 0 || ((version >> 16) & 0xff) >= 13) {
-            if (spp_remote_read_raw(pid, t->runtime, debug, sizeof(debug)) < 0)
-                return fail(err, errlen, SPP_TARGET_PERMISSION,
-                            "cannot read the Python runtime of PID %s%ld", "", (long)pid);
-            if (memcmp(debug, "xdebugpy", 8) == 0) {
-                uint64_t dv;
-                memcpy(&dv, debug + 8, sizeof(dv));
-                version = (uint32_t)dv;
-                int guessed = 0;
-                int prc = spp_pyoffsets_from_debug(&t->off, debug, sizeof(debug), &guessed);
-                t->layout_guessed = guessed;
-                if (prc < 0) {
-                    char vs[32];
-                    spp_version_string(version, vs, sizeof(vs));
-                    return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                                prc == SPP_ENOSYS
-                                    ? "Python %s (PID %ld) has a debug-offsets layout this spprof does not know"
-                                    : "Python %s (PID %ld): its debug offsets failed validation",
-                                vs, (long)pid);
-                }
-                t->from_debug_offsets = 1;
-                t->version = version;
-                if (!t->code_type)
-                    return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                                "PyCode_Type not found in %s (PID %ld)", mods[i].path, (long)pid);
-                return SPP_TARGET_OK;
-            }
-        }
-        t->version = version;
-        const spp_pyoffsets *row = spp_pyoffsets_for_version(version);
-        if (!row) {
-            char vs[32];
-            spp_version_string(version, vs, sizeof(vs));
-            return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
-                        version ? "Python %s (PID %ld) is not supported: spprof reads 3.9 and newer"
-                                : "cannot tell the Python version of %s (PID %ld)",
-                        version ? vs : mods[i].path, (long)pid);
-        }
-        t->off = *row;
-        if (!t->code_type)
-            return fail(err, errlen, SPP_TARGET_UNSUPPORTED, "PyCode_Type not found in %s (PID %ld)",
-                        mods[i].path, (long)pid);
-        return SPP_TARGET_OK;
-    }
     char comm[64] = "?";
     char cpath[64];
     snprintf(cpath, sizeof(cpath), "/proc/%d/comm", (int)pid);

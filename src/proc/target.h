@@ -32,6 +32,8 @@ typedef struct spp_target {
     int from_debug_offsets;  /* layout read from the target (3.13+) */
     int layout_guessed;      /* a version newer than any known: read as the newest */
     int pthread_tid_off;     /* offset of the tid in glibc's struct pthread, -1 unknown */
+    uint64_t module_base;    /* where that file is mapped (its lowest address) */
+    uint64_t eval_start, eval_end; /* _PyEval_EvalFrameDefault's code, 0 if unknown */
     char module[PATH_MAX];   /* the file that holds the runtime */
 } spp_target;
 
