@@ -569,18 +569,19 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
                 st->idle = idle_of[k];
             }
         st->nframes = walk_thread(s, &threads[i], st);
-        /* Only a thread in a ptrace stop can be unwound; one that did not
-         * stop in time is sampled without its native frames. */
-        if (s->unwinder && st->nframes >= 0 && t && t->state == T_STOPPED &&
-            (!st->idle || s->unwind_idle)) {
-            int nn = spp_unwind(s->unwinder, t->tid, st->native, SPP_CLI_MAX_NATIVE);
+        /* Only a thread in a ptrace stop can be unwound. One that did not
+         * stop in time (a loaded machine), or whose stack cannot be read,
+         * is left out and counted, rather than shown without its C
+         * frames. */
+        if (s->unwinder && st->nframes >= 0 && (!st->idle || s->unwind_idle)) {
+            int nn = t && t->state == T_STOPPED
+                         ? spp_unwind(s->unwinder, t->tid, st->native, SPP_CLI_MAX_NATIVE)
+                         : SPP_EINVAL;
             st->nnative = nn > 0 ? nn : 0;
-        }
-        if (st->nframes < 0) {
-            /* Caught linking a frame in or out (--nonblocking, or paused
-             * at that instruction): not a stack it ever had. */
-            (*errors)++;
-            continue;
+            if (nn <= 0) {
+                (*errors)++;
+                continue;
+            }
         }
         if (threads[i].frame && st->nframes == 0)
             (*errors)++;

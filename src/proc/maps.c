@@ -56,10 +56,9 @@ int spp_maps_read(spp_maps *m, pid_t pid)
             continue;
         char *file = line + pos;
         file[strcspn(file, "\n")] = '\0';
-        if (file[0] != '/')
-            continue; /* anonymous, [heap], [vdso]...: no file to read symbols from */
-        uint32_t index;
-        if ((rc = add_file(m, file, start, &index)) < 0)
+        /* Anonymous, [heap], [vdso]...: no file to read symbols from. */
+        uint32_t index = SPP_MAPS_ANON;
+        if (file[0] == '/' && (rc = add_file(m, file, start, &index)) < 0)
             break;
         if ((m->nmaps & (m->nmaps - 1)) == 0) {
             uint32_t cap = m->nmaps ? m->nmaps * 2 : 64;

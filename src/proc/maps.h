@@ -8,9 +8,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#define SPP_MAPS_ANON UINT32_MAX   /* a mapping of no file (heap, stack, JIT...) */
+
 typedef struct spp_mapping {
     uint64_t start, end;   /* [start, end) */
-    uint32_t file;         /* index into spp_maps.files */
+    uint32_t file;         /* index into spp_maps.files, or SPP_MAPS_ANON */
     int exec;              /* mapped executable */
 } spp_mapping;
 
@@ -26,7 +28,7 @@ typedef struct spp_maps {
     uint32_t nfiles;
 } spp_maps;
 
-/* Reads the file-backed mappings of pid. Returns 0, SPP_ENOMEM, or -errno
+/* Reads the mappings of pid. Returns 0, SPP_ENOMEM, or -errno
  * (ENOENT/ESRCH: no such process; EACCES/EPERM: not allowed). */
 int spp_maps_read(spp_maps *m, pid_t pid);
 void spp_maps_free(spp_maps *m);   /* leaves m empty; an empty m is a no-op */

@@ -4,14 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "elf.h"
 #include "maps.h"
 
 #define CACHE_SIZE 4096      /* direct-mapped by address, a power of two */
 #define MAX_MODULES 256      /* symbol tables kept open */
-#define MAPS_REREAD_NS 50000000ull
 
 typedef struct module {
     uint64_t base;
@@ -31,7 +29,6 @@ struct spp_symbols {
     int nmodules;
     /* spp_symbols_for_process: the target's maps, owned */
     spp_maps maps;
-    uint64_t maps_read_ns;
 };
 
 static uint64_t mix(uint64_t h)
@@ -79,30 +76,23 @@ void spp_symbols_free(spp_symbols *s)
     free(s);
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Locates from the target's maps; a library loaded since they were read is
- * found by reading them again. */
+/* Locates from the target's maps. An address in no mapping at all was
+ * mapped after they were read (a library loaded since): they are read
+ * again. (What is found is cached by address, so each new address costs at
+ * most one reading.) */
 static int locate_in_maps(void *ctx, uint64_t addr, const char **path, uint64_t *base)
 {
     spp_symbols *s = ctx;
     const spp_mapping *m = spp_maps_find(&s->maps, addr);
-    uint64_t now = mono_ns();
-    if (!m && now - s->maps_read_ns >= MAPS_REREAD_NS) {
+    if (!m) {
         spp_maps fresh;
-        s->maps_read_ns = now;
         if (spp_maps_read(&fresh, s->pid) == 0) {
             spp_maps_free(&s->maps);
             s->maps = fresh;
             m = spp_maps_find(&s->maps, addr);
         }
     }
-    if (!m)
+    if (!m || m->file == SPP_MAPS_ANON)
         return -1;
     *path = s->maps.files[m->file].path;
     *base = s->maps.files[m->file].base;
@@ -115,8 +105,8 @@ spp_symbols *spp_symbols_for_process(spp_profile *p, pid_t pid, uint64_t interp_
     if (!s)
         return NULL;
     s->ctx = s;
-    if (spp_maps_read(&s->maps, pid) == 0)
-        s->maps_read_ns = mono_ns();
+    if (spp_maps_read(&s->maps, pid) < 0)
+        memset(&s->maps, 0, sizeof(s->maps)); /* read on the first address */
     return s;
 }
 

@@ -27,8 +27,7 @@ typedef struct spp_symbols spp_symbols;
 spp_symbols *spp_symbols_new(spp_profile *p, pid_t pid, spp_symbols_locate locate, void *ctx,
                              uint64_t interp_base);
 /* spp_symbols_new for another process, locating modules from its
- * /proc/PID/maps (re-read, at most every 50 ms, when an address is in none
- * of the files known). */
+ * /proc/PID/maps (read again when an address is in none of its mappings). */
 spp_symbols *spp_symbols_for_process(spp_profile *p, pid_t pid, uint64_t interp_base);
 void spp_symbols_free(spp_symbols *s);  /* NULL is a no-op */
 

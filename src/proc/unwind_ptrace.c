@@ -99,9 +99,13 @@ int spp_unwinder_new(pid_t pid, spp_remote *mem, spp_unwinder **out)
         free(u);
         return SPP_ENOMEM;
     }
-    /* Unwind rules are cached by address across threads and samples: the
-     * target's code does not change while it is profiled. */
-    unw_set_caching_policy(u->as, UNW_CACHE_GLOBAL);
+    /* Unwind rules are cached by address across threads and samples (the
+     * target's code does not change while it is profiled), in a cache
+     * large enough for a program's hot return addresses (the default holds
+     * 128). Per-thread caching, as spprof unwinds from one thread: the
+     * global cache blocks signals around every lookup. */
+    unw_set_caching_policy(u->as, UNW_CACHE_PER_THREAD);
+    unw_set_cache_size(u->as, 4096, 0);
     *out = u;
     return SPP_OK;
 }
