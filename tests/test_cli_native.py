@@ -138,7 +138,7 @@ def test_native_frames_in_call_order(target, tmp_path):
     # C burning CPU on its own: the leaf, right under the C function Python
     # called, right under that Python function.
     burn = {s: n for s, n in counts.items() if s.rsplit(";", 1)[-1].startswith("nativeburn_spin_cpu ")}
-    assert sum(burn.values()) > 0.2 * total, sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    assert sum(burn.values()) > 0.1 * total, sorted(counts.items(), key=lambda kv: -kv[1])[:5]
     for s in burn:
         fs = frames(s)
         assert [f[0] for f in fs[-3:]] == ["burn_in_c", "nativeburn_spin", "nativeburn_spin_cpu"], s
@@ -152,7 +152,7 @@ def test_without_native_no_native_frames(target, tmp_path):
     assert "native" not in kinds, [s for s in counts if "native" in {f[2] for f in frames(s)}][:3]
     # the time spent in C is still there, on the Python function that called it
     burn = sum(n for s, n in counts.items() if re.search(r";burn_in_c \(target\.py:\d+\)$", s))
-    assert burn > 0.2 * sum(counts.values())
+    assert burn > 0.1 * sum(counts.values())
 
 
 def test_native_refused_with_nonblocking(target, tmp_path):
