@@ -12,6 +12,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
 
 
+# Python called back from C: libc's qsort through ctypes, with a comparison
+# written in Python (for the native-frame tests of both front doors).
+QSORT_CALLBACK = """
+import ctypes, ctypes.util
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+
+def py_cmp(a, b):
+    s = 0
+    for i in range(300):
+        s += i
+    return a[0] - b[0]
+
+def run_qsort(n=4000):
+    arr = (ctypes.c_int * n)(*range(n, 0, -1))
+    libc.qsort(arr, len(arr), ctypes.sizeof(ctypes.c_int), CMP(py_cmp))
+"""
+
+
 def run_script(tmp_path, source, *args, timeout=300, env=None, check=True):
     """Runs source (dedented) as a script with this interpreter; returns the
     CompletedProcess. A crash (signal) or non-zero exit fails the test with

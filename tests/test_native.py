@@ -2,12 +2,12 @@
 
 import pytest
 
-from conftest import last_json
+from conftest import QSORT_CALLBACK, last_json
 
 import spprof
 
 NATIVE = """
-import ctypes, ctypes.util, json, sqlite3
+import json, sqlite3
 import spprof
 
 spprof.set_native_unwinding(True)
@@ -24,20 +24,7 @@ def run_sql():
     con.execute("create table t(x)")
     con.executemany("insert into t values (?)", [(i,) for i in range(3000)])
     return con.execute("select sum(slow_square(x)) from t").fetchone()
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
-
-def py_cmp(a, b):
-    s = 0
-    for i in range(300):
-        s += i
-    return a[0] - b[0]
-
-def run_qsort():
-    arr = (ctypes.c_int * 4000)(*range(4000, 0, -1))
-    libc.qsort(arr, len(arr), ctypes.sizeof(ctypes.c_int), CMP(py_cmp))
-
+""" + QSORT_CALLBACK + """
 spprof.start(interval_ms=1)
 run_sql()
 run_qsort()

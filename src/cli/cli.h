@@ -15,6 +15,7 @@
 
 #define SPP_CLI_MAX_THREADS 4096
 #define SPP_CLI_MAX_DEPTH 512
+#define SPP_CLI_MAX_NATIVE 512   /* native frames unwound per thread */
 
 typedef struct spp_cli_opts {
     pid_t pid;              /* attach to this PID, 0 to launch argv */
@@ -49,6 +50,13 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking);
  * returns -1 when out of memory. */
 int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res);
 const spp_target *spp_session_target(const spp_session *s);
+/* From the next snapshot on, also unwinds the native (C) stack of each
+ * thread (of each running thread only, unless idle), to be merged by
+ * spp_session_frames; call before spp_session_model. Returns 0,
+ * SPP_ENOSYS (built without libunwind-ptrace), SPP_EINVAL (the session
+ * does not pause the target, and a running thread cannot be unwound) or
+ * SPP_ENOMEM. */
+int spp_session_native(spp_session *s, int idle);
 spp_remote *spp_session_remote(spp_session *s);
 
 /* One thread's stack as sampled. */
@@ -57,8 +65,20 @@ typedef struct spp_sampled_thread {
     int idle;
     int nframes;
     int truncated;
+    int nnative;                              /* 0 without spp_session_native */
     spp_rawframe frames[SPP_CLI_MAX_DEPTH];   /* innermost first */
+    uint8_t entries[SPP_CLI_MAX_DEPTH];       /* spp_walk's eval-loop entries */
+    uint64_t native[SPP_CLI_MAX_NATIVE];      /* instruction pointers, innermost first */
 } spp_sampled_thread;
+
+/* The frames of a sampled thread's stack as profile frames (of the
+ * session's model), innermost first: its Python frames, with its native
+ * frames merged in when the session unwinds them. Call while the
+ * snapshot's memory is cached (before the next spp_session_sample).
+ * Returns how many were stored (at most cap; SPP_CLI_MAX_MERGED fits). */
+#define SPP_CLI_MAX_MERGED (SPP_CLI_MAX_DEPTH + SPP_CLI_MAX_NATIVE)
+uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled_thread *st,
+                            uint32_t *out, uint32_t cap);
 
 /* Takes one snapshot of every thread (pausing the target around it unless
  * nonblocking). Returns the number of threads, or < 0 when the target is

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../proc/unwind.h"
 #include "cli.h"
 
 #define SPPROF_VERSION "0.1.0"
@@ -29,6 +30,7 @@ static const char usage[] =
     "      --nolineno         no line numbers\n"
     "      --full-filenames   full paths instead of shortened ones\n"
     "      --nonblocking      never pause the program (stacks may be torn)\n"
+    "  -n, --native           C frames too, between the Python frames (x86_64, libunwind)\n"
     "  -p, --pid PID          profile a running process\n";
 
 static int parse_double(const char *s, double lo, double hi, const char *what, double *out)
@@ -160,9 +162,22 @@ int main(int argc, char **argv)
                       cmd);
         return 2;
     }
-    if (o.subprocesses || o.native) {
-        spp_cli_error("%s is not available in this version of spprof yet",
-                      o.subprocesses ? "--subprocesses" : "--native");
+    if (o.subprocesses) {
+        spp_cli_error("--subprocesses is not available in this version of spprof yet");
+        return 2;
+    }
+    if (o.native && strcmp(cmd, "record") != 0) {
+        spp_cli_error("--native is only available for record in this version of spprof");
+        return 2;
+    }
+    if (o.native && o.nonblocking) {
+        spp_cli_error("--native cannot be used with --nonblocking: a thread's C stack can only be "
+                      "unwound while the thread is paused");
+        return 2;
+    }
+    if (o.native && !spp_unwind_supported()) {
+        spp_cli_error("--native needs libunwind-ptrace, which this spprof was built without "
+                      "(install the Debian package libunwind-dev and rebuild spprof; x86_64 only)");
         return 2;
     }
     if (strcmp(o.format, "raw") == 0)

@@ -44,6 +44,7 @@ typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
     spp_resolver *resolver;
+    spp_session *session;
     uint64_t samples, errors, late;
 } recorder;
 
@@ -74,10 +75,12 @@ static void add_sample(recorder *rc, pid_t pid, const spp_sampled_thread *st, ui
         stack = spp_profile_push(p, stack, spp_resolver_marker(rc->resolver, SPP_MARK_TRUNCATED));
     if (st->nframes == 0 && stack != SPP_NONE)
         stack = spp_profile_push(p, stack, spp_resolver_marker(rc->resolver, SPP_MARK_NO_PYTHON));
-    for (int i = st->nframes; i-- > 0 && stack != SPP_NONE;) {
-        uint32_t f = spp_resolver_frame(rc->resolver, &st->frames[i]);
-        stack = f == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, f);
-    }
+    uint32_t frames[SPP_CLI_MAX_MERGED];
+    uint32_t n = st->nframes ? spp_session_frames(rc->session, rc->resolver, st, frames,
+                                                  SPP_CLI_MAX_MERGED)
+                             : 0;
+    for (uint32_t i = n; i-- > 0 && stack != SPP_NONE;)
+        stack = frames[i] == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, frames[i]);
     if (stack == SPP_NONE) {
         spp_profile_drop(p, 1);
         return;
@@ -203,12 +206,20 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 2;
     }
+    if (o->native && spp_session_native(s, o->idle) < 0) {
+        spp_cli_error("cannot unwind the native stacks of PID %d: out of memory", (int)pid);
+        spp_session_close(s);
+        if (launched)
+            end_child(pid);
+        return 1;
+    }
     char outbuf[64];
     const char *output = o->output ? o->output : default_output(o->format, pid, outbuf, sizeof(outbuf));
 
     recorder rc;
     memset(&rc, 0, sizeof(rc));
     rc.o = o;
+    rc.session = s;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
     if (!threads || spp_session_model(s, !o->nolineno && !o->function, &rc.profile, &rc.resolver) < 0) {
         free(threads);

@@ -1,6 +1,7 @@
 /* session.c - a target being sampled: pausing its threads with ptrace
  * around each snapshot (or not, with --nonblocking), idle detection from
- * /proc, and the snapshot itself through the shared frame walker. */
+ * /proc, and the snapshot itself through the shared frame walker, with each
+ * paused thread's native stack unwound and merged in for --native. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../proc/symbols.h"
+#include "../proc/unwind.h"
+#include "../pyabi/merge.h"
 #include "../pyabi/walker.h"
 #include "cli.h"
 
@@ -42,6 +46,9 @@ struct spp_session {
     int sampling;      /* threads should stay stopped when they stop */
     int closing;       /* detaching: every thread is to be stopped, then let go */
     int exit_status;   /* wait status of the process, when it exited while traced */
+    spp_unwinder *unwinder;  /* owned; native stacks are unwound when set */
+    int unwind_idle;         /* idle threads too */
+    spp_symbols *symbols;    /* owned; names native frames in the model's profile */
 };
 
 void spp_cli_error(const char *fmt, ...)
@@ -126,8 +133,9 @@ static traced *add(spp_session *s, pid_t tid, int state)
     return t;
 }
 
-static void forget(traced *t)
+static void forget(spp_session *s, traced *t)
 {
+    spp_unwinder_forget(s->unwinder, t->tid);
     if (t->stat_fd >= 0)
         close(t->stat_fd);
     t->stat_fd = -1;
@@ -146,7 +154,7 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     traced *t = find(s, tid);
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         if (t)
-            forget(t);
+            forget(s, t);
         if (tid == s->pid) {
             s->exited = 1;
             s->exit_status = status;
@@ -191,7 +199,7 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     t->pending_sig = 0;
     t->state = T_RUNNING;
     if (ptrace(PTRACE_CONT, tid, 0, (void *)(long)deliver) < 0 && errno == ESRCH)
-        forget(t);
+        forget(s, t);
 }
 
 /* Processes every ptrace event that is waiting. */
@@ -257,7 +265,7 @@ static void scan_tasks(spp_session *s)
     if (s->nonblocking)
         for (int i = 0; i < s->ntids; i++)
             if (s->tids[i].state != T_GONE && !s->tids[i].listed)
-                forget(&s->tids[i]);
+                forget(s, &s->tids[i]);
 }
 
 static void pause_all(spp_session *s)
@@ -267,7 +275,7 @@ static void pause_all(spp_session *s)
     for (int i = 0; i < s->ntids; i++)
         if (s->tids[i].state == T_RUNNING &&
             ptrace(PTRACE_INTERRUPT, s->tids[i].tid, 0, 0) < 0 && errno == ESRCH)
-            forget(&s->tids[i]);
+            forget(s, &s->tids[i]);
     uint64_t until = mono_ns() + PAUSE_TIMEOUT_NS;
     for (;;) {
         int running = 0;
@@ -290,7 +298,7 @@ static void resume_all(spp_session *s)
         t->pending_sig = 0;
         t->state = T_RUNNING;
         if (ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)deliver) < 0 && errno == ESRCH)
-            forget(t);
+            forget(s, t);
     }
 }
 
@@ -373,7 +381,7 @@ void spp_session_close(spp_session *s)
         for (int i = 0; i < s->ntids; i++)
             if ((s->tids[i].state == T_RUNNING || s->tids[i].state == T_LISTENING) &&
                 ptrace(PTRACE_INTERRUPT, s->tids[i].tid, 0, 0) < 0 && errno == ESRCH)
-                forget(&s->tids[i]);
+                forget(s, &s->tids[i]);
         uint64_t until = mono_ns() + 1000000000ull;
         for (;;) {
             int traced_left = 0;
@@ -381,7 +389,7 @@ void spp_session_close(spp_session *s)
                 traced *t = &s->tids[i];
                 if (t->state == T_STOPPED) {
                     ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
-                    forget(t);
+                    forget(s, t);
                 } else if (t->state != T_GONE) {
                     traced_left++;
                 }
@@ -393,7 +401,9 @@ void spp_session_close(spp_session *s)
     }
     for (int i = 0; i < s->ntids; i++)
         if (s->tids[i].state != T_GONE)
-            forget(&s->tids[i]);
+            forget(s, &s->tids[i]);
+    spp_unwinder_free(s->unwinder);
+    spp_symbols_free(s->symbols);
     spp_remote_free(&s->remote);
     free(s->tids);
     free(s);
@@ -437,14 +447,28 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking)
     return s;
 }
 
+int spp_session_native(spp_session *s, int idle)
+{
+    if (s->nonblocking)
+        return SPP_EINVAL;
+    s->unwind_idle = idle;
+    return s->unwinder ? SPP_OK : spp_unwinder_new(s->pid, &s->remote, &s->unwinder);
+}
+
 int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res)
 {
     *p = spp_profile_new(0);
     *res = *p ? spp_resolver_new(&s->target.off, &s->reader, *p, lines) : NULL;
-    if (*res) {
+    spp_symbols_free(s->symbols);
+    s->symbols = NULL;
+    if (*res && s->unwinder)
+        s->symbols = spp_symbols_for_process(*p, s->pid, s->target.module_base);
+    if (*res && (s->symbols || !s->unwinder)) {
         spp_resolver_validate(*res, 1); /* the target's code objects come and go */
         return 0;
     }
+    spp_resolver_free(*res);
+    *res = NULL;
     spp_profile_free(*p);
     *p = NULL;
     spp_cli_error("out of memory");
@@ -507,7 +531,7 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
         int n = spp_walk(o, &s->reader, th->frame, th->below,
                          s->nonblocking ? SPP_WALK_RUNNING : 0, s->target.code_type, st->frames,
-                         NULL, SPP_CLI_MAX_DEPTH, &st->truncated);
+                         st->entries, SPP_CLI_MAX_DEPTH, &st->truncated);
         if (!s->nonblocking)
             return n;
         uint64_t frame, below;
@@ -535,6 +559,7 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
     int idle_of[SPP_CLI_MAX_THREADS];
     for (int i = 0; i < s->ntids; i++)
         idle_of[i] = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
+    /* (pause_all keeps the tids[] slots where they are.) */
     if (!s->nonblocking)
         pause_all(s);
     spp_remote_next(&s->remote);
@@ -545,15 +570,27 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
         spp_sampled_thread *st = &out[stored];
         st->th = threads[i];
         st->idle = 0;
+        st->nnative = 0;
+        traced *t = NULL;
         for (int k = 0; k < s->ntids; k++)
-            if (s->tids[k].tid == threads[i].tid)
+            if (s->tids[k].tid == threads[i].tid && s->tids[k].state != T_GONE) {
+                t = &s->tids[k];
                 st->idle = idle_of[k];
+            }
         st->nframes = walk_thread(s, &threads[i], st);
-        if (st->nframes < 0) {
-            /* Caught linking a frame in or out (--nonblocking, or paused
-             * at that instruction): not a stack it ever had. */
-            (*errors)++;
-            continue;
+        /* Only a thread in a ptrace stop can be unwound. One that did not
+         * stop in time (a loaded machine), or whose stack cannot be read,
+         * is left out and counted, rather than shown without its C
+         * frames. */
+        if (s->unwinder && st->nframes >= 0 && (!st->idle || s->unwind_idle)) {
+            int nn = t && t->state == T_STOPPED
+                         ? spp_unwind(s->unwinder, t->tid, st->native, SPP_CLI_MAX_NATIVE)
+                         : SPP_EINVAL;
+            st->nnative = nn > 0 ? nn : 0;
+            if (nn <= 0) {
+                (*errors)++;
+                continue;
+            }
         }
         if (threads[i].frame && st->nframes == 0)
             (*errors)++;
@@ -568,4 +605,30 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
         return 0;
     }
     return stored;
+}
+
+typedef struct merge_ctx {
+    spp_resolver *res;
+    spp_symbols *symbols;
+} merge_ctx;
+
+static int python_frame(void *ctx, const spp_rawframe *raw, uint32_t *frame)
+{
+    *frame = spp_resolver_frame(((merge_ctx *)ctx)->res, raw);
+    return 0;
+}
+
+static const spp_native_sym *native_frame(void *ctx, uint64_t ip, int leaf)
+{
+    return spp_symbols_frame(((merge_ctx *)ctx)->symbols, ip, leaf);
+}
+
+uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled_thread *st,
+                            uint32_t *out, uint32_t cap)
+{
+    merge_ctx ctx = {res, s->symbols};
+    spp_merge_ops ops = {python_frame, native_frame, &ctx, s->target.eval_start, s->target.eval_end};
+    spp_merge_in in = {st->frames, st->entries, (uint32_t)st->nframes, st->native,
+                       s->symbols ? (uint32_t)st->nnative : 0};
+    return spp_merge(&ops, &in, out, cap);
 }

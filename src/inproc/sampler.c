@@ -12,7 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../proc/elf.h"
+#include "../proc/symbols.h"
+#include "../pyabi/merge.h"
 #include "../pyabi/resolve.h"
 #include "../pyabi/walker.h"
 #include "internal.h"
@@ -27,19 +28,11 @@ spp_sampler spp_g = {
  * 1 kHz with 256-deep stacks, several times over); 16 KiB holds 3. */
 static const uint32_t ring_sizes[] = {256u << 10, 64u << 10, 16u << 10};
 #define DRAIN_PERIOD_NS 10000000ull
-#define NATIVE_CACHE 2048          /* direct-mapped, a power of two */
 #define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
-
-typedef struct native_entry {
-    uint64_t ip;
-    uint32_t frame;
-    int glue;          /* interpreter-internal frame between Python frames */
-} native_entry;
 
 static struct {
     spp_resolver *resolver;  /* Python frames, with the local reader */
-    native_entry *natives;
-    void *interp_base;       /* load address of the module running the eval loop */
+    spp_symbols *symbols;    /* native frames */
     uint64_t dropped;        /* records that could not be stored */
     uint32_t ring_total;     /* bytes of rings allocated */
     uint32_t ring_budget;
@@ -52,14 +45,6 @@ static uint64_t now_ns(clockid_t clock)
     struct timespec ts;
     clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 31;
-    h *= 0x9e3779b97f4a7c15ull;
-    h ^= h >> 29;
-    return h;
 }
 
 /* ---- resolving raw records ---- */
@@ -88,141 +73,43 @@ static int is_hidden(uint64_t code)
     return 0;
 }
 
-static uint32_t python_frame(const spp_rawframe *raw)
+static int python_frame(void *ctx, const spp_rawframe *raw, uint32_t *frame)
 {
-    return spp_resolver_frame(R.resolver, raw);
-}
-
-/* Symbol tables of the modules native frames were seen in (static
- * functions are only in .symtab, which dladdr does not read). */
-#define MAX_MODULES 64
-static struct {
-    void *base;
-    spp_elf elf;
-    int ok;
-} modules[MAX_MODULES];
-static int nmodules;
-
-static const spp_elf *module_symbols(void *base, const char *path)
-{
-    for (int i = 0; i < nmodules; i++)
-        if (modules[i].base == base)
-            return modules[i].ok ? &modules[i].elf : NULL;
-    if (nmodules == MAX_MODULES)
-        return NULL;
-    int i = nmodules++;
-    modules[i].base = base;
-    modules[i].ok = path && spp_elf_open(&modules[i].elf, path) == 0;
-    return modules[i].ok ? &modules[i].elf : NULL;
-}
-
-/* The interpreter's own calling machinery: between two Python frames these
- * say nothing the Python frames do not (C functions like sorted() or
- * list.sort that call back into Python are kept). */
-static int is_glue(const char *name)
-{
-    static const char *const prefixes[] = {
-        "_PyEval_", "PyEval_", "_PyObject_Call", "PyObject_Call", "_PyObject_Vectorcall",
-        "PyObject_Vectorcall", "_PyObject_MakeTpCall", "_PyObject_FastCall", "PyObject_FastCall",
-        "_PyFunction_Vectorcall", "_PyVectorcall", "PyVectorcall", "_Py_Vectorcall", "_Py_VectorCall",
-        "method_vectorcall", "cfunction_call", "cfunction_vectorcall", "vectorcall_",
-        "slot_tp_", "call_function", "do_call_core", "object_vacall", "_PyCFunction",
-        "PyCFunction_Call", "wrapperdescr_call", "wrapper_call", "method_call",
-        "builtin_exec", "run_eval_code_obj", "run_mod", "pyrun_", "PyRun_", "_PyRun_",
-        "Py_RunMain", "pymain_", "Py_BytesMain", "thread_run", "_PyEval_Vector",
-    };
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
-        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
-            return 1;
+    (void)ctx;
+    if (is_hidden(raw->code))
+        return 1;
+    *frame = spp_resolver_frame(R.resolver, raw);
     return 0;
 }
 
-static const native_entry *native_frame(uint64_t ip, int leaf)
+static const spp_native_sym *native_frame(void *ctx, uint64_t ip, int leaf)
 {
-    native_entry *ne = &R.natives[mix(ip) & (NATIVE_CACHE - 1)];
-    if (ne->ip == ip && ne->frame != SPP_NONE)
-        return ne;
-    /* A return address points after the call; look up the call itself. */
-    uint64_t at = leaf ? ip : ip - 1;
-    Dl_info info;
-    char buf[320];
-    const char *name = NULL, *file = "";
-    memset(&info, 0, sizeof(info));
-    if (dladdr((void *)(uintptr_t)at, &info)) {
-        if (info.dli_fname) {
-            const char *slash = strrchr(info.dli_fname, '/');
-            file = slash ? slash + 1 : info.dli_fname;
-        }
-        /* The function that contains the address, by its size, from the
-         * module's own symbol tables (dladdr names the nearest exported
-         * symbol below it, which for a static function is another one). */
-        const spp_elf *elf = info.dli_fbase ? module_symbols(info.dli_fbase, info.dli_fname) : NULL;
-        uint64_t off, base = (uint64_t)(uintptr_t)info.dli_fbase;
-        if (elf)
-            spp_elf_function_at(elf, at - base + (elf->type == 3 ? elf->load_vaddr : base), &name,
-                                &off);
-    }
-    if (!name) {
-        /* No symbol: name it by module and offset, which stays the same from
-         * run to run (unlike the address). */
-        if (info.dli_fbase)
-            snprintf(buf, sizeof(buf), "%s+0x%llx", file,
-                     (unsigned long long)(at - (uint64_t)(uintptr_t)info.dli_fbase));
-        else
-            snprintf(buf, sizeof(buf), "0x%llx", (unsigned long long)at);
-        name = buf;
-    }
-    spp_frame f = {
-        .name = spp_profile_intern_cstr(spp_g.profile, name),
-        .file = spp_profile_intern_cstr(spp_g.profile, file),
-        .kind = SPP_FRAME_NATIVE,
-    };
-    if (f.name == SPP_NONE || f.file == SPP_NONE)
-        return NULL;
-    ne->frame = spp_profile_frame(spp_g.profile, &f);
-    if (ne->frame == SPP_NONE)
-        return NULL;
-    ne->ip = ip;
-    ne->glue = R.interp_base && info.dli_fbase == R.interp_base && (name == buf || is_glue(name));
-    return ne;
+    (void)ctx;
+    return spp_symbols_frame(R.symbols, ip, leaf);
 }
 
-/* Builds the frames of a record, innermost first. With native frames, each
- * run of the evaluation loop in the native stack is replaced by the Python
- * frames it was running, and interpreter glue between Python frames is left
- * out, so C functions appear exactly where they were called from. */
+/* Finds a native address's module with the dynamic linker. */
+static int locate_module(void *ctx, uint64_t addr, const char **path, uint64_t *base)
+{
+    (void)ctx;
+    Dl_info info;
+    memset(&info, 0, sizeof(info));
+    if (!dladdr((void *)(uintptr_t)addr, &info) || !info.dli_fbase || !info.dli_fname)
+        return -1;
+    *path = info.dli_fname;
+    *base = (uint64_t)(uintptr_t)info.dli_fbase;
+    return 0;
+}
+
+/* Builds the frames of a record, innermost first (native frames merged in
+ * where the record has them). */
 static uint32_t record_frames(const spp_rec *rec, uint32_t *out)
 {
     const spp_rawframe *py = (const spp_rawframe *)(rec + 1);
     const uint64_t *native = (const uint64_t *)(py + rec->npy);
-    const uint8_t *entries = (const uint8_t *)(native + rec->nnative);
-    uint32_t n = 0, pi = 0;
-    int seen_python = 0;
-    for (uint32_t ni = 0; ni < rec->nnative; ni++) {
-        uint64_t ip = native[ni];
-        if (ip >= spp_g.cfg.eval_start && ip < spp_g.cfg.eval_end) {
-            while (pi < rec->npy) {
-                int entry = entries[pi];
-                if (!is_hidden(py[pi].code))
-                    out[n++] = python_frame(&py[pi]);
-                pi++;
-                if (entry)
-                    break;
-            }
-            seen_python = 1;
-            continue;
-        }
-        const native_entry *ne = native_frame(ip, ni == 0);
-        if (!ne || (ne->glue && seen_python))
-            continue;
-        if (pi >= rec->npy && seen_python)
-            break; /* below the outermost Python frame: process start-up */
-        out[n++] = ne->frame;
-    }
-    for (; pi < rec->npy; pi++)
-        if (!is_hidden(py[pi].code))
-            out[n++] = python_frame(&py[pi]);
-    return n;
+    spp_merge_ops ops = {python_frame, native_frame, NULL, spp_g.cfg.eval_start, spp_g.cfg.eval_end};
+    spp_merge_in in = {py, (const uint8_t *)(native + rec->nnative), rec->npy, native, rec->nnative};
+    return spp_merge(&ops, &in, out, MAX_MERGED);
 }
 
 static void resolve(int slot, const spp_rec *rec)
@@ -354,24 +241,22 @@ static int other_handler_installed(void)
 static void free_resolution_state(void)
 {
     spp_resolver_free(R.resolver);
-    free(R.natives);
+    spp_symbols_free(R.symbols);
     R.resolver = NULL;
-    R.natives = NULL;
+    R.symbols = NULL;
 }
 
 static int init_resolution_state(void)
 {
     R.resolver = spp_resolver_new(spp_g.cfg.offsets, &spp_local_reader, spp_g.profile, 1);
-    R.natives = calloc(NATIVE_CACHE, sizeof(native_entry));
-    if (!R.resolver || !R.natives)
-        return SPP_ENOMEM;
-    for (int i = 0; i < NATIVE_CACHE; i++)
-        R.natives[i].frame = SPP_NONE;
-    Dl_info info;
-    R.interp_base = NULL;
-    if (spp_g.cfg.eval_start && dladdr((void *)(uintptr_t)spp_g.cfg.eval_start, &info))
-        R.interp_base = info.dli_fbase;
-    return SPP_OK;
+    /* The module running the evaluation loop holds the interpreter's
+     * calling glue. */
+    const char *path;
+    uint64_t interp_base = 0;
+    if (!spp_g.cfg.eval_start || locate_module(NULL, spp_g.cfg.eval_start, &path, &interp_base) < 0)
+        interp_base = 0;
+    R.symbols = spp_symbols_new(spp_g.profile, 0, locate_module, NULL, interp_base);
+    return R.resolver && R.symbols ? SPP_OK : SPP_ENOMEM;
 }
 
 int spp_sampler_start(const spp_sampler_config *cfg)
@@ -671,6 +556,6 @@ void spp_sampler_atfork_child(void)
     spp_g.drain_running = 0;
     spp_g.profile = NULL; /* the parent's copy; not freed in the child */
     R.resolver = NULL; /* the parent's; not freed in the child */
-    R.natives = NULL;
+    R.symbols = NULL;
     atomic_store(&spp_g.in_handler, 0);
 }

@@ -4,6 +4,8 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -107,6 +109,16 @@ int spp_elf_open(spp_elf *e, const char *path)
     }
     e->mapped = 1;
     return SPP_OK;
+}
+
+int spp_elf_open_target(spp_elf *e, pid_t pid, const char *path)
+{
+    char rooted[PATH_MAX + 32];
+    if (pid > 0 && path[0] == '/' &&
+        (size_t)snprintf(rooted, sizeof(rooted), "/proc/%d/root%s", (int)pid, path) < sizeof(rooted) &&
+        spp_elf_open(e, rooted) == 0)
+        return SPP_OK;
+    return spp_elf_open(e, path);
 }
 
 void spp_elf_close(spp_elf *e)

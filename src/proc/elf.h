@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct spp_elf {
     const unsigned char *data; /* the whole file (mapped or borrowed) */
@@ -27,6 +28,10 @@ int spp_elf_parse(spp_elf *e, const void *data, size_t size);
  * -errno. */
 int spp_elf_open(spp_elf *e, const char *path);
 void spp_elf_close(spp_elf *e);
+/* spp_elf_open of a file named as process pid sees it: through
+ * /proc/PID/root first, so that a target in a container is read from its
+ * own file system, then by the same path here (pid 0: this process). */
+int spp_elf_open_target(spp_elf *e, pid_t pid, const char *path);
 
 /* Looks a symbol up by name in .dynsym then .symtab. Returns 0 or
  * SPP_EINVAL (not found). */

@@ -14,6 +14,7 @@
 #include "../core/profile.h"
 #include "../pyabi/walker.h"
 #include "elf.h"
+#include "maps.h"
 #include "remote.h"
 
 #define MAX_THREAD_CHAIN 100000
@@ -65,52 +66,6 @@ static int is_candidate(const char *path)
     return strncmp(base, "python", 6) == 0 || strncmp(base, "libpython", 9) == 0;
 }
 
-typedef struct found_module {
-    char path[PATH_MAX];
-    uint64_t lowest;      /* lowest mapping address of this file */
-} found_module;
-
-/* Reads /proc/PID/maps and collects the files that may hold the runtime. */
-static int candidate_modules(pid_t pid, found_module *mods, int cap, int *n)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -errno;
-    char line[PATH_MAX + 256];
-    *n = 0;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long long start, end, off;
-        char perms[8];
-        int pos = 0;
-        if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &pos) < 4 || !pos)
-            continue;
-        char *file = line + pos;
-        file[strcspn(file, "\n")] = '\0';
-        if (file[0] != '/' || !is_candidate(file))
-            continue;
-        int i;
-        for (i = 0; i < *n; i++)
-            if (strcmp(mods[i].path, file) == 0)
-                break;
-        if (i == *n) {
-            if (*n == cap)
-                continue;
-            size_t len = strlen(file);
-            if (len >= sizeof(mods[i].path))
-                continue;
-            memcpy(mods[i].path, file, len + 1);
-            mods[i].lowest = start;
-            (*n)++;
-        } else if (start < mods[i].lowest) {
-            mods[i].lowest = start;
-        }
-    }
-    fclose(f);
-    return 0;
-}
-
 static int fail(char *err, size_t errlen, int code, const char *fmt, const char *a, long b)
 {
     int n = snprintf(err, errlen, fmt, a, b);
@@ -144,7 +99,7 @@ static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const 
 {
     pid_t pid = t->pid;
     t->runtime = runtime;
-    memcpy(t->module, module, strlen(module) + 1);
+    snprintf(t->module, sizeof(t->module), "%s", module);
     unsigned char probe;
     int rd = spp_remote_read_raw(pid, runtime, &probe, 1);
     if (rd == -EPERM || rd == -EACCES)
@@ -226,36 +181,23 @@ static int runtime_plausible(pid_t pid, const spp_pyoffsets *o, uint64_t addr, i
  * (its .data, and the .bss after it) for a runtime that validates: the
  * debug-offsets cookie for 3.13+, else the version's layout. Returns the
  * address or 0. */
-static uint64_t scan_runtime(pid_t pid, const char *module, uint32_t *version, int pthread_tid_off)
+static uint64_t scan_runtime(pid_t pid, const spp_maps *maps, uint32_t file, uint32_t *version,
+                             int pthread_tid_off)
 {
     /* A version the file name gives, else every version of the table. */
     const spp_pyoffsets *only = *version ? spp_pyoffsets_for_version(*version) : NULL;
     unsigned nrows = *version ? (only != NULL) : spp_pyoffsets_table_len;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    char line[PATH_MAX + 256];
     uint64_t found = 0, scanned = 0;
-    int after_module = 0; /* the previous mapping was the module's */
     unsigned char *buf = malloc(SCAN_CHUNK + SPP_DEBUG_OFFSETS_MAX);
-    while (buf && !found && scanned < SCAN_MAX && fgets(line, sizeof(line), f)) {
-        unsigned long long start, end, off;
-        char perms[8];
-        int pos = 0;
-        if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &pos) < 4 ||
-            !pos)
+    for (uint32_t m = 0; buf && !found && scanned < SCAN_MAX && m < maps->nmaps; m++) {
+        const spp_mapping *map = &maps->maps[m];
+        /* the module's own writable mappings, and the .bss right after */
+        int bss = map->file == SPP_MAPS_ANON && m > 0 && maps->maps[m - 1].file == file &&
+                  maps->maps[m - 1].end == map->start;
+        if (!map->write || (map->file != file && !bss))
             continue;
-        char *file = line + pos;
-        file[strcspn(file, "\n")] = '\0';
-        int mine = strcmp(file, module) == 0;
-        int bss = !mine && after_module && file[0] == '\0';
-        after_module = mine;
-        if (!(mine || bss) || perms[0] != 'r' || perms[1] != 'w')
-            continue;
-        for (uint64_t at = start; at < end && !found && scanned < SCAN_MAX; at += SCAN_CHUNK) {
-            size_t want = (size_t)(end - at < SCAN_CHUNK ? end - at : SCAN_CHUNK);
+        for (uint64_t at = map->start; at < map->end && !found && scanned < SCAN_MAX; at += SCAN_CHUNK) {
+            size_t want = (size_t)(map->end - at < SCAN_CHUNK ? map->end - at : SCAN_CHUNK);
             if (spp_remote_read_raw(pid, at, buf, want) < 0)
                 break;
             scanned += want;
@@ -291,7 +233,6 @@ static uint64_t scan_runtime(pid_t pid, const char *module, uint32_t *version, i
         }
     }
     free(buf);
-    fclose(f);
     return found;
 }
 
@@ -331,28 +272,26 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
     if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
         return fail(err, errlen, SPP_TARGET_NO_PROCESS, "no process with PID %s%ld", "", (long)pid);
 
-    found_module mods[8];
-    int nmods = 0, rc = candidate_modules(pid, mods, 8, &nmods);
+    spp_maps maps;
+    int rc = spp_maps_read(&maps, pid);
     if (rc == -ENOENT || rc == -ESRCH)
         return fail(err, errlen, SPP_TARGET_NO_PROCESS, "no process with PID %s%ld", "", (long)pid);
     if (rc < 0)
         return fail(err, errlen, SPP_TARGET_PERMISSION,
                     "permission denied reading the memory map of PID %s%ld", "", (long)pid);
-
+    rc = SPP_TARGET_NOT_PYTHON;
     /* By symbol (or, 3.13+, the PyRuntime section) first, then by scanning. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < nmods; i++) {
-            /* Through /proc/PID/root, so that a target in a container is
-             * read from its own file system. */
-            char path[PATH_MAX + 32];
-            int plen = snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
-            memcpy(path + plen, mods[i].path, strlen(mods[i].path) + 1);
+    for (int pass = 0; pass < 2 && rc == SPP_TARGET_NOT_PYTHON; pass++) {
+        for (uint32_t i = 0; i < maps.nfiles && rc == SPP_TARGET_NOT_PYTHON; i++) {
+            const spp_mapped_file *file = &maps.files[i];
+            if (!is_candidate(file->path))
+                continue;
             spp_elf elf;
-            int have_elf = spp_elf_open(&elf, path) == 0 || spp_elf_open(&elf, mods[i].path) == 0;
+            int have_elf = spp_elf_open_target(&elf, pid, file->path) == 0;
             uint64_t runtime = 0, code_type = 0, pyver = 0, size;
-            uint32_t version = version_from_name(mods[i].path);
+            uint32_t version = version_from_name(file->path);
             if (have_elf) {
-                uint64_t bias = elf.type == 3 /* ET_DYN */ ? mods[i].lowest - elf.load_vaddr : 0;
+                uint64_t bias = elf.type == 3 /* ET_DYN */ ? file->base - elf.load_vaddr : 0;
                 if (spp_elf_symbol(&elf, "_PyRuntime", &runtime, NULL) == 0 ||
                     spp_elf_section(&elf, ".PyRuntime", &runtime, &size) == 0)
                     runtime += bias;
@@ -362,6 +301,15 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                 if (spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0 &&
                     spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
                     version = v;
+                /* The evaluation loop's code, where native stacks run Python
+                 * (--native). */
+                uint64_t eval, eval_size;
+                if (runtime &&
+                    spp_elf_symbol(&elf, "_PyEval_EvalFrameDefault", &eval, &eval_size) == 0 &&
+                    eval_size) {
+                    t->eval_start = eval + bias;
+                    t->eval_end = t->eval_start + eval_size;
+                }
                 spp_elf_close(&elf);
             }
             if (pass == 0 && !runtime)
@@ -369,22 +317,27 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
             if (pass == 1) {
                 if (runtime)
                     continue; /* tried in the first pass */
-                int rd = spp_remote_read_raw(pid, mods[i].lowest, &size, 1);
-                if (rd == -EPERM || rd == -EACCES)
-                    return fail(err, errlen, SPP_TARGET_PERMISSION,
-                                "permission denied reading the memory of PID %s%ld", "", (long)pid);
-                runtime = scan_runtime(pid, mods[i].path, &version, t->pthread_tid_off);
+                unsigned char probe;
+                int rd = spp_remote_read_raw(pid, file->base, &probe, 1);
+                if (rd == -EPERM || rd == -EACCES) {
+                    rc = fail(err, errlen, SPP_TARGET_PERMISSION,
+                              "permission denied reading the memory of PID %s%ld", "", (long)pid);
+                    break;
+                }
+                runtime = scan_runtime(pid, &maps, i, &version, t->pthread_tid_off);
                 if (!runtime)
                     continue;
                 t->runtime_scanned = 1;
             }
-            int res = use_runtime(t, runtime, version, mods[i].path, err, errlen);
-            if (res != SPP_TARGET_OK)
-                return res;
-            t->code_type = code_type ? code_type : find_code_type(t);
-            return SPP_TARGET_OK;
+            t->module_base = file->base;
+            rc = use_runtime(t, runtime, version, file->path, err, errlen);
+            if (rc == SPP_TARGET_OK)
+                t->code_type = code_type ? code_type : find_code_type(t);
         }
     }
+    spp_maps_free(&maps);
+    if (rc != SPP_TARGET_NOT_PYTHON)
+        return rc;
     char comm[64] = "?";
     char cpath[64];
     snprintf(cpath, sizeof(cpath), "/proc/%d/comm", (int)pid);

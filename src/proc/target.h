@@ -33,6 +33,8 @@ typedef struct spp_target {
     int layout_guessed;      /* a version newer than any known: read as the newest */
     int runtime_scanned;     /* no symbol named the runtime: found by scanning memory */
     int pthread_tid_off;     /* offset of the tid in glibc's struct pthread, -1 unknown */
+    uint64_t module_base;    /* where that file is mapped (its lowest address) */
+    uint64_t eval_start, eval_end; /* _PyEval_EvalFrameDefault's code, 0 if unknown */
     char module[PATH_MAX];   /* the file that holds the runtime */
 } spp_target;
 
