@@ -157,6 +157,57 @@ def test_record_svg_and_idle_and_threads(busy, tmp_path):
         proc.wait()
 
 
+SLEEPER = """
+import sys, threading, time
+
+def sleeper():
+    time.sleep(600)         # one long syscall
+
+t = threading.Thread(target=sleeper, name="sleeper", daemon=True)
+t.start()
+print("ready", flush=True)
+print(t.native_id, flush=True)
+while True:
+    sum(range(1000))
+"""
+
+
+def context_switches(pid, tid):
+    with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+        return sum(int(l.split()[1]) for l in f if l.split(":")[0].endswith("voluntary_ctxt_switches"))
+
+
+def test_idle_threads_are_not_woken_unless_idle_is_asked(tmp_path):
+    """Without --idle an idle thread's stack is left out, so it is not
+    paused: a thread asleep in one syscall stays asleep (no context switch),
+    where with --idle every sample's pause wakes it into a ptrace stop."""
+    path = tmp_path / "sleeper.py"
+    path.write_text(textwrap.dedent(SLEEPER))
+    proc = start_target(path)
+    try:
+        tid = int(proc.stdout.readline())
+        out = tmp_path / "p.txt"
+        before = context_switches(proc.pid, tid)
+        r = run(["record", "--pid", proc.pid, "-r", "200", "-d", "1", "-f", "collapsed", "-o", out])
+        assert r.returncode == 0, r.stderr
+        woken = context_switches(proc.pid, tid) - before
+        counts = folded(out)
+        assert sum(counts.values()) >= 20, counts
+        assert not any("sleeper (sleeper.py:" in s for s in counts), counts
+        assert woken < 10, woken  # (attaching and detaching stop it once each)
+
+        before = context_switches(proc.pid, tid)
+        r = run(["record", "--pid", proc.pid, "-r", "200", "-d", "1", "-f", "collapsed", "-o", out, "--idle"])
+        assert r.returncode == 0, r.stderr
+        woken = context_switches(proc.pid, tid) - before
+        slept = sum(n for s, n in folded(out).items() if "sleeper (sleeper.py:" in s)
+        assert slept >= 20, folded(out)
+        assert woken >= slept, (woken, slept)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
