@@ -2,7 +2,8 @@
 """Target programs for the out-of-process benchmarks: a fixed amount of work,
 started on a signal from the harness, timed by the target itself.
 
-    python3 bench/workloads.py NAME --calibrate SECONDS   # prints an amount of work
+    python3 bench/workloads.py NAME --calibrate SECONDS   # prints the amount of work that
+                                                          # takes SECONDS of CPU
     python3 bench/workloads.py NAME AMOUNT                # prints "ready", waits for a
                                                           # line on stdin, works, prints
                                                           # "wall cpu" (seconds) and exits
@@ -61,7 +62,9 @@ def calibrate(fn, seconds, clock=time.perf_counter):
 def main(argv):
     name = argv[1]
     if argv[2] == "--calibrate":
-        print(calibrate(WORKLOADS[name], float(argv[3])))
+        # CPU time, not wall: on a busy machine the wall time of the same
+        # work varies several-fold, its CPU time much less.
+        print(calibrate(WORKLOADS[name], float(argv[3]), time.process_time))
         return 0
     amount = int(argv[2])
     fn = WORKLOADS[name]
