@@ -96,7 +96,9 @@ def share(counts, name):
 
 def test_record_launched_command_functions_lines_shares(busy, tmp_path):
     out = tmp_path / "p.txt"
+    t0 = time.monotonic()
     r = run(["record", "-f", "collapsed", "-r", "200", "-o", out, "--", sys.executable, busy, "2"])
+    elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert "wrote %s" % out in r.stderr
     counts = folded(out)
@@ -111,7 +113,9 @@ def test_record_launched_command_functions_lines_shares(busy, tmp_path):
     # instants it wakes up)
     assert sum(n for s, n in counts.items() if "sleeper" in s) < 0.05 * sum(counts.values())
     total = sum(counts.values())
-    assert 250 <= total <= 500, total  # 2 s at 200 Hz
+    # 2 s of work at 200 Hz; never more than the rate over the whole run
+    # (which a busy machine stretches: start-up, imports)
+    assert 250 <= total <= 200 * elapsed * 1.05, (total, elapsed)
 
 
 def test_record_attached_pid_with_duration(busy, tmp_path):
