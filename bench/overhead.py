@@ -21,25 +21,15 @@ import time
 
 import spprof
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import cpu_model  # noqa: E402
+from bench import workloads  # noqa: E402
 
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-def workload(iterations):
-    for _ in range(iterations):
-        fib(18)
+workload = workloads.chunk  # fib(18), n times
 
 
 def calibrate(seconds):
-    n = 1
-    while True:
-        t0 = time.thread_time()
-        workload(n)
-        dt = time.thread_time() - t0
-        if dt > 0.05:
-            return max(1, int(n * seconds / dt))
-        n *= 2
+    return workloads.calibrate(workload, seconds, time.thread_time)
 
 
 def timed(iterations):
@@ -124,14 +114,8 @@ def main():
     args = ap.parse_args()
     iterations = calibrate(args.chunk)
     workload(iterations)  # warm up
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     print("spprof in-process overhead: CPython %s, %s, %d cores, kernel tick %s Hz (measured)" % (
-        platform.python_version(), cpu, os.cpu_count(), kernel_hz()))
+        platform.python_version(), cpu_model(), os.cpu_count(), kernel_hz()))
     print("workload: fib(18) loop, %.2f s CPU per chunk, %d alternating pairs per interval\n" % (args.chunk, args.pairs))
     print("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | floor: same clock, empty handler (thread CPU) |")
     print("|---|---|---|---|---|---|---|")

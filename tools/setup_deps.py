@@ -7,7 +7,8 @@
 Nothing here is needed to use spprof: the Python package has no run-time
 dependencies. These are the tools the test suite drives (tmux for `top`, a
 C compiler for test extensions, libunwind for native frames, go for
-`go tool pprof`, xmllint for the SVG, clang for the fuzz targets).
+`go tool pprof`, xmllint for the SVG, clang for the fuzz targets) and the
+benchmarks use (GNU time).
 Idempotent: when everything is installed it only asks dpkg.
 """
 
@@ -26,6 +27,7 @@ PACKAGES = {
     "clang": "libFuzzer targets",
     "libclang-rt-14-dev": "the libFuzzer and sanitizer runtimes clang links",
     "util-linux": "unshare/setpriv for the unprivileged-user tests",
+    "time": "GNU time: the profilers' peak RSS in bench/outofprocess.py",
 }
 
 

@@ -86,6 +86,14 @@ uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled
  * not be read consistently. */
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
 
+/* Whether threads found idle are paused too (the default). Off when their
+ * stacks will be left out anyway (record/top without --idle): a thread
+ * asleep in a syscall is then neither interrupted nor woken, so it stays
+ * asleep (and idle) rather than runnable until the scheduler lets it back
+ * into its sleep, and costs no ptrace calls. Its stack is still read, not
+ * consistently if it wakes meanwhile, and marked idle. */
+void spp_session_pause_idle(spp_session *s, int pause_idle);
+
 /* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
  * ptrace events meanwhile; returns early on another signal. */
 void spp_session_wait(spp_session *s, uint64_t until);

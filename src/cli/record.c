@@ -213,6 +213,7 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 1;
     }
+    spp_session_pause_idle(s, o->idle);
     char outbuf[64];
     const char *output = o->output ? o->output : default_output(o->format, pid, outbuf, sizeof(outbuf));
 
@@ -313,8 +314,9 @@ int spp_cmd_record(const spp_cli_opts *o)
             spp_cli_error("cannot write %s: %s", output, strerror(-w));
             rcode = 1;
         } else {
-            fprintf(stderr, "spprof: wrote %s (%llu samples, %llu errors)\n", output,
-                    (unsigned long long)rc.samples, (unsigned long long)rc.errors);
+            fprintf(stderr, "spprof: wrote %s (%llu samples, %llu errors, %llu late)\n", output,
+                    (unsigned long long)rc.samples, (unsigned long long)rc.errors,
+                    (unsigned long long)rc.late);
         }
     }
     if (launched && exit_status < 0) {

@@ -23,6 +23,7 @@
 #include "cli.h"
 
 #define PAUSE_TIMEOUT_NS 100000000ull /* give up waiting for a thread to stop */
+#define SCAN_INTERVAL_NS 20000000ull  /* list /proc/PID/task at most this often */
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
@@ -32,6 +33,8 @@ typedef struct traced {
     int pending_sig;   /* signal to deliver when resumed */
     int stat_fd;       /* /proc/PID/task/TID/stat, kept open */
     int listed;        /* seen in the last /proc/PID/task listing */
+    int idle;          /* found idle at this sample (set before pausing) */
+    int spared;        /* found idle and left running during this pause */
 } traced;
 
 struct spp_session {
@@ -49,6 +52,8 @@ struct spp_session {
     spp_unwinder *unwinder;  /* owned; native stacks are unwound when set */
     int unwind_idle;         /* idle threads too */
     spp_symbols *symbols;    /* owned; names native frames in the model's profile */
+    uint64_t next_scan; /* CLOCK_MONOTONIC ns of the next /proc/PID/task listing */
+    int pause_idle;    /* idle threads are paused too (spp_session_pause_idle) */
 };
 
 void spp_cli_error(const char *fmt, ...)
@@ -127,6 +132,7 @@ static traced *add(spp_session *s, pid_t tid, int state)
     t->tid = tid;
     t->state = state;
     t->pending_sig = 0;
+    t->idle = 0;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)s->pid, (int)tid);
     t->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -214,6 +220,23 @@ static void pump(spp_session *s)
     }
 }
 
+/* Sleeps until a ptrace event is waiting (SIGCHLD, blocked since the
+ * session opened, is pending) or `until` (CLOCK_MONOTONIC) passes; -1 if
+ * another signal (Ctrl-C) ended the wait. Waking on the event itself rather
+ * than polling matters on a busy machine: every nap is a wake-up the
+ * scheduler may serve a time slice late. */
+static int await_event(uint64_t until)
+{
+    uint64_t now = mono_ns();
+    if (now >= until)
+        return 0;
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    struct timespec ts = {(time_t)((until - now) / 1000000000ull), (long)((until - now) % 1000000000ull)};
+    return sigtimedwait(&chld, NULL, &ts) < 0 && errno == EINTR ? -1 : 0;
+}
+
 /* Handles one waiting ptrace event, or naps nap_ns if there is none. */
 static void next_event(spp_session *s, long nap_ns)
 {
@@ -268,22 +291,26 @@ static void scan_tasks(spp_session *s)
                 forget(s, &s->tids[i]);
 }
 
-static void pause_all(spp_session *s)
+/* Pauses every thread, or every thread not found idle. */
+static void pause_all(spp_session *s, int spare_idle)
 {
     s->sampling = 1;
     pump(s);
-    for (int i = 0; i < s->ntids; i++)
-        if (s->tids[i].state == T_RUNNING &&
+    for (int i = 0; i < s->ntids; i++) {
+        s->tids[i].spared = spare_idle && s->tids[i].idle;
+        if (s->tids[i].state == T_RUNNING && !s->tids[i].spared &&
             ptrace(PTRACE_INTERRUPT, s->tids[i].tid, 0, 0) < 0 && errno == ESRCH)
             forget(s, &s->tids[i]);
+    }
     uint64_t until = mono_ns() + PAUSE_TIMEOUT_NS;
     for (;;) {
         int running = 0;
         for (int i = 0; i < s->ntids; i++)
-            running += s->tids[i].state == T_RUNNING;
+            running += s->tids[i].state == T_RUNNING && !s->tids[i].spared;
         if (!running || s->exited || mono_ns() > until)
             break;
-        next_event(s, 20000);
+        await_event(until);
+        pump(s);
     }
 }
 
@@ -331,6 +358,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
                 s->target.module, s->target.code_type ? "" : ", and no code type yet");
     s->pid = pid;
     s->nonblocking = nonblocking;
+    s->pause_idle = 1;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));
     if (!s->tids || spp_remote_init(&s->remote, pid) < 0) {
         snprintf(err, errlen, "out of memory");
@@ -411,6 +439,8 @@ void spp_session_close(spp_session *s)
 
 int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
 
+void spp_session_pause_idle(spp_session *s, int pause_idle) { s->pause_idle = pause_idle; }
+
 void spp_session_wait(spp_session *s, uint64_t until)
 {
     if (s->nonblocking) {
@@ -422,17 +452,9 @@ void spp_session_wait(spp_session *s, uint64_t until)
      * starts stops it until spprof lets it go: wake on SIGCHLD (blocked
      * since the session opened) and handle those at once rather than at
      * the next sample. Another signal (Ctrl-C) ends the wait too. */
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
     for (;;) {
         pump(s);
-        uint64_t now = mono_ns();
-        if (now >= until || s->exited)
-            return;
-        struct timespec ts = {(time_t)((until - now) / 1000000000ull),
-                              (long)((until - now) % 1000000000ull)};
-        if (sigtimedwait(&chld, NULL, &ts) < 0 && errno == EINTR)
+        if (mono_ns() >= until || s->exited || await_event(until) < 0)
             return;
     }
 }
@@ -555,13 +577,22 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
         pump(s);
     if (s->exited)
         return SPP_EINVAL;
-    scan_tasks(s);
-    int idle_of[SPP_CLI_MAX_THREADS];
+    /* Listing the threads costs five syscalls, a third of a sample's. New
+     * threads are found meanwhile by their clone event when paused with
+     * ptrace, and through the interpreter's own thread list in any case (a
+     * thread not listed yet is taken as running); only the idle state of a
+     * new thread, and forgetting an ended one without ptrace, wait for the
+     * next listing. */
+    uint64_t now = mono_ns();
+    if (now >= s->next_scan) {
+        scan_tasks(s);
+        s->next_scan = now + SCAN_INTERVAL_NS;
+    }
     for (int i = 0; i < s->ntids; i++)
-        idle_of[i] = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
+        s->tids[i].idle = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
     /* (pause_all keeps the tids[] slots where they are.) */
     if (!s->nonblocking)
-        pause_all(s);
+        pause_all(s, !s->pause_idle);
     spp_remote_next(&s->remote);
     spp_pythread threads[256];
     int n = spp_target_threads(&s->target, &s->reader, threads, cap < 256 ? cap : 256);
@@ -575,7 +606,7 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
         for (int k = 0; k < s->ntids; k++)
             if (s->tids[k].tid == threads[i].tid && s->tids[k].state != T_GONE) {
                 t = &s->tids[k];
-                st->idle = idle_of[k];
+                st->idle = s->tids[k].idle;
             }
         st->nframes = walk_thread(s, &threads[i], st);
         /* Only a thread in a ptrace stop can be unwound. One that did not

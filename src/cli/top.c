@@ -130,6 +130,7 @@ int spp_cmd_top(const spp_cli_opts *o)
     spp_session *s = spp_session_attach(o->pid, o->nonblocking);
     if (!s)
         return 1;
+    spp_session_pause_idle(s, o->idle);
     const spp_target *tg = spp_session_target(s);
     top_state t;
     memset(&t, 0, sizeof(t));

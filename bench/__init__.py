@@ -1,0 +1,1 @@
+"""spprof's benchmarks: scripts that print figures (see __main__.py)."""
