@@ -23,7 +23,9 @@ int spp_cmd_dump(const spp_cli_opts *o)
     spp_session *s = spp_session_attach(o->pid, o->nonblocking);
     if (!s)
         return 1;
-    const spp_target *t = spp_session_target(s);
+    /* A copy: the version and module are printed after the session (and
+     * its target) is closed, so that the target runs again at once. */
+    const spp_target target = *spp_session_target(s), *t = &target;
     spp_profile *p;
     spp_resolver *res;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
