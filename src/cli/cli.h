@@ -58,6 +58,7 @@ typedef struct spp_sampled_thread {
     int nframes;
     int truncated;
     spp_rawframe frames[SPP_CLI_MAX_DEPTH];   /* innermost first */
+    uint64_t addrs[SPP_CLI_MAX_DEPTH];        /* where each frame is, in the target */
 } spp_sampled_thread;
 
 /* Takes one snapshot of every thread (pausing the target around it unless
@@ -65,6 +66,14 @@ typedef struct spp_sampled_thread {
  * gone (SPP_EINVAL) or unreadable. *errors counts threads whose stack could
  * not be read consistently. */
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
+
+/* Called by spp_session_sample_visit with the threads just sampled, while
+ * the target is still paused (unless nonblocking): the place to read more
+ * of its memory consistently with the stacks, through r. */
+typedef void (*spp_session_visitor)(void *ctx, const spp_target *t, const spp_reader *r,
+                                    const spp_sampled_thread *threads, int n);
+int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
+                             spp_session_visitor visit, void *ctx);
 
 /* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
  * ptrace events meanwhile; returns early on another signal. */

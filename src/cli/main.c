@@ -173,12 +173,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "record") == 0)
         return spp_cmd_record(&o);
-    if (strcmp(cmd, "dump") == 0) {
-        if (o.locals) {
-            spp_cli_error("--locals is not available in this version of spprof yet");
-            return 2;
-        }
+    if (strcmp(cmd, "dump") == 0)
         return spp_cmd_dump(&o);
-    }
     return spp_cmd_top(&o);
 }

@@ -498,7 +498,7 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         /* read through the page cache: the walk sees this same value */
         spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
         int n = spp_walk(o, &s->reader, th->frame, th->below, s->target.code_type, st->frames,
-                         NULL, SPP_CLI_MAX_DEPTH, &st->truncated);
+                         NULL, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
         if (!s->nonblocking)
             return n;
         uint64_t frame, below;
@@ -516,6 +516,12 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 }
 
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
+{
+    return spp_session_sample_visit(s, out, cap, errors, NULL, NULL);
+}
+
+int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
+                             spp_session_visitor visit, void *ctx)
 {
     *errors = 0;
     if (!s->nonblocking)
@@ -550,6 +556,8 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
             (*errors)++;
         stored++;
     }
+    if (visit)
+        visit(ctx, &s->target, &s->reader, out, stored);
     if (!s->nonblocking)
         resume_all(s);
     if (n < 0) {

@@ -57,7 +57,8 @@ static uint64_t tlbc_to_adaptive(const spp_pyoffsets *o, const spp_reader *r, ui
 }
 
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
-             uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap, int *truncated)
+             uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs, int cap,
+             int *truncated)
 {
     int n = 0;
     int boundary_seen = 0; /* passed the first frame where an eval-loop call began */
@@ -123,6 +124,8 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
             out[n].instr = instr;
             if (entries)
                 entries[n] = o->frame_model == SPP_FRAMES_OBJECT || boundary;
+            if (addrs)
+                addrs[n] = frame;
             n++;
         }
         if (prev == frame)
@@ -141,7 +144,7 @@ torn:
     /* The innermost eval-loop call was caught linking itself in: the
      * thread is still in C code called from the calling loop's frame, so
      * that frame's chain is its stack. */
-    return spp_walk(o, r, below, SPP_ANY_FRAME, code_type, out, entries, cap, truncated);
+    return spp_walk(o, r, below, SPP_ANY_FRAME, code_type, out, entries, addrs, cap, truncated);
 }
 
 static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)

@@ -39,7 +39,8 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * Frames whose code object's type is not code_type are skipped (when
  * code_type != 0), as are interpreter shim frames. If entries is not NULL,
  * entries[i] is set to 1 when frame i is the outermost frame run by one
- * call of the evaluation loop (for merging with native stacks).
+ * call of the evaluation loop (for merging with native stacks). If addrs
+ * is not NULL, addrs[i] is the address of frame i (for reading its locals).
  * Returns the number of frames stored; *truncated is set when the chain was
  * longer than cap or ended in unreadable memory.
  * The chain is checked against below (from spp_thread_frame): if it does
@@ -48,7 +49,8 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * chain was read but is not a stack (a 3.12+ chain that does not start with
  * a shim frame). Async-signal-safe (recursion depth at most one). */
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
-             uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap, int *truncated);
+             uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs, int cap,
+             int *truncated);
 
 /* What a code object says about itself. Strings are owned (malloc'd). */
 typedef struct spp_code {
