@@ -134,14 +134,17 @@ static int int_repr(const spp_pyoffsets *o, const spp_reader *r, uint64_t obj, t
             carry /= 1000000000u;
         }
     }
+    /* Digit by digit, so that a long one is cut exactly at the bound. */
     char s[24];
     if (negative && nl)
         put(t, "-", 1);
     snprintf(s, sizeof(s), "%" PRIu32, nl ? limbs[nl - 1] : 0);
-    put(t, s, strlen(s));
+    for (size_t j = 0; s[j]; j++)
+        put(t, s + j, 1);
     for (size_t k = nl > 0 ? nl - 1 : 0; k-- > 0 && !t->full;) {
         snprintf(s, sizeof(s), "%09" PRIu32, limbs[k]);
-        put(t, s, strlen(s));
+        for (size_t j = 0; s[j]; j++)
+            put(t, s + j, 1);
     }
     return SPP_OK;
 }
