@@ -19,30 +19,35 @@
 #define KIND_CELL 0x40
 #define KIND_FREE 0x80
 
-/* Where a repr is built: bytes beyond SPP_REPR_MAX - 3 set full, and the
- * repr then ends with "..." (at a UTF-8 character boundary). */
+/* Where a repr is built: a repr that fits in SPP_REPR_MAX bytes is kept
+ * whole; a longer one is cut after the last character (or escape) that
+ * ends within SPP_REPR_MAX - 3 bytes, and "..." added. */
 typedef struct text {
-    char *buf;
+    char *buf;     /* SPP_REPR_MAX + 1 bytes */
     size_t len;
-    int full;
+    size_t keep;   /* where to cut if it must be cut */
+    int full;      /* something did not fit */
 } text;
 
 static void put(text *t, const char *s, size_t n)
 {
-    if (t->full || t->len + n > SPP_REPR_MAX - 3) {
+    if (t->full || t->len + n > SPP_REPR_MAX) {
         t->full = 1;
         return;
     }
     memcpy(t->buf + t->len, s, n);
     t->len += n;
     t->buf[t->len] = '\0';
+    if (t->len <= SPP_REPR_MAX - 3)
+        t->keep = t->len;
 }
 
+/* cut: the value had more than was read. */
 static void finish(text *t, int cut)
 {
     if (t->full || cut) {
-        memcpy(t->buf + t->len, "...", 4);
-        t->len += 3;
+        memcpy(t->buf + t->keep, "...", 4);
+        t->len = t->keep + 3;
     }
 }
 
@@ -273,22 +278,6 @@ static void put_char(text *t, uint32_t c, char quote, int is_bytes)
     }
 }
 
-/* Decodes the UTF-8 that spp_read_str wrote (valid by construction). */
-static size_t utf8_decode(const char *s, size_t n, uint32_t *out, size_t cap)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < cap;) {
-        unsigned char b = (unsigned char)s[i];
-        int len = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-        uint32_t c = len == 1 ? b : len == 2 ? b & 0x1f : len == 3 ? b & 0x0f : b & 0x07;
-        for (int j = 1; j < len && i + (size_t)j < n; j++)
-            c = (c << 6) | ((unsigned char)s[i + (size_t)j] & 0x3f);
-        out[k++] = c;
-        i += (size_t)len;
-    }
-    return k;
-}
-
 /* Python picks ' unless the text has a ' and no ". */
 static char pick_quote(const uint32_t *c, size_t n)
 {
@@ -313,42 +302,46 @@ static void quoted(text *t, const uint32_t *c, size_t n, int is_bytes, int cut)
     finish(t, cut);
 }
 
-/* A str: enough characters are read to fill the repr; the rest are cut. */
+/* Python picks a str's or bytes' quote from the whole text; the first
+ * MAX_SCAN characters decide here (the repr shows far fewer). */
+#define MAX_SCAN 4096
+
 static int str_repr(const spp_pyoffsets *o, const spp_reader *r, uint64_t obj, text *t)
 {
     int64_t length;
-    char utf8[SPP_REPR_MAX * 4 + 1];
-    uint32_t cps[SPP_REPR_MAX];
-    if (spp_read(r, obj + (uint64_t)o->unicode_length, &length, sizeof(length)) < 0 || length < 0)
-        return SPP_EINVAL;
-    int n = spp_read_str(o, r, obj, utf8, sizeof(utf8));
-    if (n < 0)
-        return n;
-    size_t nc = utf8_decode(utf8, (size_t)n, cps, SPP_REPR_MAX);
-    quoted(t, cps, nc, 0, (int64_t)nc < length);
-    return SPP_OK;
+    uint32_t *cps = malloc(MAX_SCAN * sizeof(uint32_t));
+    int n = cps ? spp_read_str_chars(o, r, obj, cps, MAX_SCAN, &length) : SPP_ENOMEM;
+    if (n >= 0)
+        quoted(t, cps, (size_t)n, 0, n < length);
+    free(cps);
+    return n < 0 ? n : SPP_OK;
 }
 
 static int bytes_repr(const spp_pyoffsets *o, const spp_reader *r, uint64_t obj, text *t)
 {
     int64_t size;
-    unsigned char raw[SPP_REPR_MAX];
-    uint32_t c[SPP_REPR_MAX];
     if (spp_read(r, obj + (uint64_t)o->bytes_size, &size, sizeof(size)) < 0 || size < 0)
         return SPP_EINVAL;
-    size_t n = size < SPP_REPR_MAX ? (size_t)size : SPP_REPR_MAX;
-    if (n && spp_read(r, obj + (uint64_t)o->bytes_sval, raw, n) < 0)
-        return SPP_EINVAL;
-    for (size_t i = 0; i < n; i++)
-        c[i] = raw[i];
-    quoted(t, c, n, 1, (int64_t)n < size);
-    return SPP_OK;
+    size_t n = size < MAX_SCAN ? (size_t)size : MAX_SCAN;
+    unsigned char *raw = malloc(n + 1);
+    uint32_t *c = malloc((n + 1) * sizeof(uint32_t));
+    int rc = raw && c ? SPP_OK : SPP_ENOMEM;
+    if (rc == SPP_OK && n)
+        rc = spp_read(r, obj + (uint64_t)o->bytes_sval, raw, n) < 0 ? SPP_EINVAL : SPP_OK;
+    if (rc == SPP_OK) {
+        for (size_t i = 0; i < n; i++)
+            c[i] = raw[i];
+        quoted(t, c, n, 1, (int64_t)n < size);
+    }
+    free(raw);
+    free(c);
+    return rc;
 }
 
 int spp_value_read(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *ty, uint64_t obj,
                    spp_value *out)
 {
-    text t = {out->repr, 0, 0};
+    text t = {out->repr, 0, 0, 0};
     out->repr[0] = '\0';
     out->type[0] = '\0';
     uint64_t type;

@@ -78,4 +78,10 @@ int spp_code_addr2line(const spp_pyoffsets *o, const spp_code *c, int64_t addr);
  * cap - 1 bytes at a character boundary). Returns the length or < 0. */
 int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char *buf, size_t cap);
 
+/* Reads the first characters (at most cap, and at most 4096) of a str as
+ * code points into out, and its length into *length. Returns how many
+ * were read, or < 0. */
+int spp_read_str_chars(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, uint32_t *out,
+                       size_t cap, int64_t *length);
+
 #endif
