@@ -29,7 +29,11 @@ static const char usage[] =
     "      --nolineno         no line numbers\n"
     "      --full-filenames   full paths instead of shortened ones\n"
     "      --nonblocking      never pause the program (stacks may be torn)\n"
-    "  -p, --pid PID          profile a running process\n";
+    "  -p, --pid PID          profile a running process\n"
+    "\n"
+    "dump options:\n"
+    "      --locals           each frame's local variables (arguments first)\n"
+    "      --json             JSON instead of text\n";
 
 static int parse_double(const char *s, double lo, double hi, const char *what, double *out)
 {
