@@ -312,6 +312,101 @@ def test_dump_text_and_json(tmp_path):
         proc.wait()
 
 
+LOCALS = [  # (name, Python source of its value), in the order they are assigned
+    ("f", "0.1"),
+    ("e", "1e22"),
+    ("tiny", "1e-05"),
+    ("negz", "-0.0"),
+    ("zero", "0"),
+    ("s1", "\"it's \\u00e9\""),
+    ("s2", "'both \\' and \" \\n\\t\\\\ \\U0001F600 \\x01'"),
+    ("b", "b\"by\\x00tes'\\xff\""),
+    ("yes", "True"),
+    ("no", "False"),
+    ("nothing", "None"),
+    ("lst", "[1, 2]"),
+    ("longs", "'x' * 1000"),
+    ("huge", "10 ** 200"),
+]
+
+LOCALS_TARGET = """
+import time
+
+def outer():
+    captured = "closed over"
+    def blocked_with_locals(i, big, neg):
+%s
+        print("ready", flush=True)
+        time.sleep(60)      # LOCALS
+        unassigned = captured
+        return unassigned
+    blocked_with_locals(42, 2 ** 70, -12345678901234567890)
+
+outer()
+""" % "\n".join("        %s = %s" % kv for kv in LOCALS)
+
+TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", bytes: "bytes",
+              type(None): "NoneType", list: "list"}
+
+
+def expected_locals():
+    """(name, repr regex, type) of blocked_with_locals's locals as dump shows
+    them: arguments first, then locals in order, then the closure variable;
+    the unassigned local left out; reprs cut to 128 bytes with '...'."""
+    values = [("i", 42), ("big", 2 ** 70), ("neg", -12345678901234567890)]
+    values += [(k, eval(v)) for k, v in LOCALS] + [("captured", "closed over")]
+    out = []
+    for name, v in values:
+        if isinstance(v, list):
+            rx = "<list at 0x[0-9a-f]+>"
+        else:
+            r = repr(v)
+            rx = re.escape(r if len(r.encode()) <= 128 else r[:125] + "...")
+        out.append((name, rx, TYPE_NAMES[type(v)]))
+    return out
+
+
+def test_dump_locals_text_and_json(tmp_path):
+    src = textwrap.dedent(LOCALS_TARGET)
+    path = tmp_path / "localsme.py"
+    path.write_text(src)
+    proc = start_target(path)
+    want = expected_locals()
+    assert want[-3][1] == re.escape("'" + "x" * 124 + "...")   # the bound itself
+    try:
+        time.sleep(0.2)
+        r = run(["dump", "--pid", proc.pid, "--locals"])
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        at = lines.index("    outer.<locals>.blocked_with_locals (localsme.py:%d)"
+                         % line_of(src, "# LOCALS") if sys.version_info >= (3, 11) else
+                         "    blocked_with_locals (localsme.py:%d)" % line_of(src, "# LOCALS"))
+        shown = lines[at + 1:]
+        assert len(shown) == len(want), r.stdout
+        for line, (name, rx, _) in zip(shown, want):
+            assert re.fullmatch("        %s = %s" % (name, rx), line), (line, rx)
+        # outer's frame: its own local and the cell it shares, by content
+        outer_at = next(k for k, l in enumerate(lines) if l.startswith("    outer (localsme.py:"))
+        assert lines[outer_at + 1].startswith("        blocked_with_locals = <function at 0x")
+        assert lines[outer_at + 2] == "        captured = 'closed over'"
+
+        r = run(["dump", "--pid", proc.pid, "--locals", "--json"])
+        assert r.returncode == 0, r.stderr
+        frames = json.loads(r.stdout)["threads"][0]["frames"]
+        got = frames[-1]["locals"]
+        assert [l["name"] for l in got] == [w[0] for w in want]
+        for l, (name, rx, typ) in zip(got, want):
+            assert re.fullmatch(rx, l["repr"]) and l["type"] == typ, (l, rx, typ)
+        assert [l["name"] for l in frames[-2]["locals"]] == ["blocked_with_locals", "captured"]
+        # without --locals, frames carry none
+        r = run(["dump", "--pid", proc.pid, "--json"])
+        assert "locals" not in json.loads(r.stdout)["threads"][0]["frames"][-1]
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # ---- errors a user will meet ----
 
 def test_no_such_pid():

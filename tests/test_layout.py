@@ -120,3 +120,60 @@ def test_debug_offsets_of_a_newer_version_are_tried_and_bad_ones_refused():
         _spprof.parse_debug_offsets(bytes(broken))
     with pytest.raises(ValueError, match="not debug offsets"):
         _spprof.parse_debug_offsets(b"xdebugpz" + bytes(blob[8:]))
+
+
+def _cut(r):
+    """What dump --locals shows for a repr: whole up to 128 bytes, else cut
+    after a character ending within 125 bytes, with '...'."""
+    return r if len(r.encode()) <= 128 else None
+
+
+def _check_repr(obj, typ):
+    got, got_type = _spprof.value_repr(obj)
+    want = repr(obj)
+    assert got_type == typ, (obj, got_type)
+    if _cut(want) is not None:
+        assert got == want, (want, got)
+    else:
+        # cut: a prefix of Python's repr, within the bound, ending in '...'
+        assert got.endswith("...") and want.startswith(got[:-3]), (want, got)
+        assert 125 - 10 < len(got[:-3].encode()) <= 125, got
+
+
+def test_value_reprs_match_python():
+    """The value reader behind `dump --locals` reproduces repr() of ints,
+    floats, str and bytes (read from memory with this version's layout)."""
+    import random
+    rnd = random.Random(1234)
+    for v in (0, 1, -1, 2 ** 30 - 1, 2 ** 30, 2 ** 64, -(2 ** 64) - 1, 10 ** 200, -(10 ** 127),
+              10 ** 124):
+        _check_repr(v, "int")
+    # past 256 digits (7,680 bits), no decimal conversion: its size instead
+    big = 7 ** 5000
+    assert _spprof.value_repr(big) == ("<int of about %d bits at 0x%x>"
+                                       % (-(-big.bit_length() // 30) * 30, id(big)), "int")
+    for _ in range(2000):
+        _check_repr(rnd.getrandbits(rnd.randrange(1, 600)) * rnd.choice((1, -1)), "int")
+    for v in (0.0, -0.0, 0.1, 1e16, 1e15, 123456789012345678.0, 1e22, 1e-4, 1e-5, 5e-324,
+              1.7976931348623157e308, float("inf"), float("-inf"), float("nan"), 2.5, -1.5e-7):
+        _check_repr(v, "float")
+    import struct
+    for _ in range(5000):
+        v = struct.unpack("d", struct.pack("Q", rnd.getrandbits(64)))[0]
+        _check_repr(v, "float")
+        _check_repr(rnd.uniform(-1e6, 1e6), "float")
+    # code points whose printability the reader knows without a Unicode
+    # database: ASCII, Latin-1, Greek, CJK, emoji, and the quotes
+    pools = [range(0, 0x100), range(0x3b1, 0x3ca), range(0x4e00, 0x4f00), range(0x1f600, 0x1f650),
+             [0x27, 0x22, 0x5c, 0x2028, 0xfeff, 0xd800]]
+    for _ in range(3000):
+        n = rnd.choice((0, 1, 5, 40, 130, 300))
+        s = "".join(chr(rnd.choice(rnd.choice(pools))) for _ in range(n))
+        _check_repr(s, "str")
+        _check_repr(bytes(rnd.randrange(256) for _ in range(n)), "bytes")
+    _check_repr("'" * 3 + '"', "str")
+    _check_repr(b"'", "bytes")
+    for v, want in ((True, "True"), (False, "False"), (None, "None")):
+        assert _spprof.value_repr(v)[0] == want
+    lst = [1, 2]
+    assert _spprof.value_repr(lst) == ("<list at 0x%x>" % id(lst), "list")

@@ -28,6 +28,9 @@ PROBE = r"""
 #define Py_BUILD_CORE 1
 #include <Python.h>
 #include <frameobject.h>
+#if PY_VERSION_HEX < 0x030b0000
+#include <longintrepr.h>
+#endif
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -143,6 +146,33 @@ int main(void)
     F(state_executing, 1);
     F(owner_generator, -1);
 #endif
+#if PY_VERSION_HEX >= 0x030b0000
+    F(frame_localsplus, offsetof(_PyInterpreterFrame, localsplus));
+    F(code_varnames, offsetof(PyCodeObject, co_localsplusnames));
+    F(code_kinds, offsetof(PyCodeObject, co_localspluskinds));
+    F(code_cellvars, -1);
+    F(code_freevars, -1);
+#else
+    F(frame_localsplus, offsetof(PyFrameObject, f_localsplus));
+    F(code_varnames, offsetof(PyCodeObject, co_varnames));
+    F(code_kinds, -1);
+    F(code_cellvars, offsetof(PyCodeObject, co_cellvars));
+    F(code_freevars, offsetof(PyCodeObject, co_freevars));
+#endif
+    F(locals_tag_bits, 0);
+    F(tuple_item, offsetof(PyTupleObject, ob_item));
+#if PY_VERSION_HEX >= 0x030c0000
+    F(long_tag, offsetof(PyLongObject, long_value.lv_tag));
+    F(long_digits, offsetof(PyLongObject, long_value.ob_digit));
+#else
+    F(long_tag, -1);
+    F(long_digits, offsetof(PyLongObject, ob_digit));
+#endif
+    F(long_shift, PyLong_SHIFT);
+    F(long_digit_size, sizeof(digit));
+    F(float_value, offsetof(PyFloatObject, ob_fval));
+    F(type_name, offsetof(PyTypeObject, tp_name));
+    F(cell_ref, offsetof(PyCellObject, ob_ref));
     {
         PyASCIIObject a;
         memset(&a, 0, sizeof(a));
@@ -170,6 +200,7 @@ DEBUG_PROBE = r"""
 #if PY_VERSION_HEX >= 0x030e0000
 #include <internal/pycore_debug_offsets.h>
 #include <internal/pycore_interpframe_structs.h>
+#include <internal/pycore_stackref.h>
 #endif
 #include <internal/pycore_frame.h>
 #define D(name, member) printf("    .%s = %ld,\n", #name, (long)offsetof(_Py_DebugOffsets, member))
@@ -237,6 +268,25 @@ int main(void)
         memcpy(&bits, &a.state, sizeof(bits));
         V(unicode_kind_shift, __builtin_ctz(bits));
     }
+    D(frame_localsplus, interpreter_frame.localsplus);
+    D(code_varnames, code_object.localsplusnames);
+    D(code_kinds, code_object.localspluskinds);
+    D(tuple_item, tuple_object.ob_item);
+    D(long_tag, long_object.lv_tag);
+    D(long_digits, long_object.ob_digit);
+    D(float_value, float_object.ob_fval);
+    D(type_name, type_object.tp_name);
+    /* What the debug offsets do not carry: the digit format of ints, where
+     * a cell keeps its value, and the tag bits of 3.14+'s _PyStackRef
+     * locals (which depend on the build flavour). */
+    V(long_shift, PyLong_SHIFT);
+    V(long_digit_size, sizeof(digit));
+    V(cell_ref, offsetof(PyCellObject, ob_ref));
+#if PY_VERSION_HEX >= 0x030e0000
+    V(locals_tag_bits, Py_TAG_BITS);
+#else
+    V(locals_tag_bits, 0);
+#endif
     V(debug_size, sizeof(_Py_DebugOffsets));
     printf("},\n");
     return 0;

@@ -69,6 +69,7 @@ typedef struct spp_sampled_thread {
     spp_rawframe frames[SPP_CLI_MAX_DEPTH];   /* innermost first */
     uint8_t entries[SPP_CLI_MAX_DEPTH];       /* spp_walk's eval-loop entries */
     uint64_t native[SPP_CLI_MAX_NATIVE];      /* instruction pointers, innermost first */
+    uint64_t addrs[SPP_CLI_MAX_DEPTH];        /* where each frame is, in the target */
 } spp_sampled_thread;
 
 /* The frames of a sampled thread's stack as profile frames (of the
@@ -93,6 +94,13 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
  * into its sleep, and costs no ptrace calls. Its stack is still read, not
  * consistently if it wakes meanwhile, and marked idle. */
 void spp_session_pause_idle(spp_session *s, int pause_idle);
+/* Called by spp_session_sample_visit with the threads just sampled, while
+ * the target is still paused (unless nonblocking): the place to read more
+ * of its memory consistently with the stacks, through r. */
+typedef void (*spp_session_visitor)(void *ctx, const spp_target *t, const spp_reader *r,
+                                    const spp_sampled_thread *threads, int n);
+int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
+                             spp_session_visitor visit, void *ctx);
 
 /* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
  * ptrace events meanwhile; returns early on another signal. */

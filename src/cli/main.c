@@ -31,7 +31,11 @@ static const char usage[] =
     "      --full-filenames   full paths instead of shortened ones\n"
     "      --nonblocking      never pause the program (stacks may be torn)\n"
     "  -n, --native           C frames too, between the Python frames (x86_64, libunwind)\n"
-    "  -p, --pid PID          profile a running process\n";
+    "  -p, --pid PID          profile a running process\n"
+    "\n"
+    "dump options:\n"
+    "      --locals           each frame's local variables (arguments first)\n"
+    "      --json             JSON instead of text\n";
 
 static int parse_double(const char *s, double lo, double hi, const char *what, double *out)
 {
@@ -188,12 +192,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "record") == 0)
         return spp_cmd_record(&o);
-    if (strcmp(cmd, "dump") == 0) {
-        if (o.locals) {
-            spp_cli_error("--locals is not available in this version of spprof yet");
-            return 2;
-        }
+    if (strcmp(cmd, "dump") == 0)
         return spp_cmd_dump(&o);
-    }
     return spp_cmd_top(&o);
 }

@@ -553,7 +553,7 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
         int n = spp_walk(o, &s->reader, th->frame, th->below,
                          s->nonblocking ? SPP_WALK_RUNNING : 0, s->target.code_type, st->frames,
-                         st->entries, SPP_CLI_MAX_DEPTH, &st->truncated);
+                         st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
         if (!s->nonblocking)
             return n;
         uint64_t frame, below;
@@ -571,6 +571,12 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 }
 
 int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
+{
+    return spp_session_sample_visit(s, out, cap, errors, NULL, NULL);
+}
+
+int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
+                             spp_session_visitor visit, void *ctx)
 {
     *errors = 0;
     if (!s->nonblocking)
@@ -627,6 +633,8 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
             (*errors)++;
         stored++;
     }
+    if (visit)
+        visit(ctx, &s->target, &s->reader, out, stored);
     if (!s->nonblocking)
         resume_all(s);
     if (n < 0) {

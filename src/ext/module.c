@@ -17,6 +17,7 @@
 #include "../formats/formats.h"
 #include "../inproc/sampler.h"
 #include "../pyabi/offsets.h"
+#include "../pyabi/values.h"
 #include "../pyabi/walker.h"
 
 /* The layout of the running interpreter, found once at import. */
@@ -515,6 +516,25 @@ static PyObject *m_hide(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Test hook: (repr, type) as `spprof dump --locals` shows an object, read
+ * from this process's memory with this interpreter's layout. */
+static PyObject *m_value_repr(PyObject *mod, PyObject *obj)
+{
+    (void)mod;
+    if (!offsets_ok)
+        return PyErr_Format(PyExc_RuntimeError, "%s", offsets_error);
+    const spp_pytypes types = {
+        .int_type = (uintptr_t)&PyLong_Type, .bool_type = (uintptr_t)&PyBool_Type,
+        .float_type = (uintptr_t)&PyFloat_Type, .str_type = (uintptr_t)&PyUnicode_Type,
+        .bytes_type = (uintptr_t)&PyBytes_Type, .cell_type = (uintptr_t)&PyCell_Type,
+        .none = (uintptr_t)Py_None, .true_obj = (uintptr_t)Py_True, .false_obj = (uintptr_t)Py_False,
+    };
+    spp_value v;
+    if (spp_value_read(&offsets, &spp_local_reader, &types, (uint64_t)(uintptr_t)obj, &v) < 0)
+        return PyErr_Format(PyExc_RuntimeError, "unreadable: %s", v.repr);
+    return Py_BuildValue("(ss)", v.repr, v.type);
+}
+
 /* Test hook: what spprof makes of a _Py_DebugOffsets image. */
 static PyObject *m_parse_debug_offsets(PyObject *mod, PyObject *arg)
 {
@@ -567,6 +587,7 @@ static PyMethodDef methods[] = {
     {"addr2line", m_addr2line, METH_VARARGS, NULL},
     {"layout", m_layout, METH_NOARGS, NULL},
     {"parse_debug_offsets", m_parse_debug_offsets, METH_O, NULL},
+    {"value_repr", m_value_repr, METH_O, NULL},
     {"hide", m_hide, METH_VARARGS, "hide(code): leave this code's frames out of stacks"},
     {NULL, NULL, 0, NULL},
 };

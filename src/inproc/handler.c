@@ -151,7 +151,7 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     uint64_t frame = 0, below;
     int n = 0;
     if (spp_thread_frame(o, &spp_local_reader, tstate, &frame, &below) == 0)
-        n = spp_walk(o, &spp_local_reader, frame, below, 0, spp_g.cfg.code_type, py, entries,
+        n = spp_walk(o, &spp_local_reader, frame, below, 0, spp_g.cfg.code_type, py, entries, NULL,
                      SPP_MAX_PY_FRAMES, truncated);
     probe = NULL;
     return n;

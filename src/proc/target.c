@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,6 +265,33 @@ static uint64_t find_code_type(const spp_target *t)
     return found;
 }
 
+/* The built-in types and singletons whose values dump --locals shows;
+ * those not found stay 0 (their values are then shown by type name). */
+static void find_types(spp_elf *elf, uint64_t bias, spp_pytypes *ty)
+{
+    static const struct {
+        const char *symbol;
+        size_t field;
+    } syms[] = {
+        {"PyLong_Type", offsetof(spp_pytypes, int_type)},
+        {"PyBool_Type", offsetof(spp_pytypes, bool_type)},
+        {"PyFloat_Type", offsetof(spp_pytypes, float_type)},
+        {"PyUnicode_Type", offsetof(spp_pytypes, str_type)},
+        {"PyBytes_Type", offsetof(spp_pytypes, bytes_type)},
+        {"PyCell_Type", offsetof(spp_pytypes, cell_type)},
+        {"_Py_NoneStruct", offsetof(spp_pytypes, none)},
+        {"_Py_TrueStruct", offsetof(spp_pytypes, true_obj)},
+        {"_Py_FalseStruct", offsetof(spp_pytypes, false_obj)},
+    };
+    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+        uint64_t addr;
+        if (spp_elf_symbol(elf, syms[i].symbol, &addr, NULL) == 0) {
+            addr += bias;
+            memcpy((char *)ty + syms[i].field, &addr, sizeof(addr));
+        }
+    }
+}
+
 int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
@@ -297,6 +325,8 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                     runtime += bias;
                 if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
                     code_type += bias;
+                if (runtime)
+                    find_types(&elf, bias, &t->types);
                 uint32_t v;
                 if (spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0 &&
                     spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)

@@ -12,6 +12,7 @@
 
 #include "../pyabi/offsets.h"
 #include "../pyabi/reader.h"
+#include "../pyabi/values.h"
 
 /* Why a target could not be opened (for the CLI's messages). */
 enum spp_target_error {
@@ -28,6 +29,7 @@ typedef struct spp_target {
     spp_pyoffsets off;
     uint64_t runtime;        /* address of _PyRuntime in the target */
     uint64_t code_type;      /* address of PyCode_Type in the target */
+    spp_pytypes types;       /* built-in types and singletons, for reading values */
     uint32_t version;        /* PY_VERSION_HEX-like, micro may be 0 if unknown */
     int from_debug_offsets;  /* layout read from the target (3.13+) */
     int layout_guessed;      /* a version newer than any known: read as the newest */

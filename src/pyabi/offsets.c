@@ -119,6 +119,22 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len, i
     out->unicode_length = within(field_at(d, l->unicode_length), small, 8);
     out->unicode_ascii_size = (int32_t)field_at(d, l->unicode_ascii_size);
     out->unicode_compact_size = out->unicode_ascii_size + l->unicode_compact_extra;
+    /* Only dump --locals reads these: one that fails validation (-1) makes
+     * values.c refuse locals, not the whole target. */
+    out->frame_localsplus = within(field_at(d, l->frame_localsplus), fr, 8);
+    out->code_varnames = within(field_at(d, l->code_varnames), co, 8);
+    out->code_kinds = within(field_at(d, l->code_kinds), co, 8);
+    out->code_cellvars = -1;
+    out->code_freevars = -1;
+    out->tuple_item = within(field_at(d, l->tuple_item), small, 8);
+    out->long_tag = within(field_at(d, l->long_tag), small, 8);
+    out->long_digits = within(field_at(d, l->long_digits), small, 4);
+    out->float_value = within(field_at(d, l->float_value), small, 8);
+    out->type_name = within(field_at(d, l->type_name), small, 8);
+    out->long_shift = l->long_shift;
+    out->long_digit_size = l->long_digit_size;
+    out->cell_ref = l->cell_ref;
+    out->locals_tag_bits = l->locals_tag_bits;
 
     const int32_t *need[] = {
         &out->runtime_interpreters_head, &out->interp_next, &out->interp_threads_head,

@@ -74,6 +74,23 @@ typedef struct spp_pyoffsets {
     int32_t frame_state;
     int32_t state_executing;
     int32_t owner_generator;       /* -1 before 3.11 */
+    /* Locals (values.c). 3.11+: one localsplus array named by
+     * co_localsplusnames, each slot's kind in co_localspluskinds; 3.9/3.10:
+     * f_localsplus holds co_varnames, then co_cellvars, then co_freevars. */
+    int32_t frame_localsplus;
+    int32_t code_varnames;         /* co_localsplusnames, or co_varnames */
+    int32_t code_kinds;            /* co_localspluskinds (bytes), -1 before 3.11 */
+    int32_t code_cellvars;         /* 3.9/3.10 only */
+    int32_t code_freevars;         /* 3.9/3.10 only */
+    int32_t locals_tag_bits;       /* low bits of a 3.14+ _PyStackRef that are not the pointer */
+    int32_t tuple_item;
+    int32_t long_tag;              /* lv_tag (3.12+); before, the sign and size are ob_size */
+    int32_t long_digits;
+    int32_t long_shift;            /* bits per digit */
+    int32_t long_digit_size;       /* bytes per digit */
+    int32_t float_value;
+    int32_t type_name;             /* tp_name, a char * */
+    int32_t cell_ref;
 } spp_pyoffsets;
 
 /* For 3.13 and later: byte positions, inside _Py_DebugOffsets, of the
@@ -94,6 +111,9 @@ typedef struct spp_debug_layout {
     int32_t object_type, bytes_size, bytes_sval;
     int32_t unicode_state, unicode_length, unicode_ascii_size, unicode_compact_extra,
         unicode_kind_shift;
+    int32_t frame_localsplus, code_varnames, code_kinds, tuple_item, long_tag, long_digits,
+        float_value, type_name;
+    int32_t long_shift, long_digit_size, cell_ref, locals_tag_bits;
     int32_t debug_size;
 } spp_debug_layout;
 

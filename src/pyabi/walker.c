@@ -69,8 +69,8 @@ static int frame_running(const spp_pyoffsets *o, const spp_reader *r, uint64_t f
 }
 
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
-             int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap,
-             int *truncated)
+             int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs,
+             int cap, int *truncated)
 {
     int n = 0;
     int boundary_seen = 0; /* passed the first frame where an eval-loop call began */
@@ -141,6 +141,8 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
             out[n].instr = instr;
             if (entries)
                 entries[n] = o->frame_model == SPP_FRAMES_OBJECT || boundary;
+            if (addrs)
+                addrs[n] = frame;
             n++;
         }
         if (prev == frame)
@@ -159,7 +161,8 @@ torn:
     /* The innermost eval-loop call was caught linking itself in: the
      * thread is still in C code called from the calling loop's frame, so
      * that frame's chain is its stack. */
-    return spp_walk(o, r, below, SPP_ANY_FRAME, flags, code_type, out, entries, cap, truncated);
+    return spp_walk(o, r, below, SPP_ANY_FRAME, flags, code_type, out, entries, addrs, cap,
+                    truncated);
 }
 
 static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)
@@ -199,53 +202,62 @@ static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)
     *len += n;
 }
 
-int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char *buf, size_t cap)
+int spp_read_str_chars(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, uint32_t *out,
+                       size_t cap, int64_t *length)
 {
-    if (cap == 0)
-        return SPP_EINVAL;
-    buf[0] = '\0';
     uint32_t state;
-    int64_t length;
     if (!str || spp_read(r, str + (uint64_t)o->unicode_state, &state, sizeof(state)) < 0 ||
-        spp_read(r, str + (uint64_t)o->unicode_length, &length, sizeof(length)) < 0)
+        spp_read(r, str + (uint64_t)o->unicode_length, length, sizeof(*length)) < 0)
         return SPP_EINVAL;
     /* state: interned (2 bits, or a byte on free-threaded 3.14+), kind:3,
      * compact:1, ascii:1. */
     unsigned shift = (unsigned)o->unicode_kind_shift;
     unsigned kind = (state >> shift) & 7, compact = (state >> (shift + 3)) & 1;
     unsigned ascii = (state >> (shift + 4)) & 1;
-    if (!compact || length < 0 || (kind != 1 && kind != 2 && kind != 4))
+    if (!compact || *length < 0 || (kind != 1 && kind != 2 && kind != 4))
         return SPP_EINVAL;
-    if (length > MAX_STR_CHARS)
-        length = MAX_STR_CHARS;
+    size_t n = (uint64_t)*length < cap ? (size_t)*length : cap;
+    if (n > MAX_STR_CHARS)
+        n = MAX_STR_CHARS;
     uint64_t data = str + (uint64_t)(ascii ? o->unicode_ascii_size : o->unicode_compact_size);
-    size_t bytes = (size_t)length * kind;
-    unsigned char stackbuf[1024];
-    unsigned char *raw = bytes <= sizeof(stackbuf) ? stackbuf : malloc(bytes);
-    if (!raw)
-        return SPP_ENOMEM;
-    int rc = bytes ? spp_read(r, data, raw, bytes) : 0;
-    size_t len = 0;
-    if (rc == 0) {
-        int full = 0;
-        for (int64_t i = 0; i < length && !full; i++) {
-            uint32_t cp;
-            if (kind == 1)
-                cp = raw[i];
-            else if (kind == 2) {
-                uint16_t v;
-                memcpy(&v, raw + i * 2, 2);
-                cp = v;
-            } else {
-                memcpy(&cp, raw + i * 4, 4);
-            }
-            put_utf8(buf, &len, cap, cp, &full);
+    /* Read in pieces into the tail of out (a char is at most 4 bytes),
+     * then widen in place from the front. */
+    unsigned char *raw = (unsigned char *)out + n * (4 - kind);
+    if (n && spp_read(r, data, raw, n * kind) < 0)
+        return SPP_EINVAL;
+    for (size_t i = 0; i < n && kind != 4; i++) { /* kind 4 was read in place */
+        if (kind == 1) {
+            out[i] = raw[i];
+        } else {
+            uint16_t v;
+            memcpy(&v, raw + i * 2, 2);
+            out[i] = v;
         }
-        buf[len] = '\0';
     }
-    if (raw != stackbuf)
-        free(raw);
-    return rc < 0 ? rc : (int)len;
+    return (int)n;
+}
+
+int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return SPP_EINVAL;
+    buf[0] = '\0';
+    /* A character takes at least one byte of buf. */
+    uint32_t stackbuf[1024];
+    size_t want = cap - 1 < MAX_STR_CHARS ? cap - 1 : MAX_STR_CHARS;
+    uint32_t *cps = want <= 1024 ? stackbuf : malloc(want * sizeof(uint32_t));
+    if (!cps)
+        return SPP_ENOMEM;
+    int64_t length;
+    int n = spp_read_str_chars(o, r, str, cps, want, &length);
+    size_t len = 0;
+    int full = 0;
+    for (int i = 0; i < n && !full; i++)
+        put_utf8(buf, &len, cap, cps[i], &full);
+    buf[len] = '\0';
+    if (cps != stackbuf)
+        free(cps);
+    return n < 0 ? n : (int)len;
 }
 
 static char *read_str_dup(const spp_pyoffsets *o, const spp_reader *r, uint64_t addr)

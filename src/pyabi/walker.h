@@ -39,7 +39,8 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * Frames whose code object's type is not code_type are skipped (when
  * code_type != 0), as are interpreter shim frames. If entries is not NULL,
  * entries[i] is set to 1 when frame i is the outermost frame run by one
- * call of the evaluation loop (for merging with native stacks).
+ * call of the evaluation loop (for merging with native stacks). If addrs
+ * is not NULL, addrs[i] is the address of frame i (for reading its locals).
  * Returns the number of frames stored; *truncated is set when the chain was
  * longer than cap or ended in unreadable memory.
  * The chain is checked against below (from spp_thread_frame): if it does
@@ -49,8 +50,8 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * a shim frame, or with SPP_WALK_RUNNING a frame that is not running).
  * Async-signal-safe (recursion depth at most one). */
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
-             int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, int cap,
-             int *truncated);
+             int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs,
+             int cap, int *truncated);
 
 /* spp_walk flag: the thread runs while it is read (not stopped, not the
  * caller): every frame in the chain must say it is running. (A stopped
@@ -82,5 +83,11 @@ int spp_code_addr2line(const spp_pyoffsets *o, const spp_code *c, int64_t addr);
 /* Reads a str object as UTF-8 into buf (NUL-terminated, truncated to
  * cap - 1 bytes at a character boundary). Returns the length or < 0. */
 int spp_read_str(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, char *buf, size_t cap);
+
+/* Reads the first characters (at most cap, and at most 4096) of a str as
+ * code points into out, and its length into *length. Returns how many
+ * were read, or < 0. */
+int spp_read_str_chars(const spp_pyoffsets *o, const spp_reader *r, uint64_t str, uint32_t *out,
+                       size_t cap, int64_t *length);
 
 #endif

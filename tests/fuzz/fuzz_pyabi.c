@@ -56,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int truncated;
     int flags = data[5] & 1 ? SPP_WALK_RUNNING : 0;
     uint64_t code_type = data[5] & 2 ? BASE + data[6] : 0;
-    int n = spp_walk(&o, &r, frame, below, flags, code_type, raw, entries, 64, &truncated);
+    uint64_t addrs[64];
+    int n = spp_walk(&o, &r, frame, below, flags, code_type, raw, entries, addrs, 64, &truncated);
     if (n < 0)
         n = 0;
     if (n == 0) { /* read something as a code object anyway */
