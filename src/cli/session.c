@@ -615,11 +615,17 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
                 st->idle = s->tids[k].idle;
             }
         st->nframes = walk_thread(s, &threads[i], st);
+        if (st->nframes < 0) {
+            /* Caught linking a frame in or out (--nonblocking, or paused
+             * at that instruction): not a stack it ever had. */
+            (*errors)++;
+            continue;
+        }
         /* Only a thread in a ptrace stop can be unwound. One that did not
          * stop in time (a loaded machine), or whose stack cannot be read,
          * is left out and counted, rather than shown without its C
          * frames. */
-        if (s->unwinder && st->nframes >= 0 && (!st->idle || s->unwind_idle)) {
+        if (s->unwinder && (!st->idle || s->unwind_idle)) {
             int nn = t && t->state == T_STOPPED
                          ? spp_unwind(s->unwinder, t->tid, st->native, SPP_CLI_MAX_NATIVE)
                          : SPP_EINVAL;
