@@ -194,12 +194,28 @@ static void handle_event(spp_session *s, pid_t tid, int status)
         forget(t);
 }
 
+/* Takes one waiting ptrace event of this session's own threads; 0 if none.
+ * Never waitpid(-1): with --subprocesses several sessions trace several
+ * processes from this one spprof, and each event is for its own session to
+ * handle. A new thread is waited for once its clone event has named it. */
+static pid_t wait_own(spp_session *s, int *status)
+{
+    for (int i = 0; i < s->ntids; i++) {
+        if (s->tids[i].state == T_GONE)
+            continue;
+        pid_t tid = waitpid(s->tids[i].tid, status, WNOHANG | __WALL);
+        if (tid > 0)
+            return tid;
+    }
+    return 0;
+}
+
 /* Processes every ptrace event that is waiting. */
 static void pump(spp_session *s)
 {
     for (;;) {
         int status;
-        pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
+        pid_t tid = wait_own(s, &status);
         if (tid <= 0)
             return;
         handle_event(s, tid, status);
@@ -210,7 +226,7 @@ static void pump(spp_session *s)
 static void next_event(spp_session *s, long nap_ns)
 {
     int status;
-    pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+    pid_t tid = wait_own(s, &status);
     if (tid > 0) {
         handle_event(s, tid, status);
     } else {
@@ -393,24 +409,32 @@ void spp_session_close(spp_session *s)
 
 int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
 
-void spp_session_wait(spp_session *s, uint64_t until)
+void spp_session_wait(spp_session *s, uint64_t until) { spp_session_wait_all(&s, 1, until); }
+
+void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until)
 {
-    if (s->nonblocking) {
+    int traced = 0;
+    for (int i = 0; i < n; i++)
+        traced |= !ss[i]->nonblocking;
+    if (!traced) {
         struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         return;
     }
-    /* While traced, every signal the target gets and every thread it
-     * starts stops it until spprof lets it go: wake on SIGCHLD (blocked
-     * since the session opened) and handle those at once rather than at
-     * the next sample. Another signal (Ctrl-C) ends the wait too. */
+    /* While traced, every signal a target gets and every thread it starts
+     * stops it until spprof lets it go: wake on SIGCHLD (blocked since the
+     * session opened) and handle those at once rather than at the next
+     * sample. Another signal (Ctrl-C) ends the wait too, and so does the
+     * exit of the first process. */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     for (;;) {
-        pump(s);
+        for (int i = 0; i < n; i++)
+            if (!ss[i]->nonblocking)
+                pump(ss[i]);
         uint64_t now = mono_ns();
-        if (now >= until || s->exited)
+        if (now >= until || ss[0]->exited)
             return;
         struct timespec ts = {(time_t)((until - now) / 1000000000ull),
                               (long)((until - now) % 1000000000ull)};
@@ -429,14 +453,20 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking)
     return s;
 }
 
+spp_resolver *spp_session_resolver(spp_session *s, spp_profile *p, int lines)
+{
+    spp_resolver *res = spp_resolver_new(&s->target.off, &s->reader, p, lines);
+    if (res)
+        spp_resolver_validate(res, 1); /* the target's code objects come and go */
+    return res;
+}
+
 int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res)
 {
     *p = spp_profile_new(0);
-    *res = *p ? spp_resolver_new(&s->target.off, &s->reader, *p, lines) : NULL;
-    if (*res) {
-        spp_resolver_validate(*res, 1); /* the target's code objects come and go */
+    *res = *p ? spp_session_resolver(s, *p, lines) : NULL;
+    if (*res)
         return 0;
-    }
     spp_profile_free(*p);
     *p = NULL;
     spp_cli_error("out of memory");
