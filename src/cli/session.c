@@ -194,45 +194,59 @@ static void handle_event(spp_session *s, pid_t tid, int status)
         forget(t);
 }
 
-/* Takes one waiting ptrace event of this session's own threads; 0 if none.
- * Never waitpid(-1): with --subprocesses several sessions trace several
- * processes from this one spprof, and each event is for its own session to
- * handle. A new thread is waited for once its clone event has named it. */
-static pid_t wait_own(spp_session *s, int *status)
+/* Handles the ptrace events waiting for this session's own threads, in
+ * one pass over them (a thread started meanwhile gets its turn too);
+ * returns how many. Never waitpid(-1): with --subprocesses several
+ * sessions trace several processes from this one spprof, and each event is
+ * for its own session to handle. A new thread is waited for once its clone
+ * event has named it. */
+static int pass_events(spp_session *s)
 {
+    int handled = 0;
     for (int i = 0; i < s->ntids; i++) {
-        if (s->tids[i].state == T_GONE)
-            continue;
-        pid_t tid = waitpid(s->tids[i].tid, status, WNOHANG | __WALL);
-        if (tid > 0)
-            return tid;
+        pid_t tid = s->tids[i].tid;
+        int status;
+        if (s->tids[i].state != T_GONE && waitpid(tid, &status, WNOHANG | __WALL) == tid) {
+            handle_event(s, tid, status);
+            handled++;
+        }
     }
-    return 0;
+    return handled;
 }
 
 /* Processes every ptrace event that is waiting. */
 static void pump(spp_session *s)
 {
-    for (;;) {
-        int status;
-        pid_t tid = wait_own(s, &status);
-        if (tid <= 0)
-            return;
-        handle_event(s, tid, status);
+    while (pass_events(s) > 0) {
     }
 }
 
-/* Handles one waiting ptrace event, or naps nap_ns if there is none. */
+/* Handles the waiting ptrace events, or naps nap_ns if there are none. */
 static void next_event(spp_session *s, long nap_ns)
 {
-    int status;
-    pid_t tid = wait_own(s, &status);
-    if (tid > 0) {
-        handle_event(s, tid, status);
-    } else {
+    if (pass_events(s) == 0) {
         struct timespec nap = {0, nap_ns};
         nanosleep(&nap, NULL);
     }
+}
+
+/* A thread already traced by spprof that the session does not know: one
+ * started by a thread that ended before its clone event was seen. Its
+ * events are waited for only once it is known. */
+static int traced_by_us(pid_t pid, pid_t tid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nTracerPid:");
+    return p && atoi(p + 11) == (int)getpid();
 }
 
 static void scan_tasks(spp_session *s)
@@ -262,7 +276,8 @@ static void scan_tasks(spp_session *s)
                 t->listed = 1;
             continue;
         }
-        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0) {
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0 ||
+            (errno == EPERM && traced_by_us(s->pid, tid))) {
             traced *t = add(s, tid, T_RUNNING);
             if (t)
                 t->listed = 1;
