@@ -79,6 +79,9 @@ int spp_session_alive(const spp_session *s);
 /* The wait status of the process if it exited while traced, else -1. */
 int spp_session_exit_status(const spp_session *s);
 
+/* Reads a /proc file into buf (at most n - 1 bytes, NUL-terminated);
+ * returns the length, or -1 if it is gone or empty. */
+ssize_t spp_proc_read(const char *path, char *buf, size_t n);
 /* The thread's name as the OS knows it (/proc/PID/task/TID/comm). */
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n);
 /* The target's command line, spaces between arguments. */

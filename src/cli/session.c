@@ -61,6 +61,19 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+ssize_t spp_proc_read(const char *path, char *buf, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t got = read(fd, buf, n - 1);
+    close(fd);
+    if (got <= 0)
+        return -1;
+    buf[got] = '\0';
+    return got;
+}
+
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n)
 {
     char path[64];
@@ -79,11 +92,7 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     buf[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t got = read(fd, buf, n - 1);
-    close(fd);
+    ssize_t got = spp_proc_read(path, buf, n);
     if (got <= 0)
         return;
     if (buf[got - 1] == '\0')
@@ -237,14 +246,8 @@ static int traced_by_us(pid_t pid, pid_t tid)
 {
     char path[64], buf[2048];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *p = strstr(buf, "\nTracerPid:");
     return p && atoi(p + 11) == (int)getpid();
 }
@@ -498,14 +501,8 @@ int spp_session_alive(const spp_session *s)
     /* kill(pid, 0) succeeds on a zombie: look at its state instead. */
     char path[64], buf[512];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)s->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *p = strrchr(buf, ')');
     return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
