@@ -203,3 +203,38 @@ def test_no_process_of_the_tree_is_left_stopped_or_traced(pool, tmp_path, how):
         rest, err = spprof.communicate(timeout=120)
         assert spprof.returncode == 0, err
         assert "wrote" in err
+
+
+LINGER = """
+import subprocess, sys, time
+
+def parent_work():
+    end = time.process_time() + 1.0
+    while time.process_time() < end:
+        pass
+
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(child.pid, flush=True)
+parent_work()
+"""
+
+
+def test_the_programs_exit_ends_the_recording_while_children_linger(tmp_path):
+    script = tmp_path / "linger.py"
+    script.write_text(textwrap.dedent(LINGER))
+    out = tmp_path / "p.txt"
+    # --idle: the sleeping child is sampled too, which shows it was found.
+    r = run(["record", "-s", "-i", "-f", "collapsed", "-o", out, "--", sys.executable, script],
+            timeout=50)
+    child = int(r.stdout.split()[0])
+    try:
+        assert r.returncode == 0, r.stderr
+        os.kill(child, 0)  # still sleeping: the recording did not wait for it
+        assert_untraced([child])
+        procs = by_process(folded(out))
+        assert child in procs, sorted(procs)
+        assert samples_in(procs[child], "<module>") > 0
+        assert any(samples_in(c, "parent_work") > 0 for p, c in procs.items() if p != child)
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -96,8 +96,8 @@ spp_proc *spp_procs_at(spp_procs *ps, int i) { return &ps->procs[i]; }
 
 void spp_procs_drop(spp_procs *ps, int i)
 {
-    spp_session_close(ps->procs[i].session);
     spp_resolver_free(ps->procs[i].resolver);
+    spp_session_close(ps->procs[i].session);
     ps->n--;
     ps->procs[i] = ps->procs[ps->n];
     ps->sessions[i] = ps->sessions[ps->n];
