@@ -79,7 +79,8 @@ def test_pool_workers_are_sampled_under_process_roots(pool, tmp_path):
     r = run(["record", "-s", "-f", "collapsed", "-o", out, "--",
              sys.executable, pool, "2", tmp_path / "after_exec.py"], timeout=240)
     assert r.returncode == 0, r.stderr
-    assert "warning" not in r.stderr and "error" not in r.stderr.replace("0 errors", ""), r.stderr
+    # Nothing said about `sleep` or `sh` (or anything else): only the result.
+    assert [l for l in r.stderr.splitlines() if not l.startswith("spprof: wrote ")] == [], r.stderr
     method, parent, late, *workers = r.stdout.split("\n")[1].split()
     assert method == ("forkserver" if sys.version_info >= (3, 14) else "fork")
     parent, late, workers = int(parent), int(late), [int(w) for w in workers]
