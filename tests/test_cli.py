@@ -488,6 +488,7 @@ def test_target_exits_before_first_sample(tmp_path):
     (["record", "--pid", "x"], "--pid must be a positive process id"),
     (["record"], "nothing to profile"),
     (["dump"], "dump needs --pid"),
+    (["dump", "-s", "--pid", "1"], "--subprocesses is only available with record"),
     (["frobnicate"], "unknown command 'frobnicate'"),
 ])
 def test_bad_arguments(args, message):

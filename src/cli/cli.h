@@ -49,6 +49,9 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking);
  * through the session (valid while the session is open). Prints and
  * returns -1 when out of memory. */
 int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res);
+/* A resolver for the session's code objects that adds frames to p (which
+ * several sessions may share); NULL when out of memory. */
+spp_resolver *spp_session_resolver(spp_session *s, spp_profile *p, int lines);
 const spp_target *spp_session_target(const spp_session *s);
 /* From the next snapshot on, also unwinds the native (C) stack of each
  * thread (of each running thread only, unless idle), to be merged by
@@ -105,15 +108,51 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
 /* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
  * ptrace events meanwhile; returns early on another signal. */
 void spp_session_wait(spp_session *s, uint64_t until);
+/* The same over n sessions (ss[0] the one whose exit ends the wait). */
+void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until);
 /* The process is still there (and not a zombie). */
 int spp_session_alive(const spp_session *s);
 /* The wait status of the process if it exited while traced, else -1. */
 int spp_session_exit_status(const spp_session *s);
 
+/* Reads a /proc file into buf (at most n - 1 bytes, NUL-terminated);
+ * returns the length, or -1 if it is gone or empty. */
+ssize_t spp_proc_read(const char *path, char *buf, size_t n);
 /* The thread's name as the OS knows it (/proc/PID/task/TID/comm). */
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n);
 /* The target's command line, spaces between arguments. */
 void spp_process_cmdline(pid_t pid, char *buf, size_t n);
+
+/* The processes record samples: the target first, then (--subprocesses)
+ * its descendants that run Python, each with its own session and resolver,
+ * all adding to one profile. */
+typedef struct spp_proc {
+    pid_t pid;
+    spp_session *session;   /* owned by the set */
+    spp_resolver *resolver; /* owned by the set */
+    uint32_t root;          /* frame "process PID: cmdline" over its stacks, or SPP_NONE */
+    uint64_t last;          /* CLOCK_MONOTONIC ns of its last sample (for weights) */
+} spp_proc;
+typedef struct spp_procs spp_procs;
+
+/* A set of one process, pid, whose session it takes over (on failure,
+ * NULL, the session stays the caller's). From o: with --subprocesses a
+ * process frame is pushed over each stack; every session (the first too)
+ * is set up for o's --idle and --native. NULL when out of memory (or when
+ * native unwinding cannot be set up). */
+spp_procs *spp_procs_new(spp_session *first, pid_t pid, spp_profile *p, int lines,
+                         const spp_cli_opts *o);
+/* Closes every session (detaching every traced thread). NULL is a no-op. */
+void spp_procs_free(spp_procs *ps);
+int spp_procs_count(const spp_procs *ps);
+spp_proc *spp_procs_at(spp_procs *ps, int i);
+/* Closes process i (not the first); the last one takes its index. */
+void spp_procs_drop(spp_procs *ps, int i);
+/* Reads /proc for descendants of the first process: adds those that run
+ * Python, drops those that exec'd. Silent about non-Python ones. */
+void spp_procs_discover(spp_procs *ps);
+/* spp_session_wait over every process in the set. */
+void spp_procs_wait(spp_procs *ps, uint64_t until);
 
 int spp_cmd_record(const spp_cli_opts *o);
 int spp_cmd_dump(const spp_cli_opts *o);
@@ -121,6 +160,10 @@ int spp_cmd_top(const spp_cli_opts *o);
 
 /* Launches argv as a child; returns its pid or -1 (message printed). */
 pid_t spp_launch(char **argv);
+/* Opens pid if it runs an initialised Python; otherwise NULL with *why
+ * (SPP_TARGET_NOT_READY while its runtime is not up yet) and the reason in
+ * err. Prints nothing. */
+spp_session *spp_session_try_python(pid_t pid, int nonblocking, int *why, char *err, size_t n);
 /* Waits until pid runs an initialised Python (or exits, or *stop is set,
  * or give_up seconds pass when > 0). Returns the session, or NULL (message
  * printed). */

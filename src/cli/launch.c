@@ -51,6 +51,35 @@ pid_t spp_launch(char **argv)
     return pid;
 }
 
+spp_session *spp_session_try_python(pid_t pid, int nonblocking, int *why, char *err, size_t n)
+{
+    /* Probe without pausing; attach for real once Python is up. */
+    spp_session *s = spp_session_open(pid, 1, why, err, n);
+    if (!s)
+        return NULL;
+    /* The runtime is up once the first interpreter has a thread, and it is
+     * this process's own once that thread's OS id is one of its threads: a
+     * child just forked, or vfork()ed and not yet exec'd, still shows its
+     * parent's (unknown ids, 0, are trusted). */
+    spp_pythread th[16];
+    spp_remote_next(spp_session_remote(s));
+    spp_reader r = spp_remote_reader(spp_session_remote(s));
+    int nth = spp_target_threads(spp_session_target(s), &r, th, 16);
+    int ready = 0;
+    for (int i = 0; i < nth && !ready; i++) {
+        char task[64];
+        snprintf(task, sizeof(task), "/proc/%d/task/%d", (int)pid, (int)th[i].tid);
+        ready = !th[i].tid || access(task, F_OK) == 0;
+    }
+    spp_session_close(s);
+    if (!ready) {
+        *why = SPP_TARGET_NOT_READY;
+        snprintf(err, n, "PID %d has not started its Python interpreter", (int)pid);
+        return NULL;
+    }
+    return spp_session_open(pid, nonblocking, why, err, n);
+}
+
 spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
                                  volatile sig_atomic_t *stop, double give_up)
 {
@@ -76,23 +105,11 @@ spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
         }
         int why;
         char err[512];
-        /* Probe without pausing; attach for real once Python is up. */
-        spp_session *s = spp_session_open(pid, 1, &why, err, sizeof(err));
-        if (s) {
-            /* The runtime is up once the first interpreter has a thread. */
-            spp_pythread th;
-            spp_remote_next(spp_session_remote(s));
-            spp_reader r = spp_remote_reader(spp_session_remote(s));
-            int ready = spp_target_threads(spp_session_target(s), &r, &th, 1) > 0;
-            spp_session_close(s);
-            if (ready) {
-                s = spp_session_open(pid, nonblocking, &why, err, sizeof(err));
-                if (!s)
-                    spp_cli_error("%s", err);
-                return s;
-            }
-            snprintf(err, sizeof(err), "PID %d has not started its Python interpreter", (int)pid);
-        } else if (!launched || (why != SPP_TARGET_NOT_PYTHON && why != SPP_TARGET_NOT_READY)) {
+        spp_session *s = spp_session_try_python(pid, nonblocking, &why, err, sizeof(err));
+        if (s)
+            return s;
+        if (why != SPP_TARGET_NOT_READY &&
+            (!launched || why != SPP_TARGET_NOT_PYTHON)) {
             spp_cli_error("%s", err);
             return NULL;
         }

@@ -26,6 +26,7 @@ static const char usage[] =
     "  -i, --idle             include threads that are not running\n"
     "  -g, --gil              only the thread holding the GIL\n"
     "  -t, --threads          a root frame per thread\n"
+    "  -s, --subprocesses     also sample child Python processes (a root frame per process)\n"
     "  -F, --function         aggregate by function, not by line\n"
     "      --nolineno         no line numbers\n"
     "      --full-filenames   full paths instead of shortened ones\n"
@@ -166,8 +167,8 @@ int main(int argc, char **argv)
                       cmd);
         return 2;
     }
-    if (o.subprocesses) {
-        spp_cli_error("--subprocesses is not available in this version of spprof yet");
+    if (o.subprocesses && strcmp(cmd, "record") != 0) {
+        spp_cli_error("--subprocesses is only available with record in this version of spprof");
         return 2;
     }
     if (o.native && strcmp(cmd, "record") != 0) {

@@ -43,41 +43,67 @@ static uint64_t rnd(uint64_t *state)
 typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
-    spp_resolver *resolver;
-    spp_session *session;
     uint64_t samples, errors, late;
 } recorder;
 
-static uint32_t thread_root(recorder *rc, pid_t pid, const spp_sampled_thread *st)
+/* The stack a sample of st in process pr starts from: the thread's root in
+ * the model, then with --subprocesses the frame naming the process and
+ * (with --threads) one naming the thread, so that the process is above the
+ * thread as the writers' own thread roots could not be. */
+static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st)
 {
     spp_profile *p = rc->profile;
     uint64_t key = st->th.tid ? (uint64_t)st->th.tid : st->th.thread_id;
     uint32_t before = spp_profile_nthreads(p);
     uint32_t t = spp_profile_thread(p, key, NULL);
-    if (t != SPP_NONE && spp_profile_nthreads(p) != before) {
-        char name[64];
-        if (st->th.tid == pid)
+    if (t == SPP_NONE)
+        return SPP_NONE;
+    char name[64];
+    name[0] = '\0';
+    int named = spp_profile_thread_at(p, t)->name != SPP_NONE;
+    if (spp_profile_nthreads(p) != before || (pr->root != SPP_NONE && rc->o->threads)) {
+        if (named) {
+            size_t len;
+            const char *s = spp_profile_string(p, spp_profile_thread_at(p, t)->name, &len);
+            snprintf(name, sizeof(name), "%.*s", (int)len, s);
+        } else if (st->th.tid == pr->pid) {
             snprintf(name, sizeof(name), "MainThread");
-        else
-            spp_thread_comm(pid, st->th.tid, name, sizeof(name));
-        if (name[0])
+        } else {
+            spp_thread_comm(pr->pid, st->th.tid, name, sizeof(name));
+        }
+        if (name[0] && !named)
             spp_profile_thread(p, key, name);
     }
-    return t == SPP_NONE ? SPP_NONE : spp_profile_thread_at(p, t)->root;
+    uint32_t stack = spp_profile_thread_at(p, t)->root;
+    if (pr->root == SPP_NONE)
+        return stack;
+    stack = spp_profile_push(p, stack, pr->root);
+    if (stack != SPP_NONE && rc->o->threads) {
+        char label[128];
+        if (name[0])
+            snprintf(label, sizeof(label), "thread %s (%llu)", name, (unsigned long long)key);
+        else
+            snprintf(label, sizeof(label), "thread %llu", (unsigned long long)key);
+        spp_frame f = {spp_profile_intern_cstr(p, label), spp_profile_intern_cstr(p, ""), 0, 0,
+                       SPP_FRAME_THREAD};
+        uint32_t fid = f.name == SPP_NONE || f.file == SPP_NONE ? SPP_NONE : spp_profile_frame(p, &f);
+        stack = fid == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, fid);
+    }
+    return stack;
 }
 
-static void add_sample(recorder *rc, pid_t pid, const spp_sampled_thread *st, uint64_t weight,
-                       uint64_t when)
+static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st,
+                       uint64_t weight, uint64_t when)
 {
     spp_profile *p = rc->profile;
-    uint32_t stack = thread_root(rc, pid, st);
+    spp_resolver *res = pr->resolver;
+    uint32_t stack = sample_root(rc, pr, st);
     if (stack != SPP_NONE && st->truncated)
-        stack = spp_profile_push(p, stack, spp_resolver_marker(rc->resolver, SPP_MARK_TRUNCATED));
+        stack = spp_profile_push(p, stack, spp_resolver_marker(res, SPP_MARK_TRUNCATED));
     if (st->nframes == 0 && stack != SPP_NONE)
-        stack = spp_profile_push(p, stack, spp_resolver_marker(rc->resolver, SPP_MARK_NO_PYTHON));
+        stack = spp_profile_push(p, stack, spp_resolver_marker(res, SPP_MARK_NO_PYTHON));
     uint32_t frames[SPP_CLI_MAX_MERGED];
-    uint32_t n = st->nframes ? spp_session_frames(rc->session, rc->resolver, st, frames,
-                                                  SPP_CLI_MAX_MERGED)
+    uint32_t n = st->nframes ? spp_session_frames(pr->session, res, st, frames, SPP_CLI_MAX_MERGED)
                              : 0;
     for (uint32_t i = n; i-- > 0 && stack != SPP_NONE;)
         stack = frames[i] == SPP_NONE ? SPP_NONE : spp_profile_push(p, stack, frames[i]);
@@ -87,6 +113,38 @@ static void add_sample(recorder *rc, pid_t pid, const spp_sampled_thread *st, ui
     }
     spp_profile_add(p, stack, weight, when);
     rc->samples++;
+}
+
+/* Samples every process of the set once. Returns -1 when the first one
+ * (the target) is gone; the others are dropped when they go. */
+static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, uint64_t start,
+                      uint64_t start_real)
+{
+    const spp_cli_opts *o = rc->o;
+    for (int k = 0; k < spp_procs_count(ps);) {
+        spp_proc *pr = spp_procs_at(ps, k);
+        int errors = 0;
+        int n = spp_session_sample(pr->session, threads, 256, &errors);
+        uint64_t when = now_ns(CLOCK_MONOTONIC);
+        if (n < 0) {
+            if (k == 0)
+                return -1;
+            spp_procs_drop(ps, k); /* a subprocess ended */
+            continue;
+        }
+        rc->errors += (uint64_t)errors;
+        uint64_t weight = when - pr->last;
+        pr->last = when;
+        for (int i = 0; i < n; i++) {
+            if (o->gil && !threads[i].th.holds_gil)
+                continue;
+            if (!o->idle && threads[i].idle)
+                continue;
+            add_sample(rc, pr, &threads[i], weight, when - start + start_real);
+        }
+        k++;
+    }
+    return 0;
 }
 
 static void progress(const recorder *rc, double elapsed, int final)
@@ -206,61 +264,63 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 2;
     }
-    if (o->native && spp_session_native(s, o->idle) < 0) {
-        spp_cli_error("cannot unwind the native stacks of PID %d: out of memory", (int)pid);
-        spp_session_close(s);
-        if (launched)
-            end_child(pid);
-        return 1;
-    }
-    spp_session_pause_idle(s, o->idle);
     char outbuf[64];
     const char *output = o->output ? o->output : default_output(o->format, pid, outbuf, sizeof(outbuf));
 
     recorder rc;
     memset(&rc, 0, sizeof(rc));
     rc.o = o;
-    rc.session = s;
+    int lines = !o->nolineno && !o->function;
+    spp_procs *ps = NULL;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
-    if (!threads || spp_session_model(s, !o->nolineno && !o->function, &rc.profile, &rc.resolver) < 0) {
+    rc.profile = spp_profile_new(0);
+    if (threads && rc.profile)
+        ps = spp_procs_new(s, pid, rc.profile, lines, o);
+    if (!ps) {
+        spp_cli_error("out of memory");
         free(threads);
+        spp_profile_free(rc.profile);
         spp_session_close(s);
+        if (launched)
+            end_child(pid);
         return 1;
     }
 
     int tty = isatty(2);
     uint64_t period = (uint64_t)(1e9 / o->rate);
     uint64_t start_real = now_ns(CLOCK_REALTIME), start = now_ns(CLOCK_MONOTONIC);
-    uint64_t deadline = start, last = start, last_progress = 0;
+    uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;
+    spp_procs_at(ps, 0)->last = start;
     int exit_status = -1;
     while (!stop_requested) {
         uint64_t now = now_ns(CLOCK_MONOTONIC);
         if (o->duration > 0 && now - start >= (uint64_t)(o->duration * 1e9))
             break;
+        /* Subprocesses are looked for every 100 ms: a pass over /proc
+         * costs about a millisecond on a desktop's few hundred processes. */
+        if (o->subprocesses && now - last_discovery >= 100000000ull) {
+            int before = spp_procs_count(ps);
+            spp_procs_discover(ps);
+            for (int k = before; k < spp_procs_count(ps); k++)
+                spp_procs_at(ps, k)->last = now_ns(CLOCK_MONOTONIC);
+            last_discovery = now;
+            continue;
+        }
         if (now < deadline) {
-            spp_session_wait(s, deadline);
+            uint64_t until = deadline;
+            if (o->subprocesses && last_discovery + 100000000ull < until)
+                until = last_discovery + 100000000ull;
+            spp_procs_wait(ps, until);
             continue;
         }
         /* A sample more than half a period behind its time is late: the
          * profiler could not keep up with the asked rate. */
         if (now - deadline > period / 2)
             rc.late++;
-        int errors = 0;
-        int n = spp_session_sample(s, threads, 256, &errors);
-        uint64_t when = now_ns(CLOCK_MONOTONIC);
-        if (n < 0)
+        if (sample_all(&rc, ps, threads, start, start_real) < 0)
             break; /* the target is gone */
-        rc.errors += (uint64_t)errors;
-        uint64_t weight = when - last;
-        last = when;
-        for (int i = 0; i < n; i++) {
-            if (o->gil && !threads[i].th.holds_gil)
-                continue;
-            if (!o->idle && threads[i].idle)
-                continue;
-            add_sample(&rc, pid, &threads[i], weight, when - start + start_real);
-        }
+        uint64_t when = now_ns(CLOCK_MONOTONIC);
         /* Next deadline: one period on average, jittered by up to a quarter
          * either way so that periodic work in the target is not aliased. */
         uint64_t jitter = period / 2 ? rnd(&seed) % (period / 2) : 0;
@@ -282,8 +342,8 @@ int spp_cmd_record(const spp_cli_opts *o)
     }
     uint64_t end = now_ns(CLOCK_MONOTONIC);
     if (exit_status < 0)
-        exit_status = spp_session_exit_status(s);
-    spp_session_close(s);
+        exit_status = spp_session_exit_status(spp_procs_at(ps, 0)->session);
+    spp_procs_free(ps);
     if (tty)
         progress(&rc, (double)(end - start) / 1e9, 1);
 
@@ -300,9 +360,9 @@ int spp_cmd_record(const spp_cli_opts *o)
 
     spp_write_opts wo;
     spp_write_opts_default(&wo);
-    wo.lines = !o->nolineno && !o->function;
+    wo.lines = lines;
     wo.full_filenames = o->full_filenames;
-    wo.thread_roots = o->threads;
+    wo.thread_roots = o->threads && !o->subprocesses; /* else already in the stacks */
     int rcode = 0;
     if (rc.samples == 0) {
         spp_cli_error("no samples were taken (the program ended or stayed idle%s); nothing written",
@@ -325,7 +385,6 @@ int spp_cmd_record(const spp_cli_opts *o)
          * any thread still stopped for spprof). */
         exit_status = wait_child(pid);
     }
-    spp_resolver_free(rc.resolver);
     spp_profile_free(rc.profile);
     free(threads);
     /* The launched program's own result is the command's result, once the

@@ -73,6 +73,19 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+ssize_t spp_proc_read(const char *path, char *buf, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t got = read(fd, buf, n - 1);
+    close(fd);
+    if (got <= 0)
+        return -1;
+    buf[got] = '\0';
+    return got;
+}
+
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n)
 {
     char path[64];
@@ -91,11 +104,7 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     buf[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t got = read(fd, buf, n - 1);
-    close(fd);
+    ssize_t got = spp_proc_read(path, buf, n);
     if (got <= 0)
         return;
     if (buf[got - 1] == '\0')
@@ -208,15 +217,30 @@ static void handle_event(spp_session *s, pid_t tid, int status)
         forget(s, t);
 }
 
+/* Handles the ptrace events waiting for this session's own threads, in
+ * one pass over them (a thread started meanwhile gets its turn too);
+ * returns how many. Never waitpid(-1): with --subprocesses several
+ * sessions trace several processes from this one spprof, and each event is
+ * for its own session to handle. A new thread is waited for once its clone
+ * event has named it. */
+static int pass_events(spp_session *s)
+{
+    int handled = 0;
+    for (int i = 0; i < s->ntids; i++) {
+        pid_t tid = s->tids[i].tid;
+        int status;
+        if (s->tids[i].state != T_GONE && waitpid(tid, &status, WNOHANG | __WALL) == tid) {
+            handle_event(s, tid, status);
+            handled++;
+        }
+    }
+    return handled;
+}
+
 /* Processes every ptrace event that is waiting. */
 static void pump(spp_session *s)
 {
-    for (;;) {
-        int status;
-        pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
-        if (tid <= 0)
-            return;
-        handle_event(s, tid, status);
+    while (pass_events(s) > 0) {
     }
 }
 
@@ -237,17 +261,26 @@ static int await_event(uint64_t until)
     return sigtimedwait(&chld, NULL, &ts) < 0 && errno == EINTR ? -1 : 0;
 }
 
-/* Handles one waiting ptrace event, or naps nap_ns if there is none. */
+/* Handles the waiting ptrace events, or naps nap_ns if there are none. */
 static void next_event(spp_session *s, long nap_ns)
 {
-    int status;
-    pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
-    if (tid > 0) {
-        handle_event(s, tid, status);
-    } else {
+    if (pass_events(s) == 0) {
         struct timespec nap = {0, nap_ns};
         nanosleep(&nap, NULL);
     }
+}
+
+/* A thread already traced by spprof that the session does not know: one
+ * started by a thread that ended before its clone event was seen. Its
+ * events are waited for only once it is known. */
+static int traced_by_us(pid_t pid, pid_t tid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
+        return 0;
+    const char *p = strstr(buf, "\nTracerPid:");
+    return p && atoi(p + 11) == (int)getpid();
 }
 
 static void scan_tasks(spp_session *s)
@@ -277,7 +310,8 @@ static void scan_tasks(spp_session *s)
                 t->listed = 1;
             continue;
         }
-        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0) {
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0 ||
+            (errno == EPERM && traced_by_us(s->pid, tid))) {
             traced *t = add(s, tid, T_RUNNING);
             if (t)
                 t->listed = 1;
@@ -441,20 +475,28 @@ int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_s
 
 void spp_session_pause_idle(spp_session *s, int pause_idle) { s->pause_idle = pause_idle; }
 
-void spp_session_wait(spp_session *s, uint64_t until)
+void spp_session_wait(spp_session *s, uint64_t until) { spp_session_wait_all(&s, 1, until); }
+
+void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until)
 {
-    if (s->nonblocking) {
+    int traced = 0;
+    for (int i = 0; i < n; i++)
+        traced |= !ss[i]->nonblocking;
+    if (!traced) {
         struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         return;
     }
-    /* While traced, every signal the target gets and every thread it
-     * starts stops it until spprof lets it go: wake on SIGCHLD (blocked
-     * since the session opened) and handle those at once rather than at
-     * the next sample. Another signal (Ctrl-C) ends the wait too. */
+    /* While traced, every signal a target gets and every thread it starts
+     * stops it until spprof lets it go: wake on SIGCHLD (blocked since the
+     * session opened) and handle those at once rather than at the next
+     * sample. Another signal (Ctrl-C) ends the wait too, and so does the
+     * exit of the first process. */
     for (;;) {
-        pump(s);
-        if (mono_ns() >= until || s->exited || await_event(until) < 0)
+        for (int i = 0; i < n; i++)
+            if (!ss[i]->nonblocking)
+                pump(ss[i]);
+        if (mono_ns() >= until || ss[0]->exited || await_event(until) < 0)
             return;
     }
 }
@@ -477,20 +519,32 @@ int spp_session_native(spp_session *s, int idle)
     return s->unwinder ? SPP_OK : spp_unwinder_new(s->pid, &s->remote, &s->unwinder);
 }
 
+/* With --native, the symbols that name native frames intern into p, the
+ * profile this resolver fills. */
+spp_resolver *spp_session_resolver(spp_session *s, spp_profile *p, int lines)
+{
+    spp_resolver *res = spp_resolver_new(&s->target.off, &s->reader, p, lines);
+    if (!res)
+        return NULL;
+    spp_symbols_free(s->symbols);
+    s->symbols = NULL;
+    if (s->unwinder) {
+        s->symbols = spp_symbols_for_process(p, s->pid, s->target.module_base);
+        if (!s->symbols) {
+            spp_resolver_free(res);
+            return NULL;
+        }
+    }
+    spp_resolver_validate(res, 1); /* the target's code objects come and go */
+    return res;
+}
+
 int spp_session_model(spp_session *s, int lines, spp_profile **p, spp_resolver **res)
 {
     *p = spp_profile_new(0);
-    *res = *p ? spp_resolver_new(&s->target.off, &s->reader, *p, lines) : NULL;
-    spp_symbols_free(s->symbols);
-    s->symbols = NULL;
-    if (*res && s->unwinder)
-        s->symbols = spp_symbols_for_process(*p, s->pid, s->target.module_base);
-    if (*res && (s->symbols || !s->unwinder)) {
-        spp_resolver_validate(*res, 1); /* the target's code objects come and go */
+    *res = *p ? spp_session_resolver(s, *p, lines) : NULL;
+    if (*res)
         return 0;
-    }
-    spp_resolver_free(*res);
-    *res = NULL;
     spp_profile_free(*p);
     *p = NULL;
     spp_cli_error("out of memory");
@@ -507,14 +561,8 @@ int spp_session_alive(const spp_session *s)
     /* kill(pid, 0) succeeds on a zombie: look at its state instead. */
     char path[64], buf[512];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)s->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *p = strrchr(buf, ')');
     return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
