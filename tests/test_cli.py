@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, TWO_PHASES, check_chrometrace, function_events
 
 
 def spprof_exe():
@@ -345,6 +345,41 @@ def test_bad_arguments(args, message):
     assert r.returncode == 2
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_record_chrometrace_two_phases(tmp_path):
+    target = tmp_path / "target.py"
+    target.write_text(textwrap.dedent(TWO_PHASES))
+    # No -o: the default name says what the file is.
+    r = run(["record", "-f", "chrometrace", "-r", "200", "--", sys.executable, target, "cli"],
+            cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    marks = json.loads(r.stdout.strip().splitlines()[-1])["marks"]
+    out = list(tmp_path.glob("spprof-*.trace.json"))
+    assert len(out) == 1, list(tmp_path.iterdir())
+    events, names, other = check_chrometrace(json.loads(out[0].read_text()))
+    assert other["timeline"] == "complete" and other["clock"] == "wall", other
+    assert other["samples"] > 50
+
+    tid_a, a = function_events(events, "phase_a")
+    tid_b, b = function_events(events, "phase_b")
+    tid_w, w = function_events(events, "worker_job")
+    assert tid_a == tid_b != tid_w
+    assert names[tid_a] == "MainThread", names
+    assert out[0].name == "spprof-%d.trace.json" % tid_a  # the main thread's id is the pid
+    zero = other["ts_zero_unix_ns"]
+    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    slack = 30.0
+    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
+    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
+    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
+    for name, evs, wall_ms in (("phase_a", a, 500), ("phase_b", b, 300)):
+        dur_ms = sum(e["dur"] for e in evs) / 1000
+        ms = sum(e["args"]["sampled_ms"] for e in evs)
+        assert ms > 0.25 * wall_ms, (name, ms)
+        assert 0.9 * ms <= dur_ms <= min(2 * ms + 10, wall_ms * 1.5 + slack), (name, dur_ms, ms)
 
 
 def test_python_dash_m_runs_the_same_command():

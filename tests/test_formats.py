@@ -1,14 +1,17 @@
 """Output files: speedscope against its published schema, folded stacks,
-the SVG flame graph as XML."""
+the SVG flame graph as XML, the Chrome trace's timelines (and, in C, the
+bound on the timeline behind it)."""
 
 import json
 import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, function_events, last_json
 
 PROGRAM = """
 import threading, time
@@ -150,3 +153,87 @@ def test_flamegraph_svg_well_formed(outputs):
     assert {"details", "unzoom", "search", "matched"} <= ids
     scripts = list(root.iter("{http://www.w3.org/2000/svg}script"))
     assert scripts and not any(s.get("href") or s.get("{http://www.w3.org/1999/xlink}href") for s in scripts)
+
+
+def test_chrometrace_two_phases_threads_and_times(tmp_path):
+    from conftest import run_script
+
+    info = last_json(run_script(tmp_path, TWO_PHASES, "api"))
+    marks, sampled = info["marks"], info["sampled_ns"]
+    text = (tmp_path / "p.trace.json").read_text()
+    assert (tmp_path / "p.chrome").read_text() == text  # the suffix chose the format
+    events, names, other = check_chrometrace(json.loads(text))
+    assert other["timeline"] == "complete" and other["timeline_left_out_samples"] == 0, other
+    assert other["clock"] == "cpu" and other["samples"] > 0
+
+    tid_a, a = function_events(events, "phase_a")
+    tid_b, b = function_events(events, "phase_b")
+    tid_w, w = function_events(events, "worker_job")
+    assert tid_a == tid_b != tid_w
+    assert names[tid_a] == "MainThread" and names[tid_w] == "worker-thread", names
+    # phase_a ends before phase_b begins, on real clock times: the events
+    # lie where the target saw its phases (ts 0 is otherData's unix time).
+    zero = other["ts_zero_unix_ns"]
+    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    slack = 30.0
+    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
+    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
+    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
+    assert unix_ms(min(e["ts"] for e in w)) <= marks["a0"] / 1e6 + 200  # the two threads line up
+    # A function's events last about as long as the time sampled in it: at
+    # least that (a sample's interval is inside the events), and at most
+    # twice (the timeline bridges only gaps shorter than a sample's time).
+    for name, evs in (("phase_a", a), ("phase_b", b), ("worker_job", w)):
+        dur_ms = sum(e["dur"] for e in evs) / 1000
+        ms = sampled[name] / 1e6
+        assert ms > 50, (name, ms)
+        assert abs(sum(e["args"]["sampled_ms"] for e in evs) - ms) < 0.01, name
+        assert 0.9 * ms <= dur_ms <= 2 * ms + 5, (name, dur_ms, ms)
+    wall_a = (marks["a1"] - marks["a0"]) / 1e6
+    assert sum(e["dur"] for e in a) / 1000 <= wall_a + slack
+    # The call path: phase_a under <module>, spin_until under phase_a.
+    spins = [e for e in events[tid_a] if e["name"] == "spin_until"]
+    assert any(p["ts"] <= s["ts"] and s["ts"] + s["dur"] <= p["ts"] + p["dur"] for p in a for s in spins)
+    assert a[0]["args"]["file"].endswith("target.py")
+
+
+def test_chrometrace_render_and_suffixes(tmp_path):
+    import spprof
+    from spprof._profile import _format_for
+
+    assert _format_for("x.trace.json", None) == "chrometrace"
+    assert _format_for("x.trace", None) == "chrometrace"
+    assert _format_for("x.json", None) == "speedscope"
+    assert _format_for("x.json", "chrome") == "chrometrace"
+    spprof.start(interval_ms=1)
+    end = __import__("time").thread_time() + 0.05
+    while __import__("time").thread_time() < end:
+        pass
+    p = spprof.stop()
+    events, names, other = check_chrometrace(p.to_chrometrace())
+    assert other["samples"] == p.sample_count
+    assert sum(len(v) for v in events.values()) > 0
+
+
+def test_timeline_bound_in_c(tmp_path):
+    """The C unit test of the timeline's memory bound, built with the
+    system's compiler under ASan/UBSan."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("no C compiler: install the Debian package gcc")
+    root = os.path.dirname(HERE)
+    sources = ["src/core/profile.c", "src/formats/out.c", "src/formats/writer.c",
+               "src/formats/speedscope.c", "src/formats/collapsed.c", "src/formats/flamegraph.c",
+               "src/formats/chrometrace.c", "tests/c/test_timeline.c"]
+    exe = tmp_path / "test_timeline"
+    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-g",
+                            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            *[os.path.join(root, s) for s in sources], "-o", str(exe), "-lm"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("LD_PRELOAD", None)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

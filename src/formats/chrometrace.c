@@ -11,12 +11,14 @@
 /* A frame's event once it has ended. */
 typedef struct trace_event {
     uint64_t start_ns, end_ns;
+    uint64_t weight_ns; /* what the samples within it stand for */
     uint32_t frame;   /* the frame seen when the event began (its line) */
     uint32_t depth;   /* 0 = outermost */
 } trace_event;
 
 typedef struct open_frame {
     uint64_t start_ns;
+    uint64_t weight_ns;
     uint32_t frame;
 } open_frame;
 
@@ -68,6 +70,7 @@ static int close_frames(tracer *t, uint32_t keep, uint64_t end_ns)
         trace_event *e = &t->ev[t->nev++];
         e->start_ns = t->open[t->nopen].start_ns;
         e->end_ns = end_ns;
+        e->weight_ns = t->open[t->nopen].weight_ns;
         e->frame = t->open[t->nopen].frame;
         e->depth = t->nopen;
     }
@@ -95,14 +98,16 @@ static void write_event(tracer *t, uint64_t tid, const trace_event *e)
     write_us(t->o, e->end_ns - e->start_ns);
     spp_out_printf(t->o, ",\"cat\":\"%s\",\"name\":\"", cats[f->kind < 4 ? f->kind : 3]);
     spp_out_json(t->o, name, n);
-    spp_out_puts(t->o, "\"");
+    /* sampled_ms: the CPU (or wall) time the samples within the event stand
+     * for; less than dur where the thread did not run all along. */
+    spp_out_printf(t->o, "\",\"args\":{\"sampled_ms\":%.3f", (double)e->weight_ns / 1e6);
     if (f->kind == SPP_FRAME_PYTHON || f->kind == SPP_FRAME_NATIVE) {
         const char *file = spp_profile_string(p, f->file, &n);
-        spp_out_puts(t->o, ",\"args\":{\"file\":\"");
+        spp_out_puts(t->o, ",\"file\":\"");
         spp_out_json(t->o, file, n);
-        spp_out_printf(t->o, "\",\"line\":%d}", f->line);
+        spp_out_printf(t->o, "\",\"line\":%d", f->line);
     }
-    spp_out_puts(t->o, "}");
+    spp_out_puts(t->o, "}}");
 }
 
 /* Turns one thread's runs (indices in time order) into events and writes
@@ -127,8 +132,11 @@ static int write_thread(tracer *t, const spp_thread *th, const uint32_t *runs, u
         for (uint32_t d = keep; d < depth; d++) {
             t->open[d].frame = t->frames[d];
             t->open[d].start_ns = r->start_ns;
+            t->open[d].weight_ns = 0;
         }
         t->nopen = depth;
+        for (uint32_t d = 0; d < depth; d++)
+            t->open[d].weight_ns += r->weight_ns;
         prev_end = r->end_ns;
     }
     if (close_frames(t, 0, prev_end) < 0)
