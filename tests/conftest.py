@@ -71,15 +71,18 @@ def phase_b(seconds):
     spin_until(time.time() + seconds)
 
 def worker_job(seconds):
+    marks["w0"] = time.time_ns()
     spin_until(time.time() + seconds)
+    marks["w1"] = time.time_ns()
 
 api = sys.argv[1] == "api"
 if api:
     import spprof
     spprof.start(interval_ms=2)
+marks = {}
 t = threading.Thread(target=worker_job, args=(0.3,), name="worker-thread")
 t.start()
-marks = {"a0": time.time_ns()}
+marks["a0"] = time.time_ns()
 phase_a(0.5)
 marks["a1"] = marks["b0"] = time.time_ns()
 phase_b(0.3)
@@ -158,3 +161,28 @@ def function_events(events, name):
     tids = [tid for tid, evs in found.items() if evs]
     assert len(tids) == 1, (name, tids)
     return tids[0], found[tids[0]]
+
+
+def check_two_phases(events, names, other, marks):
+    """Checks the trace of TWO_PHASES against the times the target saw;
+    returns the events of phase_a, phase_b and worker_job."""
+    tid_a, a = function_events(events, "phase_a")
+    tid_b, b = function_events(events, "phase_b")
+    tid_w, w = function_events(events, "worker_job")
+    assert tid_a == tid_b != tid_w
+    assert names[tid_a] == "MainThread", names
+    # phase_a ends before phase_b begins, on real clock times: the events
+    # lie where the target saw its phases (ts 0 is otherData's unix time).
+    zero = other["ts_zero_unix_ns"]
+    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    slack = 50.0
+    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
+    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
+    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
+    # The two threads line up: each thread's function ends where the
+    # target saw it end, on the same clock.
+    for evs, end in ((a, marks["a1"]), (b, marks["b1"]), (w, marks["w1"])):
+        assert abs(unix_ms(max(e["ts"] + e["dur"] for e in evs)) - end / 1e6) < 2 * slack
+    return a, b, w

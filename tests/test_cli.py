@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, TWO_PHASES, check_chrometrace, function_events
+from conftest import DATA, TWO_PHASES, check_chrometrace, check_two_phases
 
 
 def spprof_exe():
@@ -361,20 +361,9 @@ def test_record_chrometrace_two_phases(tmp_path):
     assert other["timeline"] == "complete" and other["clock"] == "wall", other
     assert other["samples"] > 50
 
-    tid_a, a = function_events(events, "phase_a")
-    tid_b, b = function_events(events, "phase_b")
-    tid_w, w = function_events(events, "worker_job")
-    assert tid_a == tid_b != tid_w
-    assert names[tid_a] == "MainThread", names
-    assert out[0].name == "spprof-%d.trace.json" % tid_a  # the main thread's id is the pid
-    zero = other["ts_zero_unix_ns"]
-    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    a, b, w = check_two_phases(events, names, other, marks)
+    assert out[0].name == "spprof-%d.trace.json" % a[0]["tid"]  # the main thread's id is the pid
     slack = 30.0
-    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
-    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
-    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
-    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
-    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
     for name, evs, wall_ms in (("phase_a", a, 500), ("phase_b", b, 300)):
         dur_ms = sum(e["dur"] for e in evs) / 1000
         ms = sum(e["args"]["sampled_ms"] for e in evs)

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, function_events, last_json
+from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, check_two_phases, last_json
 
 PROGRAM = """
 import threading, time
@@ -166,35 +166,24 @@ def test_chrometrace_two_phases_threads_and_times(tmp_path):
     assert other["timeline"] == "complete" and other["timeline_left_out_samples"] == 0, other
     assert other["clock"] == "cpu" and other["samples"] > 0
 
-    tid_a, a = function_events(events, "phase_a")
-    tid_b, b = function_events(events, "phase_b")
-    tid_w, w = function_events(events, "worker_job")
-    assert tid_a == tid_b != tid_w
-    assert names[tid_a] == "MainThread" and names[tid_w] == "worker-thread", names
-    # phase_a ends before phase_b begins, on real clock times: the events
-    # lie where the target saw its phases (ts 0 is otherData's unix time).
-    zero = other["ts_zero_unix_ns"]
-    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    a, b, w = check_two_phases(events, names, other, marks)
+    assert names[w[0]["tid"]] == "worker-thread", names
     slack = 30.0
-    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
-    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
-    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
-    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
-    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
-    assert unix_ms(min(e["ts"] for e in w)) <= marks["a0"] / 1e6 + 200  # the two threads line up
     # A function's events last about as long as the time sampled in it: at
     # least that (a sample's interval is inside the events), and at most
     # twice (the timeline bridges only gaps shorter than a sample's time).
     for name, evs in (("phase_a", a), ("phase_b", b), ("worker_job", w)):
         dur_ms = sum(e["dur"] for e in evs) / 1000
         ms = sampled[name] / 1e6
-        assert ms > 50, (name, ms)
-        assert abs(sum(e["args"]["sampled_ms"] for e in evs) - ms) < 0.01, name
+        assert ms > 10, (name, ms)  # (a loaded machine gives the threads little CPU)
+        # every sample of the function is in one of its events (the
+        # writer rounds each to the microsecond)
+        assert abs(sum(e["args"]["sampled_ms"] for e in evs) - ms) <= 0.001 * (len(evs) + 1), name
         assert 0.9 * ms <= dur_ms <= 2 * ms + 5, (name, dur_ms, ms)
     wall_a = (marks["a1"] - marks["a0"]) / 1e6
     assert sum(e["dur"] for e in a) / 1000 <= wall_a + slack
-    # The call path: phase_a under <module>, spin_until under phase_a.
-    spins = [e for e in events[tid_a] if e["name"] == "spin_until"]
+    # The call path: spin_until's events lie within phase_a's.
+    spins = [e for e in events[a[0]["tid"]] if e["name"] == "spin_until"]
     assert any(p["ts"] <= s["ts"] and s["ts"] + s["dur"] <= p["ts"] + p["dur"] for p in a for s in spins)
     assert a[0]["args"]["file"].endswith("target.py")
 

@@ -120,6 +120,12 @@ static int write_thread(tracer *t, const spp_thread *th, const uint32_t *runs, u
     t->nopen = 0;
     for (uint32_t i = 0; i < nruns; i++) {
         const spp_run *r = spp_profile_run_at(p, runs[i]);
+        /* A run of no length (a second stack at the very instant of the
+         * thread's previous sample: the CLI can see two thread states for
+         * one thread while it starts) would be an event of no length with
+         * time sampled in it; it is left out of the picture. */
+        if (r->end_ns <= r->start_ns)
+            continue;
         uint32_t depth = spp_profile_unwind(p, r->stack, t->frames, CHROME_MAX_DEPTH);
         uint32_t keep = 0;
         /* After a gap (the thread was not running) every frame ends, as the

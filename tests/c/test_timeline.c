@@ -177,6 +177,15 @@ static void test_gap_starts_new_run(void)
     CHECK_EQ_U64(b->start_ns, 19 * STEP);
     CHECK_EQ_U64(b->end_ns, 20 * STEP);
     CHECK_EQ_U64(b->count, 2);
+    /* Another stack at the same instant: a run of no length, which the
+     * trace leaves out rather than draw an event of no length. */
+    spp_profile_add(fx.p, fx.stacks[0][1], STEP, 20 * STEP);
+    CHECK_EQ_U64(spp_profile_nruns(fx.p), 3);
+    CHECK_EQ_U64(spp_profile_run_at(fx.p, 2)->start_ns, spp_profile_run_at(fx.p, 2)->end_ns);
+    char *json = render(fx.p);
+    CHECK(json && !strstr(json, "\"dur\":0.000"));
+    CHECK(json && !strstr(json, "\"name\":\"f1\""));
+    free(json);
     spp_profile_free(fx.p);
 }
 
