@@ -181,8 +181,9 @@ def check_two_phases(events, names, other, marks):
     assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
     assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
     assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
-    # The two threads line up: each thread's function ends where the
-    # target saw it end, on the same clock.
-    for evs, end in ((a, marks["a1"]), (b, marks["b1"]), (w, marks["w1"])):
-        assert abs(unix_ms(max(e["ts"] + e["dur"] for e in evs)) - end / 1e6) < 2 * slack
+    # The two threads line up: the worker's function lies within the time
+    # the worker saw it run, on the same clock. (Not necessarily up to its
+    # end: a thread kept waiting for the GIL is idle to the CLI.)
+    assert unix_ms(min(e["ts"] + e["dur"] for e in w)) >= marks["w0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in w)) <= marks["w1"] / 1e6 + slack
     return a, b, w
