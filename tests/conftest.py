@@ -78,7 +78,7 @@ def worker_job(seconds):
 api = sys.argv[1] == "api"
 if api:
     import spprof
-    spprof.start(interval_ms=2)
+    spprof.start(interval_ms=2, timeline=True)
 marks = {}
 t = threading.Thread(target=worker_job, args=(0.3,), name="worker-thread")
 t.start()

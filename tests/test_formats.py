@@ -196,14 +196,33 @@ def test_chrometrace_render_and_suffixes(tmp_path):
     assert _format_for("x.trace", None) == "chrometrace"
     assert _format_for("x.json", None) == "speedscope"
     assert _format_for("x.json", "chrome") == "chrometrace"
-    spprof.start(interval_ms=1)
-    end = __import__("time").thread_time() + 0.05
-    while __import__("time").thread_time() < end:
-        pass
+
+    def spin():
+        end = __import__("time").thread_time() + 0.05
+        while __import__("time").thread_time() < end:
+            pass
+
+    # An output path that asks for a trace keeps the timeline.
+    out = tmp_path / "auto.trace.json"
+    spprof.start(interval_ms=1, output_path=out)
+    spin()
     p = spprof.stop()
-    events, names, other = check_chrometrace(p.to_chrometrace())
-    assert other["samples"] == p.sample_count
+    events, names, other = check_chrometrace(json.loads(out.read_text()))
+    assert other["samples"] == p.sample_count and other["timeline"] == "complete"
     assert sum(len(v) for v in events.values()) > 0
+    assert check_chrometrace(p.to_chrometrace())[2]["samples"] == p.sample_count
+
+    # Without a timeline the trace is refused, saying how to get one, and
+    # nothing is written.
+    spprof.start(interval_ms=1)
+    spin()
+    p = spprof.stop()
+    for call in (lambda: p.save(tmp_path / "no.trace.json"), p.to_chrometrace,
+                 lambda: p.save(tmp_path / "no.json", format="chrometrace")):
+        with pytest.raises(ValueError, match="timeline=True"):
+            call()
+    assert not (tmp_path / "no.trace.json").exists() and not (tmp_path / "no.json").exists()
+    p.save(tmp_path / "ok.json")  # the other formats are unaffected
 
 
 def test_timeline_bound_in_c(tmp_path):

@@ -132,21 +132,33 @@ class _View:
 
     def to_chrometrace(self) -> Dict[str, Any]:
         """The profile as a Trace Event Format document (a dict): per-thread
-        timelines of the sampled stacks, for chrome://tracing and Perfetto."""
+        timelines of the sampled stacks, for chrome://tracing and Perfetto.
+        Needs a profile started with timeline=True (else ValueError)."""
+        self._need_timeline()
         return json.loads(self._data.render("chrometrace"))
+
+    def _need_timeline(self) -> None:
+        if not self._data.info()["timeline"]:
+            raise ValueError(
+                "this profile has no timeline for the chrometrace format: start the profiler "
+                "with timeline=True (or an output_path ending in .trace.json)"
+            )
 
     def save(self, path: PathLike, format: Optional[str] = None) -> None:
         """Write the profile to path, replacing it only once complete.
 
         format is "speedscope" (JSON), "collapsed" (folded stacks),
         "flamegraph" (SVG) or "chrometrace" (Trace Event Format JSON: the
-        samples in time order, per thread); by default it follows the
+        samples in time order, per thread; the profiler must have been
+        started with timeline=True, else ValueError); by default it follows the
         file's suffix (.svg, .collapsed/.folded/.txt, .trace/.trace.json)
         and is speedscope otherwise. Raises
         OSError naming the path when it cannot be written; the profile is
         kept and can be saved elsewhere.
         """
         fmt = _format_for(path, format)
+        if fmt == "chrometrace":
+            self._need_timeline()
         self._data.write(os.fspath(path), fmt)
 
 
