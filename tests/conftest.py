@@ -69,3 +69,141 @@ def script(tmp_path):
         return run_script(tmp_path, source, *args, **kw)
 
     return run
+
+
+# The two-phase target of the chrometrace tests: phase_a for 0.5 s, then
+# phase_b for 0.3 s, while a named thread works during the first 0.3 s. With
+# "api" it profiles itself and saves the trace; it prints the wall times of
+# the phases (and, with "api", the time sampled in each function).
+TWO_PHASES = """
+import json, sys, threading, time
+
+def spin_until(deadline):
+    x = 0
+    while time.time() < deadline:
+        x += 1
+    return x
+
+def phase_a(seconds):
+    spin_until(time.time() + seconds)
+
+def phase_b(seconds):
+    spin_until(time.time() + seconds)
+
+def worker_job(seconds):
+    marks["w0"] = time.time_ns()
+    spin_until(time.time() + seconds)
+    marks["w1"] = time.time_ns()
+
+api = sys.argv[1] == "api"
+if api:
+    import spprof
+    spprof.start(interval_ms=2, timeline=True)
+marks = {}
+t = threading.Thread(target=worker_job, args=(0.3,), name="worker-thread")
+t.start()
+marks["a0"] = time.time_ns()
+phase_a(0.5)
+marks["a1"] = marks["b0"] = time.time_ns()
+phase_b(0.3)
+marks["b1"] = time.time_ns()
+t.join()
+out = {"marks": marks}
+if api:
+    p = spprof.stop()
+    p.save("p.trace.json")
+    p.save("p.chrome", format="chrometrace")
+    sampled = {}
+    for s in p.samples:
+        names = {f.function_name for f in s.frames}
+        for n in ("phase_a", "phase_b", "worker_job"):
+            if n in names:
+                sampled[n] = sampled.get(n, 0) + s.weight_ns
+    out["sampled_ns"] = sampled
+print(json.dumps(out))
+"""
+
+
+def check_chrometrace(doc):
+    """Checks a Trace Event Format document as the viewers read it; returns
+    (events, names, other): the X events per tid in file order, the thread
+    names per tid, and otherData."""
+    assert isinstance(doc, dict) and isinstance(doc["traceEvents"], list), type(doc)
+    assert doc["displayTimeUnit"] == "ms"
+    other = doc["otherData"]
+    assert other["timeline"] in ("complete", "partial")
+    assert isinstance(other["ts_zero_unix_ns"], int) and other["ts_zero_unix_ns"] > 1.6e18
+    events, names, pids = {}, {}, set()
+    for e in doc["traceEvents"]:
+        assert isinstance(e["ph"], str) and isinstance(e["name"], str) and e["name"], e
+        assert isinstance(e["pid"], int) and isinstance(e["tid"], int), e
+        pids.add(e["pid"])
+        if e["ph"] == "M":
+            assert e["name"] in ("process_name", "thread_name"), e
+            assert isinstance(e["args"]["name"], str) and e["args"]["name"], e
+            if e["name"] == "thread_name":
+                assert e["tid"] not in names, "two names for one thread"
+                names[e["tid"]] = e["args"]["name"]
+            continue
+        assert e["ph"] == "X", e
+        for k in ("ts", "dur"):
+            assert isinstance(e[k], (int, float)) and e[k] >= 0, e
+        assert isinstance(e["cat"], str)
+        args = e["args"]
+        assert isinstance(args["sampled_ms"], (int, float)) and args["sampled_ms"] >= 0, e
+        if e["cat"] == "python":
+            assert isinstance(args["file"], str) and args["file"], e
+            assert isinstance(args["line"], int), e
+        events.setdefault(e["tid"], []).append(e)
+    assert len(pids) == 1, pids
+    eps = 0.002  # microseconds: ts and dur are written to the nanosecond
+    for tid, evs in events.items():
+        assert tid in names, "no thread_name for tid %d" % tid
+        # In time order, and nested: an event that begins inside another
+        # ends inside it too (the stack of enclosing events is a call stack).
+        assert [e["ts"] for e in evs] == sorted(e["ts"] for e in evs), tid
+        stack = []
+        for e in evs:
+            while stack and stack[-1]["ts"] + stack[-1]["dur"] <= e["ts"] + eps:
+                stack.pop()
+            if stack:
+                parent = stack[-1]
+                assert parent["ts"] - eps <= e["ts"], (parent, e)
+                assert e["ts"] + e["dur"] <= parent["ts"] + parent["dur"] + eps, (parent, e)
+                assert e["args"]["sampled_ms"] <= parent["args"]["sampled_ms"] + 1e-3, (parent, e)
+            stack.append(e)
+    return events, names, other
+
+
+def function_events(events, name):
+    """The X events of one function and the tid they are on (one thread)."""
+    found = {tid: [e for e in evs if e["name"] == name] for tid, evs in events.items()}
+    tids = [tid for tid, evs in found.items() if evs]
+    assert len(tids) == 1, (name, tids)
+    return tids[0], found[tids[0]]
+
+
+def check_two_phases(events, names, other, marks):
+    """Checks the trace of TWO_PHASES against the times the target saw;
+    returns the events of phase_a, phase_b and worker_job."""
+    tid_a, a = function_events(events, "phase_a")
+    tid_b, b = function_events(events, "phase_b")
+    tid_w, w = function_events(events, "worker_job")
+    assert tid_a == tid_b != tid_w
+    assert names[tid_a] == "MainThread", names
+    # phase_a ends before phase_b begins, on real clock times: the events
+    # lie where the target saw its phases (ts 0 is otherData's unix time).
+    zero = other["ts_zero_unix_ns"]
+    unix_ms = lambda us: (zero + us * 1000) / 1e6
+    slack = 50.0
+    assert max(e["ts"] + e["dur"] for e in a) <= min(e["ts"] for e in b) + 0.002
+    assert unix_ms(min(e["ts"] for e in a)) >= marks["a0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in a)) <= marks["a1"] / 1e6 + slack
+    assert unix_ms(min(e["ts"] for e in b)) >= marks["b0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in b)) <= marks["b1"] / 1e6 + slack
+    # The two threads line up: the worker's function lies within the time
+    # the worker saw it run, on the same clock. (Not necessarily up to its
+    # end: a thread kept waiting for the GIL is idle to the CLI.)
+    assert unix_ms(min(e["ts"] + e["dur"] for e in w)) >= marks["w0"] / 1e6 - slack
+    assert unix_ms(max(e["ts"] + e["dur"] for e in w)) <= marks["w1"] / 1e6 + slack
+    return a, b, w

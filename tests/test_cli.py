@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, TWO_PHASES, check_chrometrace, check_two_phases
 
 
 def spprof_exe():
@@ -496,6 +496,33 @@ def test_bad_arguments(args, message):
     assert r.returncode == 2
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_record_chrometrace_two_phases(tmp_path):
+    target = tmp_path / "target.py"
+    target.write_text(textwrap.dedent(TWO_PHASES))
+    # No -o: the default name says what the file is.
+    r = run(["record", "-f", "chrometrace", "-r", "200", "--", sys.executable, target, "cli"],
+            cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    marks = json.loads(r.stdout.strip().splitlines()[-1])["marks"]
+    out = list(tmp_path.glob("spprof-*.trace.json"))
+    assert len(out) == 1, list(tmp_path.iterdir())
+    events, names, other = check_chrometrace(json.loads(out[0].read_text()))
+    assert other["timeline"] == "complete" and other["clock"] == "wall", other
+    assert other["samples"] > 50
+
+    a, b, w = check_two_phases(events, names, other, marks)
+    assert out[0].name == "spprof-%d.trace.json" % a[0]["tid"]  # the main thread's id is the pid
+    slack = 30.0
+    # (the phases' wall times as the target measured them: a loaded machine
+    # can stretch them)
+    for name, evs, wall_ms in (("phase_a", a, (marks["a1"] - marks["a0"]) / 1e6),
+                               ("phase_b", b, (marks["b1"] - marks["b0"]) / 1e6)):
+        dur_ms = sum(e["dur"] for e in evs) / 1000
+        ms = sum(e["args"]["sampled_ms"] for e in evs)
+        assert ms > 0.25 * wall_ms, (name, ms)
+        assert 0.9 * ms <= dur_ms <= min(2 * ms + 10, wall_ms * 1.5 + slack), (name, dur_ms, ms)
 
 
 def test_python_dash_m_runs_the_same_command():

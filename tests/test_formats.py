@@ -1,14 +1,17 @@
 """Output files: speedscope against its published schema, folded stacks,
-the SVG flame graph as XML."""
+the SVG flame graph as XML, the Chrome trace's timelines (and, in C, the
+bound on the timeline behind it)."""
 
 import json
 import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, check_two_phases, last_json
 
 PROGRAM = """
 import threading, time
@@ -150,3 +153,95 @@ def test_flamegraph_svg_well_formed(outputs):
     assert {"details", "unzoom", "search", "matched"} <= ids
     scripts = list(root.iter("{http://www.w3.org/2000/svg}script"))
     assert scripts and not any(s.get("href") or s.get("{http://www.w3.org/1999/xlink}href") for s in scripts)
+
+
+def test_chrometrace_two_phases_threads_and_times(tmp_path):
+    from conftest import run_script
+
+    info = last_json(run_script(tmp_path, TWO_PHASES, "api"))
+    marks, sampled = info["marks"], info["sampled_ns"]
+    text = (tmp_path / "p.trace.json").read_text()
+    assert (tmp_path / "p.chrome").read_text() == text  # the suffix chose the format
+    events, names, other = check_chrometrace(json.loads(text))
+    assert other["timeline"] == "complete" and other["timeline_left_out_samples"] == 0, other
+    assert other["clock"] == "cpu" and other["samples"] > 0
+
+    a, b, w = check_two_phases(events, names, other, marks)
+    assert names[w[0]["tid"]] == "worker-thread", names
+    slack = 30.0
+    # A function's events last about as long as the time sampled in it: at
+    # least that (a sample's interval is inside the events), and at most
+    # twice (the timeline bridges only gaps shorter than a sample's time).
+    for name, evs in (("phase_a", a), ("phase_b", b), ("worker_job", w)):
+        dur_ms = sum(e["dur"] for e in evs) / 1000
+        ms = sampled[name] / 1e6
+        assert ms > 10, (name, ms)  # (a loaded machine gives the threads little CPU)
+        # every sample of the function is in one of its events (the
+        # writer rounds each to the microsecond)
+        assert abs(sum(e["args"]["sampled_ms"] for e in evs) - ms) <= 0.001 * (len(evs) + 1), name
+        assert 0.9 * ms <= dur_ms <= 2 * ms + 5, (name, dur_ms, ms)
+    wall_a = (marks["a1"] - marks["a0"]) / 1e6
+    assert sum(e["dur"] for e in a) / 1000 <= wall_a + slack
+    # The call path: spin_until's events lie within phase_a's.
+    spins = [e for e in events[a[0]["tid"]] if e["name"] == "spin_until"]
+    assert any(p["ts"] <= s["ts"] and s["ts"] + s["dur"] <= p["ts"] + p["dur"] for p in a for s in spins)
+    assert a[0]["args"]["file"].endswith("target.py")
+
+
+def test_chrometrace_render_and_suffixes(tmp_path):
+    import spprof
+    from spprof._profile import _format_for
+
+    assert _format_for("x.trace.json", None) == "chrometrace"
+    assert _format_for("x.trace", None) == "chrometrace"
+    assert _format_for("x.json", None) == "speedscope"
+    assert _format_for("x.json", "chrome") == "chrometrace"
+
+    def spin():
+        end = __import__("time").thread_time() + 0.05
+        while __import__("time").thread_time() < end:
+            pass
+
+    # An output path that asks for a trace keeps the timeline.
+    out = tmp_path / "auto.trace.json"
+    spprof.start(interval_ms=1, output_path=out)
+    spin()
+    p = spprof.stop()
+    events, names, other = check_chrometrace(json.loads(out.read_text()))
+    assert other["samples"] == p.sample_count and other["timeline"] == "complete"
+    assert sum(len(v) for v in events.values()) > 0
+    assert check_chrometrace(p.to_chrometrace())[2]["samples"] == p.sample_count
+
+    # Without a timeline the trace is refused, saying how to get one, and
+    # nothing is written.
+    spprof.start(interval_ms=1)
+    spin()
+    p = spprof.stop()
+    for call in (lambda: p.save(tmp_path / "no.trace.json"), p.to_chrometrace,
+                 lambda: p.save(tmp_path / "no.json", format="chrometrace")):
+        with pytest.raises(ValueError, match="timeline=True"):
+            call()
+    assert not (tmp_path / "no.trace.json").exists() and not (tmp_path / "no.json").exists()
+    p.save(tmp_path / "ok.json")  # the other formats are unaffected
+
+
+def test_timeline_bound_in_c(tmp_path):
+    """The C unit test of the timeline's memory bound, built with the
+    system's compiler under ASan/UBSan."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("no C compiler: install the Debian package gcc")
+    root = os.path.dirname(HERE)
+    sources = ["src/core/profile.c", "src/formats/out.c", "src/formats/writer.c",
+               "src/formats/speedscope.c", "src/formats/collapsed.c", "src/formats/flamegraph.c",
+               "src/formats/chrometrace.c", "tests/c/test_timeline.c"]
+    exe = tmp_path / "test_timeline"
+    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-g",
+                            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            *[os.path.join(root, s) for s in sources], "-o", str(exe), "-lm"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("LD_PRELOAD", None)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -119,6 +119,7 @@ def start(
     interval_ms: float = 10,
     output_path: Optional[PathLike] = None,
     memory_limit_mb: int = 100,
+    timeline: bool = False,
 ) -> None:
     """Start sampling every Python thread of this process.
 
@@ -127,6 +128,9 @@ def start(
         the suffix; speedscope JSON by default).
     memory_limit_mb: bound on the memory the profiler itself uses; samples
         beyond it are counted as dropped.
+    timeline: also keep the samples in time order, for the chrometrace
+        format (implied by an output_path ending in .trace or .trace.json);
+        it costs memory with duration, within a quarter of the limit.
 
     Raises RuntimeError if already running, ValueError/TypeError for bad
     arguments, OSError if output_path's directory cannot be written.
@@ -135,13 +139,16 @@ def start(
     interval = _check_interval(interval_ms)
     memory = _check_memory(memory_limit_mb)
     path = _check_output_path(output_path)
+    if path is not None and _format_for(path, None) == "chrometrace":
+        timeline = True
     clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
     if clock not in _CLOCKS:
         raise ValueError("SPPROF_CLOCK must be one of perf, cpu, wall, auto; got %r" % clock)
     with _lock:
         if _session is not None:
             raise RuntimeError("profiler is already running; call spprof.stop() first")
-        _engine.start(int(interval * 1e6), memory << 20, _native, _CLOCKS[clock])
+        _engine.start(int(interval * 1e6), memory << 20, _native, _CLOCKS[clock],
+                      timeline=bool(timeline))
         _session = _Session(interval, path)
         try:
             _threads.activate()
@@ -270,14 +277,16 @@ class Profiler:
         interval_ms: float = 10,
         output_path: Optional[PathLike] = None,
         memory_limit_mb: int = 100,
+        timeline: bool = False,
     ) -> None:
         self.interval_ms = _check_interval(interval_ms)
         self.output_path = output_path
         self.memory_limit_mb = _check_memory(memory_limit_mb)
+        self.timeline = timeline
         self._profile: Optional[Profile] = None
 
     def __enter__(self) -> "Profiler":
-        start(self.interval_ms, self.output_path, self.memory_limit_mb)
+        start(self.interval_ms, self.output_path, self.memory_limit_mb, self.timeline)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -296,6 +305,7 @@ def profile(
     interval_ms: float = 10,
     output_path: Optional[PathLike] = None,
     memory_limit_mb: int = 100,
+    timeline: bool = False,
 ) -> Callable[[F], F]:
     """Decorator: profile each call of the function, saving to output_path."""
     _check_interval(interval_ms)
@@ -308,7 +318,7 @@ def profile(
             # of that profile: only the outermost call starts one.
             if is_active():
                 return func(*args, **kwargs)
-            with Profiler(interval_ms, output_path, memory_limit_mb):
+            with Profiler(interval_ms, output_path, memory_limit_mb, timeline):
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

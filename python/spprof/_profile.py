@@ -13,19 +13,32 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-FORMATS = ("speedscope", "collapsed", "flamegraph")
-_ALIASES = {"json": "speedscope", "svg": "flamegraph", "raw": "collapsed", "folded": "collapsed"}
+FORMATS = ("speedscope", "collapsed", "flamegraph", "chrometrace")
+_ALIASES = {
+    "json": "speedscope",
+    "svg": "flamegraph",
+    "raw": "collapsed",
+    "folded": "collapsed",
+    "chrome": "chrometrace",
+    "trace": "chrometrace",
+}
 _SUFFIXES = {
     ".svg": "flamegraph",
     ".collapsed": "collapsed",
     ".folded": "collapsed",
     ".txt": "collapsed",
+    ".trace": "chrometrace",
+    ".trace.json": "chrometrace",
 }
 
 
 def _format_for(path: PathLike, format: Optional[str]) -> str:
     if format is None:
-        return _SUFFIXES.get(os.path.splitext(os.fspath(path))[1].lower(), "speedscope")
+        name = os.path.basename(os.fspath(path)).lower()
+        for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+            if name.endswith(suffix) and name != suffix:
+                return _SUFFIXES[suffix]
+        return "speedscope"
     if not isinstance(format, str):
         raise TypeError("format must be a string, not %s" % type(format).__name__)
     name = _ALIASES.get(format.lower(), format.lower())
@@ -117,16 +130,35 @@ class _View:
         """The profile as a self-contained interactive SVG flame graph."""
         return self._data.render("flamegraph").decode("utf-8")
 
+    def to_chrometrace(self) -> Dict[str, Any]:
+        """The profile as a Trace Event Format document (a dict): per-thread
+        timelines of the sampled stacks, for chrome://tracing and Perfetto.
+        Needs a profile started with timeline=True (else ValueError)."""
+        self._need_timeline()
+        return json.loads(self._data.render("chrometrace"))
+
+    def _need_timeline(self) -> None:
+        if not self._data.info()["timeline"]:
+            raise ValueError(
+                "this profile has no timeline for the chrometrace format: start the profiler "
+                "with timeline=True (or an output_path ending in .trace.json)"
+            )
+
     def save(self, path: PathLike, format: Optional[str] = None) -> None:
         """Write the profile to path, replacing it only once complete.
 
-        format is "speedscope" (JSON), "collapsed" (folded stacks) or
-        "flamegraph" (SVG); by default it follows the file's suffix (.svg,
-        .collapsed/.folded/.txt) and is speedscope otherwise. Raises
+        format is "speedscope" (JSON), "collapsed" (folded stacks),
+        "flamegraph" (SVG) or "chrometrace" (Trace Event Format JSON: the
+        samples in time order, per thread; the profiler must have been
+        started with timeline=True, else ValueError); by default it follows the
+        file's suffix (.svg, .collapsed/.folded/.txt, .trace/.trace.json)
+        and is speedscope otherwise. Raises
         OSError naming the path when it cannot be written; the profile is
         kept and can be saved elsewhere.
         """
         fmt = _format_for(path, format)
+        if fmt == "chrometrace":
+            self._need_timeline()
         self._data.write(os.fspath(path), fmt)
 
 

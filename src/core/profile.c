@@ -1,4 +1,5 @@
-/* profile.c - the profile model: interned strings, frames, stack trie, totals. */
+/* profile.c - the profile model: interned strings, frames, stack trie,
+ * totals, and the optional timeline of runs. */
 #include "profile.h"
 
 #include <stdlib.h>
@@ -40,6 +41,15 @@ struct spp_profile {
 
     uint64_t samples, weight, dropped;
 
+    /* The timeline has a budget of its own, set aside from the limit, so
+     * that it never takes room the tables above need. */
+    spp_run *runs;
+    uint32_t nruns, capruns;
+    int tl_on, tl_full;
+    size_t tl_limit;  /* bytes, 0 = unbounded */
+    size_t tl_used;   /* bytes held by runs (also counted in used) */
+    uint64_t tl_left, tl_left_weight;
+
     spp_meta meta;    /* strings owned */
 };
 
@@ -65,6 +75,16 @@ static uint64_t mix64(uint64_t h)
     return h;
 }
 
+/* Whether the tables may take add more bytes: the limit less what is set
+ * aside for the timeline. */
+static int fits(const spp_profile *p, size_t add)
+{
+    if (!p->limit)
+        return 1;
+    size_t tables = p->used - p->tl_used, room = p->limit - p->tl_limit;
+    return tables <= room && add <= room - tables;
+}
+
 /* Grows *arr (of elem bytes each) so that it holds at least need elements,
  * charging the growth to the profile's memory budget. */
 static int grow(spp_profile *p, void **arr, uint32_t *cap, uint32_t need, size_t elem)
@@ -79,7 +99,7 @@ static int grow(spp_profile *p, void **arr, uint32_t *cap, uint32_t need, size_t
     if (ncap > SPP_NONE - 1)
         ncap = SPP_NONE - 1;
     size_t add = (size_t)(ncap - *cap) * elem;
-    if (p->limit && p->used + add > p->limit)
+    if (!fits(p, add))
         return SPP_ENOMEM;
     void *n = realloc(*arr, (size_t)ncap * elem);
     if (!n)
@@ -113,7 +133,7 @@ static int idset_reserve(spp_profile *p, idset *s, idset_hash_id hash_id)
         return SPP_OK;
     uint32_t ncap = s->cap ? s->cap * 2 : 256;
     size_t add = (size_t)(ncap - s->cap) * sizeof(uint32_t);
-    if (p->limit && p->used + add > p->limit)
+    if (!fits(p, add))
         return SPP_ENOMEM;
     uint32_t *slots = malloc((size_t)ncap * sizeof(uint32_t));
     if (!slots)
@@ -173,6 +193,7 @@ void spp_profile_free(spp_profile *p)
     free(p->stacks);
     free(p->stack_set.slots);
     free(p->threads);
+    free(p->runs);
     free((char *)p->meta.title);
     free((char *)p->meta.clock);
     free((char *)p->meta.mechanism);
@@ -216,7 +237,7 @@ uint32_t spp_profile_intern(spp_profile *p, const char *s, size_t len)
         size_t ncap = p->capbytes ? p->capbytes * 2 : 4096;
         while (ncap < p->nbytes + len + 1)
             ncap *= 2;
-        if (p->limit && p->used + (ncap - p->capbytes) > p->limit)
+        if (!fits(p, ncap - p->capbytes))
             return SPP_NONE;
         char *n = realloc(p->bytes, ncap);
         if (!n)
@@ -369,6 +390,7 @@ uint32_t spp_profile_thread(spp_profile *p, uint64_t tid, const char *name)
         p->threads[i].tid = tid;
         p->threads[i].name = SPP_NONE;
         p->threads[i].root = root;
+        p->threads[i].last_run = SPP_NONE;
         p->nthreads++;
     }
     if (name) {
@@ -377,6 +399,99 @@ uint32_t spp_profile_thread(spp_profile *p, uint64_t tid, const char *name)
             p->threads[i].name = s;
     }
     return i;
+}
+
+/* ---- timeline ---- */
+
+int spp_profile_keep_timeline(spp_profile *p, size_t max_bytes)
+{
+    if (p->tl_on)
+        return SPP_OK;
+    if (p->limit && (max_bytes == 0 || max_bytes > p->limit || p->used > p->limit - max_bytes))
+        return SPP_EINVAL;
+    p->tl_on = 1;
+    p->tl_limit = max_bytes;
+    return SPP_OK;
+}
+
+/* Room for one more run within the timeline's budget. */
+static int timeline_grow(spp_profile *p)
+{
+    if (p->nruns < p->capruns)
+        return SPP_OK;
+    uint64_t ncap = p->capruns ? (uint64_t)p->capruns * 2 : 256;
+    if (p->tl_limit && ncap * sizeof(spp_run) > p->tl_limit)
+        ncap = p->tl_limit / sizeof(spp_run);
+    if (ncap > SPP_NONE - 1)
+        ncap = SPP_NONE - 1;
+    if (ncap <= p->capruns)
+        return SPP_ENOMEM;
+    spp_run *n = realloc(p->runs, (size_t)ncap * sizeof(spp_run));
+    if (!n)
+        return SPP_ENOMEM;
+    size_t add = (size_t)(ncap - p->capruns) * sizeof(spp_run);
+    p->runs = n;
+    p->capruns = (uint32_t)ncap;
+    p->tl_used += add;
+    p->used += add;
+    return SPP_OK;
+}
+
+static void timeline_add(spp_profile *p, spp_thread *t, uint32_t stack, uint64_t weight_ns,
+                         uint64_t time_ns)
+{
+    if (p->tl_full) {
+        p->tl_left++;
+        p->tl_left_weight += weight_ns;
+        return;
+    }
+    spp_run *last = t->last_run != SPP_NONE ? &p->runs[t->last_run] : NULL;
+    /* A thread's samples come in time order; a clock step back is read as
+     * no time passing, which keeps the thread's runs ordered. */
+    if (last && time_ns < last->end_ns)
+        time_ns = last->end_ns;
+    uint64_t begin = time_ns > weight_ns ? time_ns - weight_ns : 0;
+    /* The thread ran on since its last sample unless it was off for longer
+     * than it ran (a CPU clock's sample stands for less than the wall time
+     * between samples when the thread waits or is not scheduled). */
+    int continued = last && begin <= last->end_ns + weight_ns;
+    if (continued && last->stack == stack && last->count < UINT32_MAX) {
+        last->end_ns = time_ns;
+        last->count++;
+        last->weight_ns += weight_ns;
+        return;
+    }
+    uint64_t last_end = last ? last->end_ns : 0; /* growing moves the runs */
+    if (timeline_grow(p) < 0) {
+        /* Stop here rather than leave holes: what is kept stays a true
+         * prefix of the profile in time. */
+        p->tl_full = 1;
+        p->tl_left++;
+        p->tl_left_weight += weight_ns;
+        return;
+    }
+    uint32_t i = p->nruns++;
+    spp_run *r = &p->runs[i];
+    r->start_ns = continued ? last_end : begin;
+    r->end_ns = time_ns;
+    r->weight_ns = weight_ns;
+    r->stack = stack;
+    r->count = 1;
+    t->last_run = i;
+}
+
+int spp_profile_timeline_kept(const spp_profile *p) { return p->tl_on; }
+uint32_t spp_profile_nruns(const spp_profile *p) { return p->nruns; }
+const spp_run *spp_profile_run_at(const spp_profile *p, uint32_t i)
+{
+    return i < p->nruns ? &p->runs[i] : NULL;
+}
+
+uint64_t spp_profile_timeline_left_out(const spp_profile *p, uint64_t *weight_ns)
+{
+    if (weight_ns)
+        *weight_ns = p->tl_on ? p->tl_left_weight : p->weight;
+    return p->tl_on ? p->tl_left : p->samples;
 }
 
 void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_t time_ns)
@@ -397,6 +512,8 @@ void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_
     t->weight += weight_ns;
     p->samples++;
     p->weight += weight_ns;
+    if (p->tl_on)
+        timeline_add(p, t, stack, weight_ns, time_ns);
 }
 
 void spp_profile_drop(spp_profile *p, uint64_t n) { p->dropped += n; }
@@ -457,6 +574,7 @@ int spp_profile_set_meta(spp_profile *p, const spp_meta *m)
     p->meta.interval_ms = m->interval_ms;
     p->meta.start_ns = m->start_ns;
     p->meta.end_ns = m->end_ns;
+    p->meta.pid = m->pid;
     if (dup_str(&p->meta.title, m->title) < 0 || dup_str(&p->meta.clock, m->clock) < 0 ||
         dup_str(&p->meta.mechanism, m->mechanism) < 0)
         return SPP_ENOMEM;

@@ -3,7 +3,10 @@
  * A profile is a set of interned strings, interned frames (function, file,
  * line), a stack trie whose nodes are (parent stack, frame) pairs rooted at one
  * node per thread, and per-node totals (samples and weight in nanoseconds).
- * Memory grows with the number of distinct stacks, never with duration.
+ * Memory grows with the number of distinct stacks, never with duration,
+ * except for the optional timeline: the samples in time order, consecutive
+ * samples of a thread on one stack coalesced into one run, within a byte
+ * budget of its own (spp_profile_keep_timeline).
  *
  * Nothing here is async-signal-safe, nothing is thread-safe: one owner at a
  * time (the drain thread while profiling, then the writers). Functions return
@@ -56,7 +59,20 @@ typedef struct spp_thread {
     uint64_t weight;     /* nanoseconds attributed to this thread */
     uint64_t first_ns;   /* time of the first sample (CLOCK_REALTIME ns) */
     uint64_t last_ns;    /* time of the last sample */
+    uint32_t last_run;   /* index of the thread's newest timeline run, SPP_NONE if none */
 } spp_thread;
+
+/* A run of the timeline: samples of one thread, consecutive in time, on one
+ * stack. It spans [start_ns, end_ns] of CLOCK_REALTIME: from the beginning of
+ * the interval its first sample stands for (or from the end of the thread's
+ * previous run, when the thread ran without a gap) to its last sample. */
+typedef struct spp_run {
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t weight_ns;  /* what its samples stand for */
+    uint32_t stack;      /* stack id (its thread is the stack's) */
+    uint32_t count;      /* samples */
+} spp_run;
 
 typedef struct spp_profile spp_profile;
 
@@ -82,6 +98,20 @@ uint32_t spp_profile_push(spp_profile *p, uint32_t parent, uint32_t frame);
 
 /* Counts one sample of weight_ns on stack at time_ns. */
 void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_t time_ns);
+
+/* Keeps the timeline from now on, in at most max_bytes (0 = unbounded, only
+ * for a profile without a memory limit). A limited profile sets max_bytes
+ * aside from its limit for the timeline alone, so the totals never lose a
+ * sample to the timeline. When the timeline's budget is used up it stops
+ * (it stays a complete prefix in time) and counts the samples it left out;
+ * the totals go on. Returns SPP_EINVAL when the budget does not fit. */
+int spp_profile_keep_timeline(spp_profile *p, size_t max_bytes);
+int spp_profile_timeline_kept(const spp_profile *p);
+uint32_t spp_profile_nruns(const spp_profile *p);
+const spp_run *spp_profile_run_at(const spp_profile *p, uint32_t i);
+/* Samples (and, if weight_ns is not NULL, their weight) counted in the
+ * totals but not in the timeline; 0 when the timeline is complete. */
+uint64_t spp_profile_timeline_left_out(const spp_profile *p, uint64_t *weight_ns);
 
 /* Counts samples that could not be recorded. */
 void spp_profile_drop(spp_profile *p, uint64_t n);
@@ -110,6 +140,7 @@ typedef struct spp_meta {
     double interval_ms;      /* asked-for sampling interval */
     uint64_t start_ns;       /* CLOCK_REALTIME at start */
     uint64_t end_ns;         /* CLOCK_REALTIME at end */
+    uint64_t pid;            /* the profiled process, 0 if unknown */
 } spp_meta;
 
 int spp_profile_set_meta(spp_profile *p, const spp_meta *m);

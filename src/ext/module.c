@@ -320,14 +320,15 @@ static PyObject *pd_info(ProfileData *self, PyObject *unused)
     (void)unused;
     const spp_profile *p = self->p;
     const spp_meta *m = spp_profile_meta(p);
-    return Py_BuildValue("{sKsKsKsIsIsIsnsssKsK}", "samples",
+    return Py_BuildValue("{sKsKsKsIsIsIsnsssKsKsi}", "samples",
                          (unsigned long long)spp_profile_samples(p), "weight_ns",
                          (unsigned long long)spp_profile_weight(p), "dropped",
                          (unsigned long long)spp_profile_dropped(p), "threads",
                          spp_profile_nthreads(p), "stacks", spp_profile_nstacks(p), "frames",
                          spp_profile_nframes(p), "memory", (Py_ssize_t)spp_profile_memory(p),
                          "mechanism", m->mechanism ? m->mechanism : "none", "start_ns",
-                         (unsigned long long)m->start_ns, "end_ns", (unsigned long long)m->end_ns);
+                         (unsigned long long)m->start_ns, "end_ns", (unsigned long long)m->end_ns,
+                         "timeline", spp_profile_timeline_kept(p));
 }
 
 static PyMethodDef pd_methods[] = {
@@ -356,11 +357,12 @@ static PyTypeObject ProfileDataType = {
 static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     (void)mod;
-    static char *kwlist[] = {"interval_ns", "memory_limit", "native", "mechanism", "empty", NULL};
+    static char *kwlist[] = {"interval_ns", "memory_limit", "native", "mechanism", "empty",
+                             "timeline", NULL};
     unsigned long long interval_ns, memory_limit;
-    int native = 0, mechanism = 0, empty = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|pip", kwlist, &interval_ns, &memory_limit,
-                                     &native, &mechanism, &empty))
+    int native = 0, mechanism = 0, empty = 0, timeline = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|pipp", kwlist, &interval_ns, &memory_limit,
+                                     &native, &mechanism, &empty, &timeline))
         return NULL;
     if (!offsets_ok)
         return PyErr_Format(PyExc_RuntimeError, "spprof cannot sample this interpreter: %s",
@@ -378,6 +380,7 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
     cfg.native = native;
     cfg.mechanism = mechanism;
     cfg.empty = empty;
+    cfg.timeline = timeline;
     cfg.offsets = &offsets;
     cfg.code_type = (uint64_t)(uintptr_t)&PyCode_Type;
     cfg.tss_key = key;
@@ -577,7 +580,7 @@ static PyObject *m_layout(PyObject *mod, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))m_start, METH_VARARGS | METH_KEYWORDS,
-     "start(interval_ns, memory_limit, native=False, mechanism=0, empty=False)"},
+     "start(interval_ns, memory_limit, native=False, mechanism=0, empty=False, timeline=False)"},
     {"add_thread", m_add_thread, METH_VARARGS,
      "add_thread(tid=current) -> 1 armed, 2 already sampled, 0 not sampled"},
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},

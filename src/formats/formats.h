@@ -21,9 +21,13 @@ void spp_write_opts_default(spp_write_opts *o);
 int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
 int spp_write_collapsed(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
 int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+/* Needs the profile's timeline (spp_profile_keep_timeline); without it, or
+ * past its budget, the file says that its timeline is partial. */
+int spp_write_chrometrace(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
 
 /* Format names accepted by spp_write_file: "speedscope", "collapsed" (alias
- * "raw"), "flamegraph" (alias "svg"). Returns NULL for an unknown name. */
+ * "raw"), "flamegraph" (alias "svg"), "chrometrace". Returns NULL for an
+ * unknown name. */
 typedef int (*spp_writer_fn)(const spp_profile *, spp_out *, const spp_write_opts *);
 spp_writer_fn spp_writer_lookup(const char *format);
 

@@ -33,6 +33,7 @@ typedef struct spp_sampler_config {
     int mechanism;               /* enum spp_mechanism; AUTO tries in order */
     int native;                  /* record native stacks too */
     int empty;                   /* benchmarks: take signals, record nothing */
+    int timeline;                /* keep the samples in time order too */
     const spp_pyoffsets *offsets;/* borrowed, must outlive the sampler */
     uint64_t code_type;          /* address of PyCode_Type */
     int tss_key;                 /* pthread key holding each thread's PyThreadState, or -1 */
