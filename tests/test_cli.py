@@ -490,6 +490,12 @@ def test_target_exits_before_first_sample(tmp_path):
     (["dump"], "dump needs --pid"),
     (["dump", "-s", "--pid", "1"], "--subprocesses is only available with record"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["dump", "--rate", "5", "--pid", "1"], "dump does not take --rate"),
+    (["dump", "-o", "x.svg", "--pid", "1"], "dump does not take --output"),
+    (["top", "--locals", "--pid", "1"], "top does not take --locals"),
+    (["top", "-d", "3", "--pid", "1"], "top does not take --duration"),
+    (["record", "--json", "--pid", "1"], "record does not take --json"),
+    (["top", "--delay", "0", "--pid", "1"], "--delay must be a number from 0.05 to 3600"),
 ])
 def test_bad_arguments(args, message):
     r = run(args)

@@ -89,6 +89,33 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* Which commands take an option (by getopt value). --native and
+ * --subprocesses reach the commands that refuse them with their own
+ * message. */
+enum { FOR_RECORD = 1, FOR_DUMP = 2, FOR_TOP = 4, FOR_ALL = 7 };
+
+static int option_commands(int c)
+{
+    switch (c) {
+    case 'p': case 'h': case 's': case 'n': case OPT_NONBLOCKING: return FOR_ALL;
+    case 'r': case 'i': case OPT_FULL: return FOR_RECORD | FOR_TOP;
+    case OPT_LOCALS: case OPT_JSON: return FOR_DUMP;
+    case OPT_DELAY: return FOR_TOP;
+    default: return FOR_RECORD;
+    }
+}
+
+static const char *option_name(int c, char *buf, size_t n)
+{
+    for (const struct option *lo = long_opts; lo->name; lo++)
+        if (lo->val == c) {
+            snprintf(buf, n, "--%s", lo->name);
+            return buf;
+        }
+    snprintf(buf, n, "-%c", c);
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -112,7 +139,13 @@ int main(int argc, char **argv)
     optind = 2;
     int c;
     double d;
+    int mine = strcmp(cmd, "record") == 0 ? FOR_RECORD : strcmp(cmd, "dump") == 0 ? FOR_DUMP : FOR_TOP;
     while ((c = getopt_long(argc, argv, "+o:f:r:d:p:igtFsnh", long_opts, NULL)) != -1) {
+        if (c != '?' && !(option_commands(c) & mine)) {
+            char name[32];
+            spp_cli_error("%s does not take %s (see spprof --help)", cmd, option_name(c, name, sizeof(name)));
+            return 2;
+        }
         switch (c) {
         case 'o':
             o.output = optarg;
