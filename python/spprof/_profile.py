@@ -13,19 +13,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-FORMATS = ("speedscope", "collapsed", "flamegraph")
+FORMATS = ("speedscope", "collapsed", "flamegraph", "pprof")
 _ALIASES = {"json": "speedscope", "svg": "flamegraph", "raw": "collapsed", "folded": "collapsed"}
 _SUFFIXES = {
     ".svg": "flamegraph",
     ".collapsed": "collapsed",
     ".folded": "collapsed",
     ".txt": "collapsed",
+    ".pprof": "pprof",
+    ".pb.gz": "pprof",
 }
 
 
 def _format_for(path: PathLike, format: Optional[str]) -> str:
     if format is None:
-        return _SUFFIXES.get(os.path.splitext(os.fspath(path))[1].lower(), "speedscope")
+        name = os.fspath(path).lower()
+        return next((f for suffix, f in _SUFFIXES.items() if name.endswith(suffix)), "speedscope")
     if not isinstance(format, str):
         raise TypeError("format must be a string, not %s" % type(format).__name__)
     name = _ALIASES.get(format.lower(), format.lower())
@@ -117,12 +120,17 @@ class _View:
         """The profile as a self-contained interactive SVG flame graph."""
         return self._data.render("flamegraph").decode("utf-8")
 
+    def to_pprof(self) -> bytes:
+        """The profile as gzip-compressed pprof profile.proto bytes."""
+        return self._data.render("pprof")
+
     def save(self, path: PathLike, format: Optional[str] = None) -> None:
         """Write the profile to path, replacing it only once complete.
 
-        format is "speedscope" (JSON), "collapsed" (folded stacks) or
-        "flamegraph" (SVG); by default it follows the file's suffix (.svg,
-        .collapsed/.folded/.txt) and is speedscope otherwise. Raises
+        format is "speedscope" (JSON), "collapsed" (folded stacks),
+        "flamegraph" (SVG) or "pprof" (gzipped profile.proto); by default it
+        follows the file's suffix (.svg, .collapsed/.folded/.txt,
+        .pb.gz/.pprof) and is speedscope otherwise. Raises
         OSError naming the path when it cannot be written; the profile is
         kept and can be saved elsewhere.
         """

@@ -18,6 +18,7 @@ static const struct {
     {"raw", spp_write_collapsed},
     {"flamegraph", spp_write_flamegraph},
     {"svg", spp_write_flamegraph},
+    {"pprof", spp_write_pprof},
 };
 
 spp_writer_fn spp_writer_lookup(const char *format)
