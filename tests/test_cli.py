@@ -209,13 +209,16 @@ def test_record_pprof_read_by_go_tool_pprof(busy, tmp_path):
     assert total == reported and 100 <= total <= 500, (total, r.stderr)  # 2 s at 200 Hz
     on_hot = 0
     for s in raw["samples"]:
-        assert s["labels"]["thread"] and int(s["labels"]["thread_id"]) > 0, s
+        # (samples taken before the target has a thread state sit on a
+        # pseudo-thread 0; pprof shows no numeric label of 0)
+        assert s["labels"]["thread"] == "Thread 0" or int(s["labels"]["thread_id"]) > 0, s
         assert s["values"][1] > 0, s
         stack = [(l["where"], l["line"], l["start"]) for l in s["stack"]]
         if stack[-1][:2] == ("hot_leaf %s" % busy, hot):
             assert s["labels"]["thread"] == "MainThread", s
             # root first: the module, work at its call line, hot_leaf with its def line
-            assert stack[0][0] == "<module> %s" % busy and stack[0][2] == 1, stack
+            # (3.9 starts a module at its first line of code, 2 here)
+            assert stack[0][0] == "<module> %s" % busy and 1 <= stack[0][2] <= 2, stack
             assert stack[-2] == ("work %s" % busy, work, line_of(src, "def work")), stack
             assert stack[-1][2] == line_of(src, "def hot_leaf"), stack
             on_hot += s["values"][0]

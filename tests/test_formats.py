@@ -175,7 +175,8 @@ def _pprof_stacks(raw, value):
     names it; value 0 is the sample count, 1 the nanoseconds."""
     stacks = {}
     for s in raw["samples"]:
-        thread = "%s (tid %s)" % (s["labels"]["thread"], s["labels"]["thread_id"])
+        name, tid = s["labels"]["thread"], s["labels"]["thread_id"]
+        thread = name if name == "Thread " + tid else "%s (tid %s)" % (name, tid)
         key = (thread, tuple((loc["where"], loc["line"]) for loc in s["stack"]))
         stacks[key] = stacks.get(key, 0) + s["values"][value]
     return stacks
@@ -213,7 +214,8 @@ def test_pprof_read_by_go_tool_pprof_matches_speedscope_and_collapsed(outputs):
     # "<unknown>"), their files and their first lines.
     locs = raw["locations"].values()
     module = [l for l in locs if l["where"].startswith("<module> ") and l["where"].endswith("target.py")]
-    assert module and all(l["start"] == 1 for l in module), module
+    # (3.9 starts a module at its first line of code)
+    assert module and all(1 <= l["start"] <= 2 for l in module), module
     leaf = [l for l in locs if l["where"].startswith("leaf ") and l["where"].endswith("target.py")]
     src = PROGRAM.splitlines()
     assert leaf and all(src[l["start"] - 1].startswith("def leaf(") for l in leaf), leaf

@@ -11,10 +11,12 @@
 #include "formats.h"
 #include "gzip.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PPROF_MAX_DEPTH 4096
+#define THREAD_NAME_MAX 32 /* "Thread " and a 64-bit id */
 
 /* profile.proto field numbers. */
 enum {
@@ -105,6 +107,8 @@ typedef struct pprof_w {
     uint32_t *hash;      /* open addressing: 1-based ids; functions and locations share it */
     uint32_t hmask;
     uint32_t *loc_of;    /* frame id -> 1-based location id */
+    uint32_t *thread_label; /* thread index -> pprof index of its "thread" label */
+    char *thread_names;  /* owned: "Thread TID" for threads without a name */
 } pprof_w;
 
 static uint32_t add_str(pprof_w *w, const char *s, size_t n)
@@ -146,8 +150,8 @@ static uint64_t mix(uint64_t h)
 }
 
 /* Finds or adds a function (is_loc 0) or a location (is_loc 1) in the shared
- * hash; returns its 1-based id. The table has room for every frame twice
- * over, so the probe always ends. */
+ * hash; returns its 1-based id. Each frame adds at most one of each and the
+ * table has twice that many slots, so the probe always ends at a free one. */
 static uint32_t intern(pprof_w *w, int is_loc, uint32_t a, uint32_t b, int32_t c)
 {
     uint64_t key = ((uint64_t)a << 32 | b) ^ mix((uint64_t)(uint32_t)c << 1 | (unsigned)is_loc);
@@ -193,6 +197,8 @@ static int build_tables(pprof_w *w, const spp_write_opts *opts)
         if (t->name != SPP_NONE && t->name >= maxstr)
             maxstr = t->name + 1;
     }
+    if (nframes > (1u << 28)) /* keeps the table size below 2^31 slots */
+        return SPP_ENOMEM;
     uint32_t hsize = 16;
     while (hsize < 4 * (uint64_t)nframes)
         hsize *= 2;
@@ -205,6 +211,24 @@ static int build_tables(pprof_w *w, const spp_write_opts *opts)
     w->loc_of = malloc((nframes ? nframes : 1) * sizeof(uint32_t));
     if (!w->str_of || !w->hash || !w->fns || !w->locs || !w->loc_of)
         return SPP_ENOMEM;
+    /* Every sample gets a "thread" label; threads without a name are named
+     * as the other formats name them. */
+    w->thread_label = malloc((nthreads ? nthreads : 1) * sizeof(uint32_t));
+    w->thread_names = malloc((nthreads ? nthreads : 1) * THREAD_NAME_MAX);
+    if (!w->thread_label || !w->thread_names)
+        return SPP_ENOMEM;
+    for (uint32_t i = 0; i < nthreads; i++) {
+        const spp_thread *t = spp_profile_thread_at(p, i);
+        uint32_t idx = t->name != SPP_NONE ? map_str(w, t->name) : 0;
+        if (!idx) {
+            char *name = w->thread_names + (size_t)i * THREAD_NAME_MAX;
+            int n = snprintf(name, THREAD_NAME_MAX, "Thread %llu", (unsigned long long)t->tid);
+            idx = add_str(w, name, (size_t)n);
+        }
+        if (idx == SPP_NONE)
+            return SPP_ENOMEM;
+        w->thread_label[i] = idx;
+    }
     for (uint32_t i = 0; i < nframes; i++) {
         const spp_frame *f = spp_profile_frame_at(p, i);
         uint32_t name = map_str(w, f->name), file = map_str(w, f->file);
@@ -242,12 +266,12 @@ static void write_samples(pprof_w *w, spp_out *out, spp_out *sub, spp_out *packe
         pb_varint(packed, st->self_weight);
         pb_msg(sub, SAMPLE_VALUE, packed);
         const spp_thread *t = spp_profile_thread_at(p, st->thread);
-        uint32_t tname = t->name != SPP_NONE ? map_str(w, t->name) : 0;
-        if (tname && tname != SPP_NONE) {
-            pb_uint(packed, LABEL_KEY, key_thread);
-            pb_uint(packed, LABEL_STR, tname);
-            pb_msg(sub, SAMPLE_LABEL, packed);
-        }
+        pb_uint(packed, LABEL_KEY, key_thread);
+        pb_uint(packed, LABEL_STR, w->thread_label[st->thread]);
+        pb_msg(sub, SAMPLE_LABEL, packed);
+        /* pprof reads a numeric label of 0 as absent: the CLI's tid-0
+         * pseudo-thread (samples taken before the target had a thread
+         * state) is told by its "thread" label alone. */
         pb_uint(packed, LABEL_KEY, key_tid);
         pb_uint(packed, LABEL_NUM, t->tid);
         pb_msg(sub, SAMPLE_LABEL, packed);
@@ -350,5 +374,7 @@ out:
     free(w.locs);
     free(w.hash);
     free(w.loc_of);
+    free(w.thread_label);
+    free(w.thread_names);
     return rc;
 }
