@@ -207,7 +207,7 @@ def test_record_pprof_read_by_go_tool_pprof(busy, tmp_path):
     total = sum(s["values"][0] for s in raw["samples"])
     reported = int(re.search(r"wrote .* \((\d+) samples", r.stderr).group(1))
     assert total == reported and 100 <= total <= 500, (total, r.stderr)  # 2 s at 200 Hz
-    on_hot = 0
+    on_hot = exact = 0
     for s in raw["samples"]:
         # (samples taken before the target has a thread state sit on a
         # pseudo-thread 0; pprof shows no numeric label of 0)
@@ -216,13 +216,16 @@ def test_record_pprof_read_by_go_tool_pprof(busy, tmp_path):
         stack = [(l["where"], l["line"], l["start"]) for l in s["stack"]]
         if stack[-1][:2] == ("hot_leaf %s" % busy, hot):
             assert s["labels"]["thread"] == "MainThread", s
+            on_hot += s["values"][0]
+            if any(w.startswith("<unknown> ") for w, _, _ in stack):
+                continue  # a code object the sampler could not read (rare)
             # root first: the module, work at its call line, hot_leaf with its def line
             # (3.9 starts a module at its first line of code, 2 here)
             assert stack[0][0] == "<module> %s" % busy and 1 <= stack[0][2] <= 2, stack
             assert stack[-2] == ("work %s" % busy, work, line_of(src, "def work")), stack
             assert stack[-1][2] == line_of(src, "def hot_leaf"), stack
-            on_hot += s["values"][0]
-    assert on_hot > 0.3 * total, (on_hot, total)
+            exact += s["values"][0]
+    assert on_hot > 0.3 * total and exact > 0.9 * on_hot, (exact, on_hot, total)
     top = go_pprof(out, "-top")
     assert re.search(r"%\s+hot_leaf$", top, re.M), top
     traces = go_pprof(out, "-traces")
