@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -207,3 +209,62 @@ def check_two_phases(events, names, other, marks):
     assert unix_ms(min(e["ts"] + e["dur"] for e in w)) >= marks["w0"] / 1e6 - slack
     assert unix_ms(max(e["ts"] + e["dur"] for e in w)) <= marks["w1"] / 1e6 + slack
     return a, b, w
+def go_pprof(path, *flags):
+    """Runs `go tool pprof FLAGS path`; fails the test unless it exits 0.
+    Returns its standard output."""
+    go = shutil.which("go") or next(
+        (g for g in ("/usr/lib/go/bin/go", "/usr/bin/go") if os.access(g, os.X_OK)), None
+    )
+    if not go:
+        pytest.fail("reading pprof files needs `go tool pprof`: apt-get install golang-go")
+    env = dict(os.environ, PPROF_TMPDIR=os.path.dirname(str(path)))
+    r = subprocess.run([go, "tool", "pprof", *flags, str(path)], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, "go tool pprof %s failed (%d):\n%s" % (" ".join(flags), r.returncode, r.stderr)
+    return r.stdout
+
+
+_RAW_SAMPLE = re.compile(r"^\s+(?P<values>\d+(?:\s+\d+)*): (?P<locs>(?:\d+ )*)$")
+_RAW_LABEL = re.compile(r"^\s+(?P<key>\w+):\[(?P<value>.*)\]$")
+_RAW_LOCATION = re.compile(r"^\s+(?P<id>\d+): 0x[0-9a-f]+ M=\d+ (?P<where>.*):(?P<line>\d+) s=(?P<start>\d+)(?:\((?P<system>.*)\))?$")
+
+
+def pprof_raw(path):
+    """Parses `go tool pprof -raw path`: {"sample_types": [(type, unit)...],
+    "period_type", "period", "samples": [{"values", "stack" (root first, each
+    a location dict), "labels"}], "locations": {id: {"where": "NAME FILE",
+    "line", "start", "system"}}}."""
+    out = go_pprof(path, "-raw")
+    lines = out.splitlines()
+    res = {"samples": [], "locations": {}, "sample_types": None}
+    section = None
+    pending = []
+    for line in lines:
+        if line.startswith("PeriodType: "):
+            res["period_type"] = tuple(line.split()[1:])
+        elif line.startswith("Period: "):
+            res["period"] = int(line.split()[1])
+        elif line in ("Samples:", "Locations", "Mappings"):
+            section = line
+        elif section == "Samples:" and res["sample_types"] is None:
+            res["sample_types"] = [tuple(t.replace("[dflt]", "").split("/")) for t in line.split()]
+        elif section == "Samples:":
+            m = _RAW_SAMPLE.match(line)
+            if m:
+                pending.append({"values": [int(v) for v in m.group("values").split()],
+                                "locs": [int(i) for i in m.group("locs").split()], "labels": {}})
+                continue
+            m = _RAW_LABEL.match(line)
+            assert m and pending, "unexpected line in pprof -raw samples: %r" % line
+            pending[-1]["labels"][m.group("key")] = m.group("value")
+        elif section == "Locations":
+            m = _RAW_LOCATION.match(line)
+            assert m, "unexpected line in pprof -raw locations: %r" % line
+            res["locations"][int(m.group("id"))] = {
+                "where": m.group("where"), "line": int(m.group("line")),
+                "start": int(m.group("start")), "system": m.group("system")}
+    assert res["sample_types"] and pending, "no samples in pprof -raw output:\n" + out[:2000]
+    for s in pending:
+        s["stack"] = [res["locations"][i] for i in reversed(s.pop("locs"))]
+        res["samples"].append(s)
+    return res

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, TWO_PHASES, check_chrometrace, check_two_phases
+from conftest import DATA, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, pprof_raw
 
 
 def spprof_exe():
@@ -248,6 +248,57 @@ def test_function_and_nolineno(busy, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_record_pprof_read_by_go_tool_pprof(busy, tmp_path):
+    out = tmp_path / "p.pb.gz"
+    r = run(["record", "-f", "pprof", "-r", "200", "-o", out, "--", sys.executable, busy, "2"])
+    assert r.returncode == 0, r.stderr
+    raw = pprof_raw(out)
+    assert raw["sample_types"] == [("samples", "count"), ("wall", "nanoseconds")]
+    assert raw["period_type"] == ("wall", "nanoseconds") and raw["period"] == 5000000
+    src = textwrap.dedent(BUSY)
+    hot, work = line_of(src, "# HOT"), line_of(src, "hot_leaf(); hot_leaf()")
+    total = sum(s["values"][0] for s in raw["samples"])
+    reported = int(re.search(r"wrote .* \((\d+) samples", r.stderr).group(1))
+    assert total == reported and 100 <= total <= 500, (total, r.stderr)  # 2 s at 200 Hz
+    on_hot = exact = 0
+    for s in raw["samples"]:
+        # (samples taken before the target has a thread state sit on a
+        # pseudo-thread 0; pprof shows no numeric label of 0)
+        assert s["labels"]["thread"] == "Thread 0" or int(s["labels"]["thread_id"]) > 0, s
+        assert s["values"][1] > 0, s
+        stack = [(l["where"], l["line"], l["start"]) for l in s["stack"]]
+        if stack[-1][:2] == ("hot_leaf %s" % busy, hot):
+            assert s["labels"]["thread"] == "MainThread", s
+            on_hot += s["values"][0]
+            if any(w.startswith("<unknown> ") for w, _, _ in stack):
+                continue  # a code object the sampler could not read (rare)
+            # root first: the module, work at its call line, hot_leaf with its def line
+            # (3.9 starts a module at its first line of code, 2 here)
+            assert stack[0][0] == "<module> %s" % busy and 1 <= stack[0][2] <= 2, stack
+            assert stack[-2] == ("work %s" % busy, work, line_of(src, "def work")), stack
+            assert stack[-1][2] == line_of(src, "def hot_leaf"), stack
+            exact += s["values"][0]
+    assert on_hot > 0.3 * total and exact > 0.9 * on_hot, (exact, on_hot, total)
+    top = go_pprof(out, "-top")
+    assert re.search(r"%\s+hot_leaf$", top, re.M), top
+    traces = go_pprof(out, "-traces")
+    assert re.search(r"hot_leaf\n\s+work\n\s+<module>\n", traces), traces[:3000]
+
+    # By function: one location per function, without a line; the default
+    # output name says what the file is.
+    proc = start_target(busy, 30)
+    try:
+        r = run(["record", "--pid", proc.pid, "-d", "0.5", "-f", "pprof", "-F"], cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        raw = pprof_raw(tmp_path / ("spprof-%d.pb.gz" % proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+    hot_locs = [l for l in raw["locations"].values() if l["where"] == "hot_leaf %s" % busy]
+    assert len(hot_locs) == 1 and hot_locs[0]["line"] == 0, hot_locs
+    assert hot_locs[0]["start"] == line_of(src, "def hot_leaf")
 
 
 def test_nonblocking(busy, tmp_path):

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, check_two_phases, last_json
+from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, last_json, pprof_raw
 
 PROGRAM = """
 import threading, time
@@ -46,6 +46,8 @@ p.save("p.collapsed", format="collapsed")
 p.save("p.svg", format="flamegraph")
 p.save("p2.svg")
 p.save("p3.txt")
+p.save("p.pb.gz")
+p.save("p.pprof", format="pprof")
 import json
 print(json.dumps({"samples": p.sample_count, "clock": p.clock, "sampled_ms": p.sampled_time_ms,
                   "dropped": p.dropped_count,
@@ -245,3 +247,133 @@ def test_timeline_bound_in_c(tmp_path):
     env.pop("LD_PRELOAD", None)
     r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+def _speedscope_stacks(doc):
+    """{(thread profile name, (("NAME FILE", line), ... root first)): weight} and
+    the map from "NAME FILE" to (name, file)."""
+    frames = doc["shared"]["frames"]
+    where = {}
+    for f in frames:
+        where["%s %s" % (f["name"], f.get("file", ""))] = (f["name"], f.get("file", ""))
+    stacks = {}
+    for prof in doc["profiles"]:
+        for stack, w in zip(prof["samples"], prof["weights"]):
+            key = (prof["name"], tuple(("%s %s" % (frames[i]["name"], frames[i].get("file", "")),
+                                        frames[i].get("line", 0)) for i in stack))
+            stacks[key] = stacks.get(key, 0) + w
+    return stacks, where
+
+
+def _pprof_stacks(raw, value):
+    """The same shape from a parsed `pprof -raw`, thread named as speedscope
+    names it; value 0 is the sample count, 1 the nanoseconds."""
+    stacks = {}
+    for s in raw["samples"]:
+        name, tid = s["labels"]["thread"], s["labels"]["thread_id"]
+        thread = name if name == "Thread " + tid else "%s (tid %s)" % (name, tid)
+        key = (thread, tuple((loc["where"], loc["line"]) for loc in s["stack"]))
+        stacks[key] = stacks.get(key, 0) + s["values"][value]
+    return stacks
+
+
+def test_pprof_read_by_go_tool_pprof_matches_speedscope_and_collapsed(outputs):
+    info = json.loads((outputs / "info.json").read_text())
+    raw = pprof_raw(outputs / "p.pb.gz")
+    clock = "wall" if "wall" in info["clock"] else "cpu"
+    assert raw["sample_types"] == [("samples", "count"), (clock, "nanoseconds")]
+    assert raw["period_type"] == (clock, "nanoseconds") and raw["period"] == 1000000
+    # Stacks, files, lines, root-first order and weights are the speedscope
+    # file's, thread by thread.
+    ss, where = _speedscope_stacks(json.loads((outputs / "p.json").read_text()))
+    assert _pprof_stacks(raw, 1) == ss
+    # Counts are the folded stacks' (which name files by their short name).
+    counts = {}
+    for (thread, stack), n in _pprof_stacks(raw, 0).items():
+        labels = []
+        for w, line in stack:
+            name, file = where[w]
+            label = name.replace(";", ":")
+            if file:
+                label += " (%s%s)" % (os.path.basename(file) if file.startswith("/") else file,
+                                      ":%d" % line if line else "")
+            labels.append(label)
+        counts[";".join(labels)] = counts.get(";".join(labels), 0) + n
+    folded = {}
+    for line in (outputs / "p.collapsed").read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        folded[stack] = folded.get(stack, 0) + int(n)
+    assert counts == folded
+    assert sum(s["values"][0] for s in raw["samples"]) == info["samples"]
+    # Functions keep their names ("<module>" is not demangled into
+    # "<unknown>"), their files and their first lines.
+    locs = raw["locations"].values()
+    module = [l for l in locs if l["where"].startswith("<module> ") and l["where"].endswith("target.py")]
+    # (3.9 starts a module at its first line of code)
+    assert module and all(1 <= l["start"] <= 2 for l in module), module
+    leaf = [l for l in locs if l["where"].startswith("leaf ") and l["where"].endswith("target.py")]
+    src = PROGRAM.splitlines()
+    assert leaf and all(src[l["start"] - 1].startswith("def leaf(") for l in leaf), leaf
+    assert all(src[l["line"] - 1].strip().startswith(("while", "x += 1")) for l in leaf), leaf
+    assert not any("<unknown>" in l["where"] for l in locs)
+    # Every sample carries its thread's name and id.
+    threads = {(s["labels"]["thread"], s["labels"]["thread_id"]) for s in raw["samples"]}
+    assert {t for t, _ in threads} >= {"MainThread", "worker"}, threads
+    assert all(tid.isdigit() and int(tid) > 0 for _, tid in threads), threads
+    # The suffix picks the format; the name does too.
+    assert (outputs / "p.pprof").read_bytes() == (outputs / "p.pb.gz").read_bytes()
+
+
+def test_pprof_top_and_traces(outputs):
+    top = go_pprof(outputs / "p.pb.gz", "-top")
+    # leaf spends the time itself; middle only calls it
+    rows = {l.split()[-1]: l.split() for l in top.splitlines() if re.match(r"^\s*[\d.]+(?:[mun]?s)?\s+[\d.]+%", l)}
+    assert "leaf" in rows and "middle" in rows, top
+    assert float(rows["leaf"][1].rstrip("%")) > 80, top
+    assert float(rows["middle"][1].rstrip("%")) < 10 < float(rows["middle"][4].rstrip("%")), top
+    traces = go_pprof(outputs / "p.pb.gz", "-traces")
+    blocks = traces.split("-----------+-------------------------------------------------------")
+    worker = [b for b in blocks if re.search(r"thread:\s+worker\n", b)]
+    assert worker, traces[:3000]
+    # leaf first, then its callers up to the thread's bootstrap
+    assert any(re.search(r"leaf\n\s+middle\n\s+Thread\.run\n|leaf\n\s+middle\n\s+run\n", b) for b in worker), worker
+
+
+def test_pprof_is_gzip_of_a_profile_larger_than_one_stored_block(tmp_path):
+    """Names long enough that the protobuf spans several 64 KiB deflate
+    blocks: Python's gzip and go tool pprof both read it whole."""
+    from conftest import run_script
+
+    run_script(tmp_path, """
+        import time, spprof
+
+        def spin():
+            end = time.thread_time() + 0.005
+            while time.thread_time() < end:
+                pass
+
+        fns = []
+        for i in range(100):
+            name = "f%02d_" % i + "x" * 1000
+            ns = {}
+            exec("def g():\\n    spin()\\n", {"spin": spin}, ns)
+            code = ns["g"].__code__.replace(co_name=name)
+            if hasattr(code, "co_qualname"):
+                code = code.replace(co_qualname=name)
+            ns["g"].__code__ = code
+            fns.append(ns["g"])
+        spprof.start(interval_ms=1)
+        for f in fns:
+            f()
+        p = spprof.stop()
+        p.save("big.pb.gz")
+        open("big.raw", "wb").write(p.to_pprof())
+        """)
+    import gzip
+
+    data = (tmp_path / "big.pb.gz").read_bytes()
+    assert data == (tmp_path / "big.raw").read_bytes()
+    proto = gzip.decompress(data)  # checks the CRC-32 and the length
+    assert len(proto) > 65535, len(proto)
+    raw = pprof_raw(tmp_path / "big.pb.gz")
+    names = {l["where"].split(" ")[0] for l in raw["locations"].values()}
+    long = {n for n in names if n.endswith("x" * 1000)}
+    assert len(long) >= 90, sorted(n[:4] for n in long)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-FORMATS = ("speedscope", "collapsed", "flamegraph", "chrometrace")
+FORMATS = ("speedscope", "collapsed", "flamegraph", "chrometrace", "pprof")
 _ALIASES = {
     "json": "speedscope",
     "svg": "flamegraph",
@@ -29,6 +29,8 @@ _SUFFIXES = {
     ".txt": "collapsed",
     ".trace": "chrometrace",
     ".trace.json": "chrometrace",
+    ".pprof": "pprof",
+    ".pb.gz": "pprof",
 }
 
 
@@ -143,16 +145,19 @@ class _View:
                 "this profile has no timeline for the chrometrace format: start the profiler "
                 "with timeline=True (or an output_path ending in .trace.json)"
             )
+    def to_pprof(self) -> bytes:
+        """The profile as gzip-compressed pprof profile.proto bytes."""
+        return self._data.render("pprof")
 
     def save(self, path: PathLike, format: Optional[str] = None) -> None:
         """Write the profile to path, replacing it only once complete.
 
         format is "speedscope" (JSON), "collapsed" (folded stacks),
-        "flamegraph" (SVG) or "chrometrace" (Trace Event Format JSON: the
-        samples in time order, per thread; the profiler must have been
-        started with timeline=True, else ValueError); by default it follows the
-        file's suffix (.svg, .collapsed/.folded/.txt, .trace/.trace.json)
-        and is speedscope otherwise. Raises
+        "flamegraph" (SVG), "pprof" (gzipped profile.proto) or "chrometrace"
+        (Trace Event Format JSON: the samples in time order, per thread; the
+        profiler must have been started with timeline=True, else ValueError);
+        by default it follows the file's suffix (.svg, .collapsed/.folded/.txt,
+        .pb.gz/.pprof, .trace/.trace.json) and is speedscope otherwise. Raises
         OSError naming the path when it cannot be written; the profile is
         kept and can be saved elsewhere.
         """

@@ -22,6 +22,7 @@ static const char usage[] =
     "  -o, --output PATH      where to write the profile (default spprof-PID.svg)\n"
     "  -f, --format FORMAT    flamegraph (SVG, default), speedscope, collapsed (alias raw),\n"
     "                         chrometrace (Trace Event Format: per-thread timelines)\n"
+    "                         pprof (gzipped profile.proto, for go tool pprof)\n"
     "  -r, --rate HZ          samples per second (default 100)\n"
     "  -d, --duration SECS    stop after this long (default: until the program exits or Ctrl-C)\n"
     "  -i, --idle             include threads that are not running\n"
@@ -222,7 +223,7 @@ int main(int argc, char **argv)
     if (strcmp(o.format, "raw") == 0)
         o.format = "collapsed";
     if (!spp_writer_lookup(o.format)) {
-        spp_cli_error("unknown format '%s' (choose flamegraph, speedscope, collapsed, raw or chrometrace)", o.format);
+        spp_cli_error("unknown format '%s' (choose flamegraph, speedscope, collapsed, raw, pprof or chrometrace)", o.format);
         return 2;
     }
     if (strcmp(cmd, "record") == 0)

@@ -164,6 +164,7 @@ static const char *default_output(const char *format, pid_t pid, char *buf, size
     const char *ext = strcmp(format, "speedscope") == 0    ? "json"
                       : strcmp(format, "flamegraph") == 0  ? "svg"
                       : strcmp(format, "chrometrace") == 0 ? "trace.json"
+                      : strcmp(format, "pprof") == 0       ? "pb.gz"
                                                            : "txt";
     snprintf(buf, n, "spprof-%d.%s", (int)pid, ext);
     return buf;
@@ -235,7 +236,7 @@ int spp_cmd_record(const spp_cli_opts *o)
 {
     spp_writer_fn writer = spp_writer_lookup(o->format);
     if (!writer) {
-        spp_cli_error("unknown format '%s' (choose flamegraph, speedscope, collapsed, raw or chrometrace)", o->format);
+        spp_cli_error("unknown format '%s' (choose flamegraph, speedscope, collapsed, raw, pprof or chrometrace)", o->format);
         return 2;
     }
     if (o->output && check_output_dir(o->output) < 0)

@@ -25,9 +25,12 @@ int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts 
  * past its budget, the file says that its timeline is partial. */
 int spp_write_chrometrace(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
 
+/* gzip-compressed profile.proto; thread_roots is ignored (threads are labels). */
+int spp_write_pprof(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+
 /* Format names accepted by spp_write_file: "speedscope", "collapsed" (alias
- * "raw"), "flamegraph" (alias "svg"), "chrometrace". Returns NULL for an
- * unknown name. */
+ * "raw"), "flamegraph" (alias "svg"), "chrometrace", "pprof". Returns NULL
+ * for an unknown name. */
 typedef int (*spp_writer_fn)(const spp_profile *, spp_out *, const spp_write_opts *);
 spp_writer_fn spp_writer_lookup(const char *format);
 

@@ -19,6 +19,7 @@ static const struct {
     {"flamegraph", spp_write_flamegraph},
     {"svg", spp_write_flamegraph},
     {"chrometrace", spp_write_chrometrace},
+    {"pprof", spp_write_pprof},
 };
 
 spp_writer_fn spp_writer_lookup(const char *format)
