@@ -76,15 +76,16 @@ void spp_symbols_free(spp_symbols *s)
     free(s);
 }
 
-/* Locates from the target's maps. An address in no mapping at all was
- * mapped after they were read (a library loaded since): they are read
- * again. (What is found is cached by address, so each new address costs at
- * most one reading.) */
+/* Locates from the target's maps. An address in no mapping, or in an
+ * anonymous one, may have been mapped after they were read (a library
+ * loaded since: the loader first reserves the whole span anonymously, then
+ * maps the file's segments over it): they are read again. (What is found is
+ * cached by address, so each new address costs at most one reading.) */
 static int locate_in_maps(void *ctx, uint64_t addr, const char **path, uint64_t *base)
 {
     spp_symbols *s = ctx;
     const spp_mapping *m = spp_maps_find(&s->maps, addr);
-    if (!m) {
+    if (!m || m->file == SPP_MAPS_ANON) {
         spp_maps fresh;
         if (spp_maps_read(&fresh, s->pid) == 0) {
             spp_maps_free(&s->maps);
