@@ -357,6 +357,9 @@ def test_dump_text_and_json(tmp_path):
         for t in doc["threads"]:
             assert t["idle"] is True
             assert t["frames"][-1] == {"name": "blocked_here", "file": str(path), "line": line}
+        r = run(["dump", "--pid", proc.pid, "--full-filenames"])
+        assert r.returncode == 0, r.stderr
+        assert "blocked_here (%s:%d)" % (path, line) in r.stdout, r.stdout
         assert proc.poll() is None
     finally:
         proc.kill()

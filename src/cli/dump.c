@@ -120,6 +120,8 @@ int spp_cmd_dump(const spp_cli_opts *o)
         if (!threads || (o->locals && !dl))
             spp_cli_error("out of memory");
         free(threads);
+        if (dl)
+            free(dl->all);
         free(dl);
         spp_session_close(s);
         return 1;

@@ -99,7 +99,8 @@ static int option_commands(int c)
 {
     switch (c) {
     case 'p': case 'h': case 's': case 'n': case OPT_NONBLOCKING: return FOR_ALL;
-    case 'r': case 'i': case OPT_FULL: return FOR_RECORD | FOR_TOP;
+    case 'r': case 'i': return FOR_RECORD | FOR_TOP;
+    case OPT_FULL: return FOR_ALL;
     case OPT_LOCALS: case OPT_JSON: return FOR_DUMP;
     case OPT_DELAY: return FOR_TOP;
     default: return FOR_RECORD;

@@ -136,7 +136,7 @@ static int read_stat(pid_t pid, pid_t *parent, unsigned long long *stack)
     int ppid;
     /* state ppid, then 22 fields to startstack (field 28) */
     if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
-                            "%*d %*d %*d %*d %*u %*u %*d %*u %*u %*u %*u %llu",
+                            "%*d %*d %*d %*d %*u %*u %*d %*u %*u %*u %llu",
                      &ppid, stack) != 2)
         return -1;
     *parent = (pid_t)ppid;

@@ -261,6 +261,17 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 1;
     }
+    if (o->native && !spp_session_target(s)->eval_start) {
+        /* Without the evaluation loop's address range the native stack
+         * cannot be merged with the Python frames. */
+        spp_cli_error("--native: the interpreter loop (_PyEval_EvalFrameDefault) is not named in %s "
+                      "(stripped, or deleted since PID %d started)",
+                      spp_session_target(s)->module, (int)pid);
+        spp_session_close(s);
+        if (launched)
+            end_child(pid);
+        return 1;
+    }
     if (o->gil && spp_session_target(s)->off.free_threaded) {
         char v[32];
         spp_version_string(spp_session_target(s)->version, v, sizeof(v));

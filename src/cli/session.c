@@ -140,6 +140,7 @@ static traced *add(spp_session *s, pid_t tid, int state)
     }
     t->tid = tid;
     t->state = state;
+    t->spared = 0;
     t->pending_sig = 0;
     t->idle = 0;
     char path[64];
@@ -513,8 +514,8 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking)
 
 int spp_session_native(spp_session *s, int idle)
 {
-    if (s->nonblocking)
-        return SPP_EINVAL;
+    if (s->nonblocking || !s->target.eval_start)
+        return SPP_EINVAL; /* (no eval-loop range: nothing to merge at) */
     s->unwind_idle = idle;
     return s->unwinder ? SPP_OK : spp_unwinder_new(s->pid, &s->remote, &s->unwinder);
 }
@@ -593,6 +594,7 @@ static int thread_idle(traced *t)
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;
+    st->truncated = 0;
     for (int attempt = 0;; attempt++) {
         if (!th->frame)
             return 0;

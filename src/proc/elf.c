@@ -88,7 +88,9 @@ int spp_elf_parse(spp_elf *e, const void *data, size_t size)
 int spp_elf_open(spp_elf *e, const char *path)
 {
     memset(e, 0, sizeof(*e));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named like a library (a hostile target) must not
+     * block the open; it is then refused as not a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return -errno;
     struct stat st;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "elf.h"
 #include "maps.h"
@@ -25,6 +26,7 @@ struct spp_symbols {
     void *ctx;
     uint64_t interp_base;
     spp_native_sym *cache;   /* owned, CACHE_SIZE */
+    uint64_t maps_read_ns;   /* CLOCK_MONOTONIC of the last re-reading of the maps */
     module *modules;         /* owned, MAX_MODULES */
     int nmodules;
     /* spp_symbols_for_process: the target's maps, owned */
@@ -85,7 +87,13 @@ static int locate_in_maps(void *ctx, uint64_t addr, const char **path, uint64_t 
 {
     spp_symbols *s = ctx;
     const spp_mapping *m = spp_maps_find(&s->maps, addr);
-    if (!m || m->file == SPP_MAPS_ANON) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    /* At most every 10 ms: garbage return addresses must not make each
+     * sample re-read the maps. */
+    if ((!m || m->file == SPP_MAPS_ANON) && now - s->maps_read_ns >= 10000000ull) {
+        s->maps_read_ns = now;
         spp_maps fresh;
         if (spp_maps_read(&fresh, s->pid) == 0) {
             spp_maps_free(&s->maps);
@@ -168,7 +176,9 @@ const spp_native_sym *spp_symbols_frame(spp_symbols *s, uint64_t ip, int leaf)
     e->frame = spp_profile_frame(s->profile, &f);
     if (e->frame == SPP_NONE)
         return NULL;
-    e->ip = ip;
+    /* An address in no known file is looked up again next time (its
+     * library may be loading now), not cached. */
+    e->ip = path ? ip : 0;
     e->glue = s->interp_base && path && base == s->interp_base && (name == buf || spp_merge_is_glue(name));
     return e;
 }

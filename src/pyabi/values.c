@@ -103,7 +103,7 @@ static int int_repr(const spp_pyoffsets *o, const spp_reader *r, uint64_t obj, t
         ndigits = size < 0 ? (uint64_t)0 - (uint64_t)size : (uint64_t)size;
     }
     unsigned shift = (unsigned)o->long_shift, dsize = (unsigned)o->long_digit_size;
-    if ((dsize != 2 && dsize != 4) || shift < 8 || shift > 8 * dsize)
+    if ((dsize != 2 && dsize != 4) || shift < 8 || shift >= 8 * dsize)
         return SPP_EINVAL;
     if (ndigits > MAX_INT_DIGITS) {
         char s[80];
