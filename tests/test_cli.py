@@ -801,3 +801,41 @@ def test_runtime_found_when_the_file_is_gone(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+SHORT_LIVED_CODE = """
+import time
+def run(i):
+    src = "def f_%d():\\n    x = 0\\n    for k in range(300):\\n        x += k\\n    return x\\nf_%d()\\n" % (i, i)
+    exec(compile(src, "<gen%d>" % i, "exec"), {})
+end = time.time() + 2
+i = 0
+while time.time() < end:
+    run(i)
+    i += 1
+"""
+
+
+def test_short_lived_code_objects_are_named_while_paused(tmp_path):
+    """Each sample catches a code object that lives for microseconds (a
+    fresh compile()d string): it must be read while the target is paused,
+    not after, when it may be freed (named <unknown>) or its memory reused
+    by the next one (named wrongly)."""
+    target = tmp_path / "target.py"
+    target.write_text(SHORT_LIVED_CODE)
+    out = tmp_path / "p.json"
+    r = run(["record", "-r", "1000", "-f", "speedscope", "-o", out, "--", sys.executable, target])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    frames = doc["shared"]["frames"]
+    gen, bad = 0, []
+    for prof in doc["profiles"]:
+        for stack in prof["samples"]:
+            for i in stack:
+                f = frames[i]
+                m = re.match(r"<gen(\d+)>$", f.get("file") or "")
+                gen += bool(m)
+                if f["name"] == "<unknown>" or (m and f["name"] not in ("<module>", "f_" + m.group(1))):
+                    bad.append(f)
+    assert gen >= 100, gen
+    assert not bad, bad[:5]

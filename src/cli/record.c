@@ -121,17 +121,45 @@ static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_threa
     rc->samples++;
 }
 
+/* What record's visitor needs to add one process's snapshot. */
+typedef struct record_visit {
+    recorder *rc;
+    spp_proc *pr;
+    uint64_t start, start_real;
+} record_visit;
+
+/* Adds a snapshot's threads to the profile while the target is still
+ * paused: a code object seen for the first time is read now, since once
+ * the target runs again a short-lived one (a module's code after its
+ * import, an exec'd string) may be freed, or its memory reused. */
+static void add_snapshot(void *ctx, const spp_target *t, const spp_reader *r,
+                         const spp_sampled_thread *threads, int n)
+{
+    (void)t;
+    (void)r;
+    record_visit *v = ctx;
+    const spp_cli_opts *o = v->rc->o;
+    uint64_t when = now_ns(CLOCK_MONOTONIC);
+    uint64_t weight = when - v->pr->last;
+    v->pr->last = when;
+    for (int i = 0; i < n; i++) {
+        if (o->gil && !threads[i].th.holds_gil)
+            continue;
+        if (!o->idle && threads[i].idle)
+            continue;
+        add_sample(v->rc, v->pr, &threads[i], weight, when - v->start + v->start_real);
+    }
+}
+
 /* Samples every process of the set once. Returns -1 when the first one
  * (the target) is gone; the others are dropped when they go. */
 static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, uint64_t start,
                       uint64_t start_real)
 {
-    const spp_cli_opts *o = rc->o;
     for (int k = 0; k < spp_procs_count(ps);) {
-        spp_proc *pr = spp_procs_at(ps, k);
+        record_visit v = {rc, spp_procs_at(ps, k), start, start_real};
         int errors = 0;
-        int n = spp_session_sample(pr->session, threads, 256, &errors);
-        uint64_t when = now_ns(CLOCK_MONOTONIC);
+        int n = spp_session_sample_visit(v.pr->session, threads, 256, &errors, add_snapshot, &v);
         if (n < 0) {
             if (k == 0)
                 return -1;
@@ -139,15 +167,6 @@ static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, 
             continue;
         }
         rc->errors += (uint64_t)errors;
-        uint64_t weight = when - pr->last;
-        pr->last = when;
-        for (int i = 0; i < n; i++) {
-            if (o->gil && !threads[i].th.holds_gil)
-                continue;
-            if (!o->idle && threads[i].idle)
-                continue;
-            add_sample(rc, pr, &threads[i], weight, when - start + start_real);
-        }
         k++;
     }
     return 0;

@@ -620,11 +620,6 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     }
 }
 
-int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
-{
-    return spp_session_sample_visit(s, out, cap, errors, NULL, NULL);
-}
-
 int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
                              spp_session_visitor visit, void *ctx)
 {
