@@ -806,7 +806,7 @@ def test_runtime_found_when_the_file_is_gone(tmp_path):
 SHORT_LIVED_CODE = """
 import time
 def run(i):
-    src = "def f_%d():\\n    x = 0\\n    for k in range(300):\\n        x += k\\n    return x\\nf_%d()\\n" % (i, i)
+    src = "def f_%d():\\n    x = 0\\n    for k in range(2000):\\n        x += k\\n    return x\\nf_%d()\\n" % (i, i)
     exec(compile(src, "<gen%d>" % i, "exec"), {})
 end = time.time() + 2
 i = 0
@@ -837,5 +837,5 @@ def test_short_lived_code_objects_are_named_while_paused(tmp_path):
                 gen += bool(m)
                 if f["name"] == "<unknown>" or (m and f["name"] not in ("<module>", "f_" + m.group(1))):
                     bad.append(f)
-    assert gen >= 100, gen
+    assert gen >= 50, gen
     assert not bad, bad[:5]
