@@ -839,3 +839,34 @@ def test_short_lived_code_objects_are_named_while_paused(tmp_path):
                     bad.append(f)
     assert gen >= 50, gen
     assert not bad, bad[:5]
+
+
+THREAD_CHURN = """
+import threading, time
+def w():
+    end = time.time() + 0.005
+    while time.time() < end:
+        pass
+for i in range(150):
+    t = threading.Thread(target=w)
+    t.start()
+    t.join()
+"""
+
+
+def test_thread_states_not_taken_up_are_not_threads(tmp_path):
+    """While a thread is being started its thread state is listed before any
+    OS thread runs it: it has no stack and no id, and is left out rather
+    than shown as a thread "0" with no Python frame."""
+    target = tmp_path / "target.py"
+    target.write_text(THREAD_CHURN)
+    out = tmp_path / "p.collapsed"
+    r = run(["record", "-t", "-r", "500", "-f", "collapsed", "-o", out, "--", sys.executable, target])
+    assert r.returncode == 0, r.stderr
+    roots = {}
+    for line in out.read_text().splitlines():
+        root = line.split(";")[0]
+        roots[root] = roots.get(root, 0) + int(line.rsplit(" ", 1)[1])
+    assert not [r for r in roots if re.match(r"thread 0\b", r)], roots
+    assert all(re.match(r"thread .* \([1-9]\d*\)$", r) for r in roots), [r for r in roots if not re.match(r"thread .* \([1-9]\d*\)$", r)]
+    assert sum(1 for r in roots if "MainThread" not in r) >= 5, roots  # the workers were seen
