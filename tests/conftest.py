@@ -126,6 +126,31 @@ print(json.dumps(out))
 """
 
 
+
+def build_c(tmp_path, name, sources, libs=()):
+    """Builds a C unit test from the repository's sources with the system's
+    compiler, warnings as errors, under ASan/UBSan; returns its path."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("no C compiler: install the Debian package gcc")
+    root = os.path.dirname(HERE)
+    exe = tmp_path / name
+    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-g",
+                            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            *[os.path.join(root, s) for s in sources], "-o", str(exe), *libs],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def run_c(exe, *args):
+    """Runs a C unit test built by build_c (leak checking on); it passes by
+    exiting 0 with "ok" as its last line."""
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("LD_PRELOAD", None)
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
 def check_chrometrace(doc):
     """Checks a Trace Event Format document as the viewers read it; returns
     (events, names, other): the X events per tid in file order, the thread

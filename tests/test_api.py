@@ -79,6 +79,53 @@ def test_bad_memory_limit(bad):
         spprof.start(memory_limit_mb=bad)
 
 
+# Every argument a user can get wrong: the exception, and what its message
+# must say (the value given and the range or choices allowed).
+BAD_API_CALLS = [
+    ("start(interval_ms=0)", lambda: spprof.start(interval_ms=0), ValueError,
+     "interval_ms must be between 1 and 1000 (milliseconds), got 0"),
+    ("start(interval_ms=1e9)", lambda: spprof.start(interval_ms=1e9), ValueError, "between 1 and 1000"),
+    ("start(memory_limit_mb=0)", lambda: spprof.start(memory_limit_mb=0), ValueError,
+     "memory_limit_mb must be between 1 and 1048576, got 0"),
+    ("start(memory_limit_mb=10**9)", lambda: spprof.start(memory_limit_mb=10**9), ValueError,
+     "between 1 and 1048576, got 1000000000"),
+    ("start(memory_limit_mb='x')", lambda: spprof.start(memory_limit_mb="x"), TypeError,
+     "memory_limit_mb must be an integer, not str"),
+    ("start(timeline='yes')", lambda: spprof.start(timeline="yes"), TypeError,
+     "timeline must be True or False, not 'yes'"),
+    ("start(output_path=5)", lambda: spprof.start(output_path=5), TypeError, "not int"),
+    ("Profiler(interval_ms=-1)", lambda: spprof.Profiler(interval_ms=-1).__enter__(), ValueError, "got -1"),
+    ("Profiler(memory_limit_mb=0)", lambda: spprof.Profiler(memory_limit_mb=0).__enter__(), ValueError,
+     "between 1 and 1048576, got 0"),
+    ("profile(interval_ms=5000)", lambda: spprof.profile(interval_ms=5000)(lambda: 1)(), ValueError,
+     "between 1 and 1000 (milliseconds), got 5000"),
+    ("set_native_unwinding('yes')", lambda: spprof.set_native_unwinding("yes"), TypeError,
+     "takes True or False, not 'yes'"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", [c[1:] for c in BAD_API_CALLS], ids=[c[0] for c in BAD_API_CALLS])
+def test_bad_api_arguments(call, exc, message):
+    with pytest.raises(exc) as e:
+        call()
+    assert message in str(e.value)
+    assert not spprof.is_active()
+
+
+def test_bad_save_arguments(tmp_path):
+    spprof.start(interval_ms=1)
+    burn(0.05)
+    p = spprof.stop()
+    with pytest.raises(ValueError, match="unknown format 'png'; choose one of: speedscope, collapsed, flamegraph"):
+        p.save(tmp_path / "p.json", format="png")
+    with pytest.raises(ValueError, match="no timeline for the chrometrace format: start the profiler with "
+                                         "timeline=True"):
+        p.save(tmp_path / "p.trace.json")
+    with pytest.raises(TypeError):
+        p.save(5)
+    assert sorted(os.listdir(tmp_path)) == []  # nothing half-written
+
+
 def test_unwritable_output_directory_at_start(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         spprof.start(output_path=tmp_path / "missing" / "p.json")

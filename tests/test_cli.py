@@ -536,7 +536,14 @@ def test_target_exits_before_first_sample(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["record", "--rate", "0", "--pid", "1"], "--rate must be a number from 1 to 100000, got '0'"),
     (["record", "--rate", "abc", "--pid", "1"], "--rate must be a number"),
-    (["record", "--duration", "-1", "--pid", "1"], "--duration must be a number"),
+    (["record", "--rate", "1e9", "--pid", "1"], "--rate must be a number from 1 to 100000, got '1e9'"),
+    (["record", "--rate", "nan", "--pid", "1"], "--rate must be a number from 1 to 100000, got 'nan'"),
+    (["record", "--duration", "-1", "--pid", "1"], "--duration must be a number from 0.001 to 1e+07, got '-1'"),
+    (["record", "--duration", "1e12", "--pid", "1"], "--duration must be a number from 0.001 to 1e+07, got '1e12'"),
+    (["record", "--pid", "99999999999"], "--pid must be a positive process id, got '99999999999'"),
+    (["record", "--pid", "1", "--format"], "option '--format' requires an argument"),
+    (["record", "--pid", "1", "--bogus"], "unrecognized option '--bogus'"),
+    (["record", "--pid", "1", "--", "python3"], "give either --pid or a command, not both"),
     (["record", "--format", "png", "--pid", "1"], "unknown format 'png'"),
     (["record", "--pid", "0"], "--pid must be a positive process id"),
     (["record", "--pid", "x"], "--pid must be a positive process id"),
@@ -794,3 +801,72 @@ def test_runtime_found_when_the_file_is_gone(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+SHORT_LIVED_CODE = """
+import time
+def run(i):
+    src = "def f_%d():\\n    x = 0\\n    for k in range(2000):\\n        x += k\\n    return x\\nf_%d()\\n" % (i, i)
+    exec(compile(src, "<gen%d>" % i, "exec"), {})
+end = time.time() + 2
+i = 0
+while time.time() < end:
+    run(i)
+    i += 1
+"""
+
+
+def test_short_lived_code_objects_are_named_while_paused(tmp_path):
+    """Each sample catches a code object that lives for microseconds (a
+    fresh compile()d string): it must be read while the target is paused,
+    not after, when it may be freed (named <unknown>) or its memory reused
+    by the next one (named wrongly)."""
+    target = tmp_path / "target.py"
+    target.write_text(SHORT_LIVED_CODE)
+    out = tmp_path / "p.json"
+    r = run(["record", "-r", "1000", "-f", "speedscope", "-o", out, "--", sys.executable, target])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    frames = doc["shared"]["frames"]
+    gen, bad = 0, []
+    for prof in doc["profiles"]:
+        for stack in prof["samples"]:
+            for i in stack:
+                f = frames[i]
+                m = re.match(r"<gen(\d+)>$", f.get("file") or "")
+                gen += bool(m)
+                if f["name"] == "<unknown>" or (m and f["name"] not in ("<module>", "f_" + m.group(1))):
+                    bad.append(f)
+    assert gen >= 50, gen
+    assert not bad, bad[:5]
+
+
+THREAD_CHURN = """
+import threading, time
+def w():
+    end = time.time() + 0.005
+    while time.time() < end:
+        pass
+for i in range(150):
+    t = threading.Thread(target=w)
+    t.start()
+    t.join()
+"""
+
+
+def test_thread_states_not_taken_up_are_not_threads(tmp_path):
+    """While a thread is being started its thread state is listed before any
+    OS thread runs it: it has no stack and no id, and is left out rather
+    than shown as a thread "0" with no Python frame."""
+    target = tmp_path / "target.py"
+    target.write_text(THREAD_CHURN)
+    out = tmp_path / "p.collapsed"
+    r = run(["record", "-t", "-r", "500", "-f", "collapsed", "-o", out, "--", sys.executable, target])
+    assert r.returncode == 0, r.stderr
+    roots = {}
+    for line in out.read_text().splitlines():
+        root = line.split(";")[0]
+        roots[root] = roots.get(root, 0) + int(line.rsplit(" ", 1)[1])
+    assert not [r for r in roots if re.match(r"thread 0\b", r)], roots
+    assert all(re.match(r"thread .* \([1-9]\d*\)$", r) for r in roots), [r for r in roots if not re.match(r"thread .* \([1-9]\d*\)$", r)]
+    assert sum(1 for r in roots if "MainThread" not in r) >= 5, roots  # the workers were seen

@@ -1,7 +1,8 @@
 """Short libFuzzer runs over what reads untrusted bytes: the frame walker,
 code-object and line-table readers, resolver and debug-offsets validator
 (fed arbitrary bytes as a target's memory), and the ELF symbol reader.
-Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
+Also C unit tests of the ELF reader and the native-name cache on inputs
+that change under them. Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
 """
 
 import hashlib
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import build_c, run_c
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS = int(os.environ.get("SPPROF_FUZZ_SECONDS", "5"))
@@ -81,3 +83,22 @@ def test_fuzz_target_finds_nothing(name, tmp_path):
     assert "ERROR:" not in proc.stderr and "runtime error" not in proc.stderr, out
     runs = [l for l in proc.stderr.splitlines() if l.startswith("stat::number_of_executed_units")]
     assert runs and int(runs[0].split(":")[-1]) > 100, out  # it really ran
+
+
+def test_elf_symbols_survive_the_file_changing(tmp_path):
+    """The ELF reader keeps a copy of the symbol tables, so a library
+    truncated or rewritten in place while spprof runs cannot make it read
+    through a stale mapping (SIGBUS); an empty or missing file is an error."""
+    exe = build_c(tmp_path, "test_elf", ["src/proc/elf.c", "tests/c/test_elf.c"])
+    scratch = tmp_path / "copy"
+    shutil.copyfile(exe, scratch)
+    run_c(exe, str(scratch))
+
+
+def test_native_names_cached_by_the_address_looked_up(tmp_path):
+    """A return address and a leaf at the same address name different
+    functions (the call before it, the instruction itself); the cache of
+    native names must not serve one for the other."""
+    exe = build_c(tmp_path, "test_symbols", ["src/proc/symbols.c", "src/proc/maps.c", "src/proc/elf.c",
+                                             "src/pyabi/merge.c", "src/core/profile.c", "tests/c/test_symbols.c"])
+    run_c(exe)

@@ -139,6 +139,8 @@ def start(
     interval = _check_interval(interval_ms)
     memory = _check_memory(memory_limit_mb)
     path = _check_output_path(output_path)
+    if not isinstance(timeline, bool):
+        raise TypeError("timeline must be True or False, not %r" % (timeline,))
     if path is not None and _format_for(path, None) == "chrometrace":
         timeline = True
     clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
@@ -148,7 +150,7 @@ def start(
         if _session is not None:
             raise RuntimeError("profiler is already running; call spprof.stop() first")
         _engine.start(int(interval * 1e6), memory << 20, _native, _CLOCKS[clock],
-                      timeline=bool(timeline))
+                      timeline=timeline)
         _session = _Session(interval, path)
         try:
             _threads.activate()

@@ -77,18 +77,12 @@ typedef struct spp_sampled_thread {
 
 /* The frames of a sampled thread's stack as profile frames (of the
  * session's model), innermost first: its Python frames, with its native
- * frames merged in when the session unwinds them. Call while the
- * snapshot's memory is cached (before the next spp_session_sample).
+ * frames merged in when the session unwinds them. Call from the visitor
+ * of spp_session_sample_visit, while the target is paused.
  * Returns how many were stored (at most cap; SPP_CLI_MAX_MERGED fits). */
 #define SPP_CLI_MAX_MERGED (SPP_CLI_MAX_DEPTH + SPP_CLI_MAX_NATIVE)
 uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled_thread *st,
                             uint32_t *out, uint32_t cap);
-
-/* Takes one snapshot of every thread (pausing the target around it unless
- * nonblocking). Returns the number of threads, or < 0 when the target is
- * gone (SPP_EINVAL) or unreadable. *errors counts threads whose stack could
- * not be read consistently. */
-int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors);
 
 /* Whether threads found idle are paused too (the default). Off when their
  * stacks will be left out anyway (record/top without --idle): a thread
@@ -99,9 +93,15 @@ int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *er
 void spp_session_pause_idle(spp_session *s, int pause_idle);
 /* Called by spp_session_sample_visit with the threads just sampled, while
  * the target is still paused (unless nonblocking): the place to read more
- * of its memory consistently with the stacks, through r. */
+ * of its memory consistently with the stacks, through r, and to name their
+ * frames (spp_session_frames): once the target runs again, a code object
+ * seen for the first time may be freed and its memory reused. */
 typedef void (*spp_session_visitor)(void *ctx, const spp_target *t, const spp_reader *r,
                                     const spp_sampled_thread *threads, int n);
+/* Takes one snapshot of every thread (pausing the target around it unless
+ * nonblocking) and hands it to visit. Returns the number of threads, or < 0
+ * when the target is gone (SPP_EINVAL) or unreadable. *errors counts
+ * threads whose stack could not be read consistently. */
 int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
                              spp_session_visitor visit, void *ctx);
 

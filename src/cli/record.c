@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -120,17 +121,45 @@ static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_threa
     rc->samples++;
 }
 
+/* What record's visitor needs to add one process's snapshot. */
+typedef struct record_visit {
+    recorder *rc;
+    spp_proc *pr;
+    uint64_t start, start_real;
+} record_visit;
+
+/* Adds a snapshot's threads to the profile while the target is still
+ * paused: a code object seen for the first time is read now, since once
+ * the target runs again a short-lived one (a module's code after its
+ * import, an exec'd string) may be freed, or its memory reused. */
+static void add_snapshot(void *ctx, const spp_target *t, const spp_reader *r,
+                         const spp_sampled_thread *threads, int n)
+{
+    (void)t;
+    (void)r;
+    record_visit *v = ctx;
+    const spp_cli_opts *o = v->rc->o;
+    uint64_t when = now_ns(CLOCK_MONOTONIC);
+    uint64_t weight = when - v->pr->last;
+    v->pr->last = when;
+    for (int i = 0; i < n; i++) {
+        if (o->gil && !threads[i].th.holds_gil)
+            continue;
+        if (!o->idle && threads[i].idle)
+            continue;
+        add_sample(v->rc, v->pr, &threads[i], weight, when - v->start + v->start_real);
+    }
+}
+
 /* Samples every process of the set once. Returns -1 when the first one
  * (the target) is gone; the others are dropped when they go. */
 static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, uint64_t start,
                       uint64_t start_real)
 {
-    const spp_cli_opts *o = rc->o;
     for (int k = 0; k < spp_procs_count(ps);) {
-        spp_proc *pr = spp_procs_at(ps, k);
+        record_visit v = {rc, spp_procs_at(ps, k), start, start_real};
         int errors = 0;
-        int n = spp_session_sample(pr->session, threads, 256, &errors);
-        uint64_t when = now_ns(CLOCK_MONOTONIC);
+        int n = spp_session_sample_visit(v.pr->session, threads, 256, &errors, add_snapshot, &v);
         if (n < 0) {
             if (k == 0)
                 return -1;
@@ -138,15 +167,6 @@ static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, 
             continue;
         }
         rc->errors += (uint64_t)errors;
-        uint64_t weight = when - pr->last;
-        pr->last = when;
-        for (int i = 0; i < n; i++) {
-            if (o->gil && !threads[i].th.holds_gil)
-                continue;
-            if (!o->idle && threads[i].idle)
-                continue;
-            add_sample(rc, pr, &threads[i], weight, when - start + start_real);
-        }
         k++;
     }
     return 0;
@@ -310,6 +330,9 @@ int spp_cmd_record(const spp_cli_opts *o)
 
     int tty = isatty(2);
     uint64_t period = (uint64_t)(1e9 / o->rate);
+    /* Sleeps end when asked, not up to 50 us later (the default slack, a
+     * tenth of a period at 2 kHz). */
+    prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
     uint64_t start_real = now_ns(CLOCK_REALTIME), start = now_ns(CLOCK_MONOTONIC);
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;

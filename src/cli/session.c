@@ -620,11 +620,6 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     }
 }
 
-int spp_session_sample(spp_session *s, spp_sampled_thread *out, int cap, int *errors)
-{
-    return spp_session_sample_visit(s, out, cap, errors, NULL, NULL);
-}
-
 int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
                              spp_session_visitor visit, void *ctx)
 {
@@ -654,6 +649,11 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     int n = spp_target_threads(&s->target, &s->reader, threads, cap < 256 ? cap : 256);
     int stored = 0;
     for (int i = 0; i < n; i++) {
+        /* A thread state no OS thread runs Python in (yet: being created,
+         * or no longer; 3.14+ gives it a base frame from the start): no
+         * stack, and nothing to name it by. */
+        if (!threads[i].tid && !threads[i].frame)
+            continue;
         spp_sampled_thread *st = &out[stored];
         st->th = threads[i];
         st->idle = 0;
@@ -665,6 +665,8 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
                 st->idle = s->tids[k].idle;
             }
         st->nframes = walk_thread(s, &threads[i], st);
+        if (!threads[i].tid && st->nframes <= 0)
+            continue;
         if (st->nframes < 0) {
             /* Caught linking a frame in or out (--nonblocking, or paused
              * at that instruction): not a stack it ever had. */
@@ -685,7 +687,9 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
                 continue;
             }
         }
-        if (threads[i].frame && st->nframes == 0)
+        /* No Python frame: an error only if the first could not be read
+         * (3.14+ threads always have a base frame, Python or not). */
+        if (st->nframes == 0 && st->truncated)
             (*errors)++;
         stored++;
     }

@@ -31,6 +31,8 @@ typedef struct top_state {
     uint32_t cap;
     uint64_t samples, gen, gil_samples, snapshots, errors;
     int sort;              /* 1 own, 2 total */
+    const spp_cli_opts *o;
+    int active;            /* threads counted in the last snapshot */
 } top_state;
 
 static fstat *stat_for(top_state *t, uint32_t frame)
@@ -65,6 +67,25 @@ static void count(top_state *t, const spp_sampled_thread *st)
             fs->seen_gen = t->gen;
         }
     }
+}
+
+/* Counts a snapshot while the target is still paused (code objects seen
+ * for the first time are read then: see record.c's add_snapshot). */
+static void count_snapshot(void *ctx, const spp_target *tg, const spp_reader *r,
+                           const spp_sampled_thread *threads, int n)
+{
+    (void)tg;
+    (void)r;
+    top_state *t = ctx;
+    int gil = 0;
+    for (int i = 0; i < n; i++) {
+        gil |= threads[i].th.holds_gil;
+        if (threads[i].idle && !t->o->idle)
+            continue;
+        t->active++;
+        count(t, &threads[i]);
+    }
+    t->gil_samples += (uint64_t)gil;
 }
 
 static top_state *sort_ctx;
@@ -169,23 +190,16 @@ int spp_cmd_top(const spp_cli_opts *o)
         double elapsed = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
         if (!ended) {
             int errors = 0;
-            int n = spp_session_sample(s, threads, 256, &errors);
+            t.o = o;
+            t.active = 0;
+            int n = spp_session_sample_visit(s, threads, 256, &errors, count_snapshot, &t);
             if (n < 0) {
                 ended = 1;
             } else {
                 t.snapshots++;
                 t.errors += (uint64_t)errors;
                 nthreads = n;
-                active = 0;
-                int gil = 0;
-                for (int i = 0; i < n; i++) {
-                    gil |= threads[i].th.holds_gil;
-                    if (threads[i].idle && !o->idle)
-                        continue;
-                    active++;
-                    count(&t, &threads[i]);
-                }
-                t.gil_samples += (uint64_t)gil;
+                active = t.active;
             }
         }
         if (elapsed >= next_draw || ended) {

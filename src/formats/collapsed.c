@@ -7,18 +7,15 @@
 
 /* Frame names must not contain the separators of the format: ';' would split
  * a frame in two and a newline would end the line. */
+static const char *folded_ascii(unsigned c, char *buf)
+{
+    (void)buf;
+    return c == ';' ? ":" : c == '\n' || c == '\r' ? " " : NULL;
+}
+
 static void escape_folded(spp_out *o, const char *s, size_t n)
 {
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c != ';' && c != '\n' && c != '\r')
-            continue;
-        spp_out_write(o, s + run, i - run);
-        spp_out_puts(o, c == ';' ? ":" : " ");
-        run = i + 1;
-    }
-    spp_out_write(o, s + run, n - run);
+    spp_out_text(o, s, n, folded_ascii);
 }
 
 int spp_write_collapsed(const spp_profile *p, spp_out *o, const spp_write_opts *opts)

@@ -71,22 +71,7 @@ static size_t pow2_at_least(size_t n)
     return c;
 }
 
-/* spp_out_xml lets U+FFFE and U+FFFF through, but XML forbids them; frame
- * names come from arbitrary programs, so they become U+FFFD here. */
-static void xml_text(spp_out *o, const char *s, size_t n)
-{
-    size_t run = 0;
-    for (size_t i = 0; i + 2 < n; i++) {
-        const unsigned char *u = (const unsigned char *)s + i;
-        if (u[0] == 0xef && u[1] == 0xbf && (u[2] & 0xfe) == 0xbe) {
-            spp_out_xml(o, s + run, i - run);
-            spp_out_puts(o, "\xef\xbf\xbd");
-            i += 2;
-            run = i + 1;
-        }
-    }
-    spp_out_xml(o, s + run, n - run);
-}
+static void xml_text(spp_out *o, const char *s, size_t n) { spp_out_xml(o, s, n); }
 
 static void xml_cstr(spp_out *o, const char *s) { xml_text(o, s, strlen(s)); }
 

@@ -209,33 +209,28 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-void spp_out_json(spp_out *o, const char *str, size_t n)
+/* Writes str as UTF-8 text: each ASCII byte as esc maps it (NULL: as it
+ * is), each invalid UTF-8 sequence (and, with no_nonchars, U+FFFE/U+FFFF,
+ * which XML cannot hold) as invalid. Runs that need nothing are written
+ * whole. */
+static void out_escaped(spp_out *o, const char *str, size_t n, const char *(*esc_ascii)(unsigned c, char *buf),
+                        const char *invalid, int no_nonchars)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t run = 0; /* start of the pending run of bytes that need no escape */
     for (size_t i = 0; i < n;) {
         unsigned c = s[i];
         const char *esc = NULL;
-        char ubuf[8];
+        char buf[8];
         size_t adv = 1;
-        if (c == '"')
-            esc = "\\\"";
-        else if (c == '\\')
-            esc = "\\\\";
-        else if (c == '\n')
-            esc = "\\n";
-        else if (c == '\r')
-            esc = "\\r";
-        else if (c == '\t')
-            esc = "\\t";
-        else if (c < 0x20 || c == 0x7f) {
-            snprintf(ubuf, sizeof(ubuf), "\\u%04x", c);
-            esc = ubuf;
-        } else if (c >= 0x80) {
+        if (c < 0x80) {
+            esc = esc_ascii ? esc_ascii(c, buf) : NULL;
+        } else {
             adv = utf8_len(s + i, n - i);
-            if (adv == 0) {
-                esc = "\\ufffd";
-                adv = 1;
+            int nonchar = no_nonchars && adv == 3 && c == 0xef && s[i + 1] == 0xbf && s[i + 2] >= 0xbe;
+            if (adv == 0 || nonchar) {
+                esc = invalid;
+                adv = adv ? adv : 1;
             }
         }
         if (esc) {
@@ -248,43 +243,49 @@ void spp_out_json(spp_out *o, const char *str, size_t n)
     spp_out_write(o, str + run, n - run);
 }
 
-void spp_out_xml(spp_out *o, const char *str, size_t n)
+#define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD in UTF-8 */
+
+static const char *json_ascii(unsigned c, char *buf)
 {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t run = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        const char *esc = NULL;
-        size_t adv = 1;
-        if (c == '<')
-            esc = "&lt;";
-        else if (c == '>')
-            esc = "&gt;";
-        else if (c == '&')
-            esc = "&amp;";
-        else if (c == '"')
-            esc = "&quot;";
-        else if (c == '\'')
-            esc = "&apos;";
-        else if (c < 0x20 && c != '\t' && c != '\n')
-            esc = "";
-        else if (c == 0x7f)
-            esc = "";
-        else if (c >= 0x80) {
-            adv = utf8_len(s + i, n - i);
-            /* U+FFFE and U+FFFF (EF BF BE/BF) are not XML characters. */
-            int nonchar = adv == 3 && c == 0xef && s[i + 1] == 0xbf && s[i + 2] >= 0xbe;
-            if (adv == 0 || nonchar) {
-                esc = "\xef\xbf\xbd";
-                adv = adv ? adv : 1;
-            }
-        }
-        if (esc) {
-            spp_out_write(o, str + run, i - run);
-            spp_out_puts(o, esc);
-            run = i + adv;
-        }
-        i += adv;
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\r': return "\\r";
+    case '\t': return "\\t";
     }
-    spp_out_write(o, str + run, n - run);
+    if (c < 0x20 || c == 0x7f) {
+        snprintf(buf, 8, "\\u%04x", c);
+        return buf;
+    }
+    return NULL;
+}
+
+void spp_out_json(spp_out *o, const char *s, size_t n)
+{
+    out_escaped(o, s, n, json_ascii, "\\ufffd", 0);
+}
+
+static const char *xml_ascii(unsigned c, char *buf)
+{
+    (void)buf;
+    switch (c) {
+    case '<': return "&lt;";
+    case '>': return "&gt;";
+    case '&': return "&amp;";
+    case '"': return "&quot;";
+    case '\'': return "&apos;";
+    }
+    /* XML 1.0 cannot hold other control characters, even as references. */
+    return (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f ? "" : NULL;
+}
+
+void spp_out_xml(spp_out *o, const char *s, size_t n)
+{
+    out_escaped(o, s, n, xml_ascii, REPLACEMENT, 1);
+}
+
+void spp_out_text(spp_out *o, const char *s, size_t n, const char *(*esc_ascii)(unsigned c, char *buf))
+{
+    out_escaped(o, s, n, esc_ascii, REPLACEMENT, 0);
 }

@@ -41,7 +41,12 @@ void spp_out_printf(spp_out *o, const char *fmt, ...) __attribute__((format(prin
 /* Writes s as the inside of a JSON string (no quotes); invalid UTF-8 bytes
  * become U+FFFD. */
 void spp_out_json(spp_out *o, const char *s, size_t n);
-/* Writes s with XML's special characters escaped; control bytes dropped. */
+/* Writes s with XML's special characters escaped; control bytes dropped,
+ * invalid UTF-8 as U+FFFD. */
 void spp_out_xml(spp_out *o, const char *s, size_t n);
+/* Writes s as valid UTF-8 (invalid sequences as U+FFFD), each ASCII byte
+ * replaced by what esc_ascii returns for it (NULL: kept; esc_ascii NULL:
+ * all kept). buf has room for 8 bytes. */
+void spp_out_text(spp_out *o, const char *s, size_t n, const char *(*esc_ascii)(unsigned c, char *buf));
 
 #endif

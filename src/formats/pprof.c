@@ -307,8 +307,11 @@ static void write_tables(pprof_w *w, spp_out *out, spp_out *sub, spp_out *line, 
         pb_uint(sub, FUNCTION_START_LINE, (uint64_t)w->fns[i].first_line);
         pb_msg(out, PROFILE_FUNCTION, sub);
     }
-    for (uint32_t i = 0; i < w->nstrs; i++)
-        pb_bytes(out, PROFILE_STRING_TABLE, w->strs[i].s, w->strs[i].n);
+    /* protobuf strings are UTF-8: names from the target may not be. */
+    for (uint32_t i = 0; i < w->nstrs; i++) {
+        spp_out_text(sub, w->strs[i].s, w->strs[i].n, NULL);
+        pb_msg(out, PROFILE_STRING_TABLE, sub);
+    }
 }
 
 int spp_write_pprof(const spp_profile *p, spp_out *o, const spp_write_opts *opts)

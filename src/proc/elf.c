@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -14,6 +15,8 @@
 #include "../core/profile.h"
 
 #define MAX_FILE (1ull << 32)
+/* the most copied from one file (symbol tables run to a few MB) */
+#define MAX_COPY (256ull << 20)
 
 /* Is [off, off + len) inside the file? */
 static int in_file(const spp_elf *e, uint64_t off, uint64_t len)
@@ -67,6 +70,16 @@ int spp_elf_parse(spp_elf *e, const void *data, size_t size)
     }
     if (e->load_vaddr == UINT64_MAX)
         e->load_vaddr = 0;
+    Elf64_Shdr names;
+    if (section(e, &h, h.e_shstrndx, &names) == 0 && in_file(e, names.sh_offset, names.sh_size)) {
+        e->shoff = h.e_shoff;
+        e->shnum = h.e_shnum;
+        e->shstroff = names.sh_offset;
+        e->shstrsize = names.sh_size;
+        /* (section() checked the table's entry size and each entry's place) */
+        if (!in_file(e, e->shoff, e->shnum * sizeof(Elf64_Shdr)))
+            e->shnum = 0;
+    }
     for (unsigned i = 0; i < h.e_shnum && i < 65536 && e->ntabs < 2; i++) {
         Elf64_Shdr s, str;
         if (section(e, &h, i, &s) < 0)
@@ -85,6 +98,66 @@ int spp_elf_parse(spp_elf *e, const void *data, size_t size)
     return SPP_OK;
 }
 
+/* Reads [off, off + len) of fd into dst; a short read (the file shrank
+ * since it was measured) is an error. */
+static int read_at(int fd, unsigned char *dst, uint64_t off, uint64_t len)
+{
+    while (len) {
+        ssize_t n = pread(fd, dst, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return SPP_EINVAL;
+        dst += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return SPP_OK;
+}
+
+/* Replaces e's view of the file by an owned copy of what the lookups use:
+ * the section headers with their names, and the symbol tables with their
+ * strings, read with pread. A file mapped for the whole recording would
+ * raise SIGBUS in spprof if it were truncated meanwhile (a library rewritten
+ * in place); a copy cannot change. */
+static int copy_symbols(spp_elf *e, int fd)
+{
+    uint64_t total = e->shnum * sizeof(Elf64_Shdr) + e->shstrsize;
+    for (int t = 0; t < e->ntabs; t++)
+        total += e->tabs[t].count * sizeof(Elf64_Sym) + e->tabs[t].strsize;
+    if (total > MAX_COPY)
+        return SPP_EINVAL;
+    unsigned char *buf = malloc(total ? total : 1);
+    if (!buf)
+        return SPP_ENOMEM;
+    uint64_t at = 0;
+    int rc = read_at(fd, buf, e->shoff, e->shnum * sizeof(Elf64_Shdr));
+    e->shoff = at;
+    at += e->shnum * sizeof(Elf64_Shdr);
+    if (rc == 0)
+        rc = read_at(fd, buf + at, e->shstroff, e->shstrsize);
+    e->shstroff = at;
+    at += e->shstrsize;
+    for (int t = 0; t < e->ntabs && rc == 0; t++) {
+        uint64_t len = e->tabs[t].count * sizeof(Elf64_Sym);
+        rc = read_at(fd, buf + at, e->tabs[t].off, len);
+        e->tabs[t].off = at;
+        at += len;
+        if (rc == 0)
+            rc = read_at(fd, buf + at, e->tabs[t].stroff, e->tabs[t].strsize);
+        e->tabs[t].stroff = at;
+        at += e->tabs[t].strsize;
+    }
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    e->data = buf;
+    e->size = total;
+    e->owned = buf;
+    return SPP_OK;
+}
+
 int spp_elf_open(spp_elf *e, const char *path)
 {
     memset(e, 0, sizeof(*e));
@@ -99,34 +172,43 @@ int spp_elf_open(spp_elf *e, const char *path)
         close(fd);
         return SPP_EINVAL;
     }
+    /* Mapped only while its headers are checked and indexed. */
     void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    close(fd);
-    if (m == MAP_FAILED)
-        return -err;
-    if (spp_elf_parse(e, m, (size_t)st.st_size) < 0) {
+    int rc = m == MAP_FAILED ? -errno : spp_elf_parse(e, m, (size_t)st.st_size);
+    if (rc == 0)
+        rc = copy_symbols(e, fd);
+    if (m != MAP_FAILED)
         munmap(m, (size_t)st.st_size);
+    close(fd);
+    if (rc < 0) {
         memset(e, 0, sizeof(*e));
-        return SPP_EINVAL;
+        return rc;
     }
-    e->mapped = 1;
     return SPP_OK;
 }
 
 int spp_elf_open_target(spp_elf *e, pid_t pid, const char *path)
 {
     char rooted[PATH_MAX + 32];
-    if (pid > 0 && path[0] == '/' &&
-        (size_t)snprintf(rooted, sizeof(rooted), "/proc/%d/root%s", (int)pid, path) < sizeof(rooted) &&
+    if (pid <= 0 || path[0] != '/')
+        return spp_elf_open(e, path);
+    if ((size_t)snprintf(rooted, sizeof(rooted), "/proc/%d/root%s", (int)pid, path) < sizeof(rooted) &&
         spp_elf_open(e, rooted) == 0)
         return SPP_OK;
+    /* The same path here is the target's file only if the target sees the
+     * same root (or its root cannot be looked at): in a container it names
+     * another file, whose symbols would be wrong. */
+    struct stat theirs, ours;
+    snprintf(rooted, sizeof(rooted), "/proc/%d/root", (int)pid);
+    if (stat(rooted, &theirs) == 0 && stat("/", &ours) == 0 &&
+        (theirs.st_dev != ours.st_dev || theirs.st_ino != ours.st_ino))
+        return SPP_EINVAL;
     return spp_elf_open(e, path);
 }
 
 void spp_elf_close(spp_elf *e)
 {
-    if (e->mapped && e->data)
-        munmap((void *)e->data, e->size);
+    free(e->owned);
     memset(e, 0, sizeof(*e));
 }
 
@@ -176,19 +258,13 @@ int spp_elf_function_at(const spp_elf *e, uint64_t addr, const char **name, uint
 
 int spp_elf_section(const spp_elf *e, const char *name, uint64_t *addr, uint64_t *size)
 {
-    Elf64_Ehdr h;
-    Elf64_Shdr names;
-    if (read_ehdr(e, &h) < 0 || section(e, &h, h.e_shstrndx, &names) < 0 ||
-        !in_file(e, names.sh_offset, names.sh_size))
-        return SPP_EINVAL;
     size_t len = strlen(name);
-    for (unsigned i = 0; i < h.e_shnum && i < 65536; i++) {
+    for (uint64_t i = 0; i < e->shnum; i++) {
         Elf64_Shdr s;
-        if (section(e, &h, i, &s) < 0)
-            return SPP_EINVAL;
-        if (s.sh_name >= names.sh_size || names.sh_size - s.sh_name <= len)
+        memcpy(&s, e->data + e->shoff + i * sizeof(s), sizeof(s));
+        if (s.sh_name >= e->shstrsize || e->shstrsize - s.sh_name <= len)
             continue;
-        const char *n = (const char *)e->data + names.sh_offset + s.sh_name;
+        const char *n = (const char *)e->data + e->shstroff + s.sh_name;
         if (memcmp(n, name, len) == 0 && n[len] == '\0') {
             *addr = s.sh_addr;
             *size = s.sh_size;

@@ -139,11 +139,13 @@ static const module *module_at(spp_symbols *s, uint64_t base, const char *path)
 
 const spp_native_sym *spp_symbols_frame(spp_symbols *s, uint64_t ip, int leaf)
 {
-    spp_native_sym *e = &s->cache[mix(ip) & (CACHE_SIZE - 1)];
-    if (e->ip == ip && e->frame != SPP_NONE)
-        return e;
-    /* A return address points after the call; look up the call itself. */
+    /* A return address points after the call; look up the call itself.
+     * The cache is keyed by the address looked up: a leaf at ip and a
+     * caller returning to ip may lie in different functions. */
     uint64_t at = leaf ? ip : ip - 1, base = 0;
+    spp_native_sym *e = &s->cache[mix(at) & (CACHE_SIZE - 1)];
+    if (e->ip == at && e->frame != SPP_NONE)
+        return e;
     const char *path = NULL, *file = "", *name = NULL;
     char buf[320];
     if (s->locate(s->ctx, at, &path, &base) == 0 && path) {
@@ -178,7 +180,7 @@ const spp_native_sym *spp_symbols_frame(spp_symbols *s, uint64_t ip, int leaf)
         return NULL;
     /* An address in no known file is looked up again next time (its
      * library may be loading now), not cached. */
-    e->ip = path ? ip : 0;
+    e->ip = path ? at : 0;
     e->glue = s->interp_base && path && base == s->interp_base && (name == buf || spp_merge_is_glue(name));
     return e;
 }

@@ -15,7 +15,7 @@
 
 /* What a native frame stands for in the profile. */
 typedef struct spp_native_sym {
-    uint64_t ip;
+    uint64_t ip;      /* the address named (a return address less one) */
     uint32_t frame;   /* profile frame id */
     int glue;         /* the interpreter's own calling machinery */
 } spp_native_sym;
