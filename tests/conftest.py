@@ -268,3 +268,26 @@ def pprof_raw(path):
         s["stack"] = [res["locations"][i] for i in reversed(s.pop("locs"))]
         res["samples"].append(s)
     return res
+
+
+def run_c_test(tmp_path, name):
+    """Builds tests/c/NAME.c with the profile model and every writer, under
+    ASan/UBSan with the system's compiler, and runs it: it must print "ok"
+    last and exit 0."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.fail("no C compiler: install the Debian package gcc")
+    root = os.path.dirname(HERE)
+    formats = sorted(os.path.join("src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
+                     if f.endswith(".c"))  # every writer: writer.c names them all
+    sources = ["src/core/profile.c", *formats, "tests/c/%s.c" % name]
+    exe = tmp_path / name
+    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-g",
+                            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                            *[os.path.join(root, s) for s in sources], "-o", str(exe), "-lm"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+    env.pop("LD_PRELOAD", None)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -5,13 +5,12 @@ bound on the timeline behind it)."""
 import json
 import os
 import re
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, HERE, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, last_json, pprof_raw
+from conftest import (DATA, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, last_json,
+                      pprof_raw, run_c_test)
 
 PROGRAM = """
 import threading, time
@@ -230,23 +229,7 @@ def test_chrometrace_render_and_suffixes(tmp_path):
 def test_timeline_bound_in_c(tmp_path):
     """The C unit test of the timeline's memory bound, built with the
     system's compiler under ASan/UBSan."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        pytest.fail("no C compiler: install the Debian package gcc")
-    root = os.path.dirname(HERE)
-    formats = sorted(os.path.join("src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
-                     if f.endswith(".c"))  # every writer: writer.c names them all
-    sources = ["src/core/profile.c", *formats, "tests/c/test_timeline.c"]
-    exe = tmp_path / "test_timeline"
-    build = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-g",
-                            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                            *[os.path.join(root, s) for s in sources], "-o", str(exe), "-lm"],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
-    env.pop("LD_PRELOAD", None)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    run_c_test(tmp_path, "test_timeline")
 def _speedscope_stacks(doc):
     """{(thread profile name, (("NAME FILE", line), ... root first)): weight} and
     the map from "NAME FILE" to (name, file)."""

@@ -1,0 +1,28 @@
+/* check.h - the checks of the C unit tests: each failed one prints its
+ * place and is counted in failures; main returns non-zero if any failed. */
+#ifndef SPP_TEST_CHECK_H
+#define SPP_TEST_CHECK_H
+
+#include <stdio.h>
+
+static int failures;
+
+#define CHECK_EQ_U64(a, b)                                                                    \
+    do {                                                                                      \
+        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);       \
+        if (a_ != b_) {                                                                       \
+            printf("%s:%d: %s == %llu, expected %s == %llu\n", __FILE__, __LINE__, #a, a_, #b, \
+                   b_);                                                                       \
+            failures++;                                                                       \
+        }                                                                                     \
+    } while (0)
+
+#define CHECK(cond)                                                      \
+    do {                                                                 \
+        if (!(cond)) {                                                   \
+            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                  \
+        }                                                                \
+    } while (0)
+
+#endif
