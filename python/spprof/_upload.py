@@ -43,7 +43,7 @@ def default_app_name() -> str:
 
 def check(app_name: Optional[str], tags: Optional[Mapping[str, str]], format: str) -> tuple:
     """Validates the arguments as Pyroscope's names allow them; returns
-    (app_name, sorted tag items, format)."""
+    (app_name, the tags as (key, value) pairs in order, format)."""
     if app_name is None:
         app_name = default_app_name()
     if not isinstance(app_name, str) or not _APP.match(app_name):
