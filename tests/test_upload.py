@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import pprof_raw, run_c_test
-from test_cli import BUSY, run
+from test_cli import BUSY, run, start_target
 
 
 class Ingest:
@@ -183,6 +183,29 @@ def test_record_upload_folded_once(busy, tmp_path, ingest):
     hot = sum(n for s, n in stacks.items() if s.split(";")[-1].startswith("hot_leaf (busy.py:"))
     assert hot > 0.3 * sum(stacks.values()), stacks
     assert not list(tmp_path.glob("spprof-*")), os.listdir(tmp_path)
+
+
+def test_record_upload_attached_names_the_script(busy, tmp_path, ingest):
+    """With --pid the default application name comes from the process's
+    command line too."""
+    srv = ingest()
+    proc = start_target(busy, 30)
+    try:
+        t0 = time.time()
+        r = run(["record", "--pid", proc.pid, "-d", "0.7", "--upload", srv.url, "--tag",
+                 "pid=%d" % proc.pid], cwd=str(tmp_path))
+        t1 = time.time()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0, r.stderr
+    assert len(srv.requests) == 1, srv.requests
+    check_query(srv.requests[0], "busy{pid=%d}" % proc.pid, "pprof", 100, t0, t1)
+    path = tmp_path / "attached.pb.gz"
+    path.write_bytes(srv.requests[0]["body"])
+    raw = pprof_raw(path)
+    assert sum(s["values"][0] for s in raw["samples"]) == reported_samples(r.stderr)
+    assert hot_samples(raw, busy) > 0
 
 
 def test_record_upload_server_error_keeps_file(busy, tmp_path, ingest):
