@@ -293,3 +293,12 @@ def pprof_raw(path):
         s["stack"] = [res["locations"][i] for i in reversed(s.pop("locs"))]
         res["samples"].append(s)
     return res
+
+
+def run_c_test(tmp_path, name):
+    """Builds tests/c/NAME.c with the profile model and every writer (see
+    build_c) and runs it (see run_c)."""
+    root = os.path.dirname(HERE)
+    formats = sorted(os.path.join("src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
+                     if f.endswith(".c"))  # every writer: writer.c names them all
+    run_c(build_c(tmp_path, name, ["src/core/profile.c", *formats, "tests/c/%s.c" % name], ["-lm"]))

@@ -5,14 +5,12 @@ bound on the timeline behind it)."""
 import json
 import os
 import re
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import (DATA, HERE, TWO_PHASES, build_c, check_chrometrace, check_two_phases, go_pprof, last_json,
-                      pprof_raw, run_c)
+from conftest import (DATA, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, last_json,
+                      pprof_raw, run_c_test)
 
 PROGRAM = """
 import threading, time
@@ -231,12 +229,7 @@ def test_chrometrace_render_and_suffixes(tmp_path):
 def test_timeline_bound_in_c(tmp_path):
     """The C unit test of the timeline's memory bound, built with the
     system's compiler under ASan/UBSan."""
-    root = os.path.dirname(HERE)
-    formats = sorted(os.path.join("src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
-                     if f.endswith(".c"))  # every writer: writer.c names them all
-    exe = build_c(tmp_path, "test_timeline", ["src/core/profile.c", *formats, "tests/c/test_timeline.c"],
-                  ["-lm"])
-    run_c(exe)
+    run_c_test(tmp_path, "test_timeline")
 
 
 def _speedscope_stacks(doc):

@@ -36,6 +36,8 @@ from ._profile import (
     _format_for,
 )
 
+from ._upload import UploadError
+
 try:
     from . import _spprof as _engine
 except ImportError as exc:  # pragma: no cover - a broken install
@@ -62,6 +64,7 @@ __all__ = [
     "Sample",
     "Frame",
     "ProfilerStats",
+    "UploadError",
 ]
 
 _lock = threading.Lock()

@@ -251,6 +251,34 @@ class Profile(_View):
     def aggregate(self) -> AggregatedProfile:
         return AggregatedProfile(self)
 
+    def upload(
+        self,
+        url: str,
+        app_name: Optional[str] = None,
+        tags: Optional[Dict[str, str]] = None,
+        format: str = "pprof",
+        timeout: float = 10.0,
+    ) -> None:
+        """Send the profile to a Pyroscope-compatible server: POST url's
+        /ingest (appended unless url ends with it; http:// or https://).
+
+        app_name defaults to the script's name; tags ({"env": "prod"}) become
+        Pyroscope labels. format is "pprof" (the gzipped profile.proto) or
+        "folded" (folded stacks, sent as APP.cpu, or APP.wall for a wall-clock
+        profile). from/until are the profile's start and end, sampleRate the
+        samples per second asked for. Raises ValueError for a bad argument and
+        spprof.UploadError (an OSError) naming the URL and the cause when the
+        server cannot be reached, times out (timeout seconds) or answers with
+        a status other than 2xx."""
+        from . import _upload
+
+        app, items, fmt = _upload.check(app_name, tags, format)
+        _upload.ingest_url(url)
+        body = self.to_pprof() if fmt == "pprof" else self.to_collapsed().encode("utf-8")
+        suffix = "wall" if self._info["mechanism"] == "wall" else "cpu"
+        _upload.send(url, body, app, items, fmt, suffix, self._info["start_ns"] // 10**9,
+                     self._info["end_ns"] // 10**9, int(round(1000.0 / self.interval_ms)), timeout)
+
     def __repr__(self) -> str:
         return "<spprof.Profile samples=%d dropped=%d clock=%s duration=%.0fms>" % (
             self.sample_count,

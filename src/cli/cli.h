@@ -12,6 +12,7 @@
 #include "../proc/remote.h"
 #include "../proc/target.h"
 #include "../pyabi/resolve.h"
+#include "upload.h"
 
 #define SPP_CLI_MAX_THREADS 4096
 #define SPP_CLI_MAX_DEPTH 512
@@ -28,6 +29,7 @@ typedef struct spp_cli_opts {
     int subprocesses, native, nonblocking;
     int json, locals;       /* dump */
     int delay_ms;           /* top: refresh period */
+    spp_upload_opts upload; /* record --upload (url NULL: none) */
 } spp_cli_opts;
 
 /* Prints "spprof: <message>" to stderr. */

@@ -35,6 +35,11 @@ static const char usage[] =
     "      --nonblocking      never pause the program (stacks may be torn)\n"
     "  -n, --native           C frames too, between the Python frames (x86_64, libunwind)\n"
     "  -p, --pid PID          profile a running process\n"
+    "      --upload URL       send the profile to a Pyroscope server's /ingest (http:// only)\n"
+    "      --app-name NAME    the application's name there (default: the script's or command's)\n"
+    "      --tag KEY=VALUE    a tag of the uploaded profiles (repeatable)\n"
+    "      --upload-format F  pprof (default) or folded\n"
+    "      --every SECS       upload each SECS window while recording (default: once, at the end)\n"
     "\n"
     "dump options:\n"
     "      --locals           each frame's local variables (arguments first)\n"
@@ -66,7 +71,10 @@ static int parse_pid(const char *s, pid_t *out)
     return 0;
 }
 
-enum { OPT_NOLINENO = 1000, OPT_FULL, OPT_NONBLOCKING, OPT_LOCALS, OPT_JSON, OPT_DELAY };
+enum {
+    OPT_NOLINENO = 1000, OPT_FULL, OPT_NONBLOCKING, OPT_LOCALS, OPT_JSON, OPT_DELAY,
+    OPT_UPLOAD, OPT_APP_NAME, OPT_TAG, OPT_UPLOAD_FORMAT, OPT_EVERY
+};
 
 static const struct option long_opts[] = {
     {"output", required_argument, NULL, 'o'},
@@ -86,6 +94,11 @@ static const struct option long_opts[] = {
     {"locals", no_argument, NULL, OPT_LOCALS},
     {"json", no_argument, NULL, OPT_JSON},
     {"delay", required_argument, NULL, OPT_DELAY},
+    {"upload", required_argument, NULL, OPT_UPLOAD},
+    {"app-name", required_argument, NULL, OPT_APP_NAME},
+    {"tag", required_argument, NULL, OPT_TAG},
+    {"upload-format", required_argument, NULL, OPT_UPLOAD_FORMAT},
+    {"every", required_argument, NULL, OPT_EVERY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -138,9 +151,12 @@ int main(int argc, char **argv)
     o.format = "flamegraph";
     o.rate = 100;
     o.delay_ms = 1000;
+    o.upload.format = "pprof";
+    int upload_given = 0; /* an upload option other than --upload itself */
     optind = 2;
     int c;
     double d;
+    char err[512];
     int mine = strcmp(cmd, "record") == 0 ? FOR_RECORD : strcmp(cmd, "dump") == 0 ? FOR_DUMP : FOR_TOP;
     while ((c = getopt_long(argc, argv, "+o:f:r:d:p:igtFsnh", long_opts, NULL)) != -1) {
         if (c != '?' && !(option_commands(c) & mine)) {
@@ -148,6 +164,8 @@ int main(int argc, char **argv)
             spp_cli_error("%s does not take %s (see spprof --help)", cmd, option_name(c, name, sizeof(name)));
             return 2;
         }
+        if (c == OPT_APP_NAME || c == OPT_TAG || c == OPT_UPLOAD_FORMAT || c == OPT_EVERY)
+            upload_given = c;
         switch (c) {
         case 'o':
             o.output = optarg;
@@ -182,6 +200,38 @@ int main(int argc, char **argv)
             if (parse_double(optarg, 0.05, 3600, "--delay", &d) < 0)
                 return 2;
             o.delay_ms = (int)(d * 1000);
+            break;
+        case OPT_UPLOAD:
+            o.upload.url = optarg;
+            break;
+        case OPT_APP_NAME:
+            if (spp_upload_check_app(optarg, err, sizeof(err)) < 0) {
+                spp_cli_error("%s", err);
+                return 2;
+            }
+            o.upload.app_name = optarg;
+            break;
+        case OPT_TAG:
+            if (spp_upload_check_tag(optarg, err, sizeof(err)) < 0) {
+                spp_cli_error("%s", err);
+                return 2;
+            }
+            if (o.upload.ntags == SPP_UPLOAD_MAX_TAGS) {
+                spp_cli_error("at most %d --tag options", SPP_UPLOAD_MAX_TAGS);
+                return 2;
+            }
+            o.upload.tags[o.upload.ntags++] = optarg;
+            break;
+        case OPT_UPLOAD_FORMAT:
+            if (strcmp(optarg, "pprof") && strcmp(optarg, "folded")) {
+                spp_cli_error("--upload-format must be pprof or folded, got '%s'", optarg);
+                return 2;
+            }
+            o.upload.format = optarg;
+            break;
+        case OPT_EVERY:
+            if (parse_double(optarg, 0.1, 86400, "--every", &o.upload.every) < 0)
+                return 2;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -220,6 +270,18 @@ int main(int argc, char **argv)
         spp_cli_error("--native needs libunwind-ptrace, which this spprof was built without "
                       "(install the Debian package libunwind-dev and rebuild spprof; x86_64 only)");
         return 2;
+    }
+    if (upload_given && !o.upload.url) {
+        char name[32];
+        spp_cli_error("%s is for uploads: give --upload URL too", option_name(upload_given, name, sizeof(name)));
+        return 2;
+    }
+    if (o.upload.url) {
+        spp_url u;
+        if (spp_url_parse(o.upload.url, &u, err, sizeof(err)) < 0) {
+            spp_cli_error("--upload %s", err);
+            return 2;
+        }
     }
     if (strcmp(o.format, "raw") == 0)
         o.format = "collapsed";

@@ -252,6 +252,55 @@ static int check_output_dir(const char *output)
     return 0;
 }
 
+/* The application name uploads go under: --app-name, else the script or
+ * command being profiled. */
+static void upload_app(const spp_cli_opts *o, pid_t pid, char *buf, size_t n)
+{
+    if (o->upload.app_name) {
+        snprintf(buf, n, "%s", o->upload.app_name);
+        return;
+    }
+    if (o->argv) {
+        int argc = 0;
+        while (o->argv[argc])
+            argc++;
+        spp_upload_default_app(o->argv, argc, buf, n);
+        return;
+    }
+    char path[64], raw[4096];
+    char *args[64];
+    int argc = 0;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    ssize_t len = spp_proc_read(path, raw, sizeof(raw));
+    for (ssize_t i = 0; i < len && argc < 64; i += (ssize_t)strlen(raw + i) + 1)
+        args[argc++] = raw + i;
+    spp_upload_default_app(args, argc, buf, n);
+}
+
+/* Queues the samples taken since the mark (all of them without one) as
+ * the profile of [from, until] (CLOCK_REALTIME ns). An empty window is not
+ * sent. */
+static void upload_window(recorder *rc, spp_uploader *up, spp_mark *mark, uint64_t from,
+                          uint64_t until)
+{
+    spp_profile *w = rc->profile;
+    uint64_t n = spp_profile_samples(w);
+    if (mark) {
+        w = spp_profile_take_window(rc->profile, mark, &n);
+        if (!w) {
+            spp_cli_error("out of memory: a window of samples was not uploaded");
+            return;
+        }
+    }
+    spp_meta m = *spp_profile_meta(w);
+    m.start_ns = from;
+    m.end_ns = until;
+    if (n && spp_profile_set_meta(w, &m) == 0)
+        spp_uploader_send(up, w, from, until);
+    if (mark)
+        spp_profile_free(w);
+}
+
 int spp_cmd_record(const spp_cli_opts *o)
 {
     spp_writer_fn writer = spp_writer_lookup(o->format);
@@ -303,7 +352,11 @@ int spp_cmd_record(const spp_cli_opts *o)
         return 2;
     }
     char outbuf[64];
-    const char *output = o->output ? o->output : default_output(o->format, pid, outbuf, sizeof(outbuf));
+    /* With --upload the profile goes to the server, and to a file only when
+     * -o names one. */
+    const char *output = o->output ? o->output
+                         : o->upload.url ? NULL
+                                         : default_output(o->format, pid, outbuf, sizeof(outbuf));
 
     recorder rc;
     memset(&rc, 0, sizeof(rc));
@@ -328,12 +381,53 @@ int spp_cmd_record(const spp_cli_opts *o)
     if (strcmp(o->format, "chrometrace") == 0)
         spp_profile_keep_timeline(rc.profile, RECORD_TIMELINE_MAX);
 
+    /* The meta now, while the process is there to name it: windows
+     * uploaded during the recording carry it. */
+    char title[1024];
+    spp_process_cmdline(pid, title, sizeof(title));
+    if (!title[0] && o->argv) {
+        size_t used = 0;
+        for (char **a = o->argv; *a && used < sizeof(title) - 2; a++)
+            used += (size_t)snprintf(title + used, sizeof(title) - used, "%s%s", used ? " " : "", *a);
+    }
+    spp_write_opts wo;
+    spp_write_opts_default(&wo);
+    wo.lines = lines;
+    wo.full_filenames = o->full_filenames;
+    wo.thread_roots = o->threads && !o->subprocesses; /* else already in the stacks */
+
+    spp_uploader *up = NULL;
+    spp_mark *mark = NULL;
+    if (o->upload.url) {
+        char app[160], err[512];
+        upload_app(o, pid, app, sizeof(app));
+        up = spp_uploader_start(&o->upload, app, o->rate, "wall", &wo, err, sizeof(err));
+        if (up && o->upload.every > 0 && !(mark = spp_mark_new()))
+            snprintf(err, sizeof(err), "out of memory");
+        if (!up || (o->upload.every > 0 && !mark)) {
+            spp_cli_error("--upload %s", err);
+            if (up)
+                spp_uploader_finish(up);
+            spp_procs_free(ps);
+            free(threads);
+            spp_profile_free(rc.profile);
+            if (launched)
+                end_child(pid);
+            return 1;
+        }
+    }
+
     int tty = isatty(2);
     uint64_t period = (uint64_t)(1e9 / o->rate);
     /* Sleeps end when asked, not up to 50 us later (the default slack, a
      * tenth of a period at 2 kHz). */
     prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
     uint64_t start_real = now_ns(CLOCK_REALTIME), start = now_ns(CLOCK_MONOTONIC);
+    spp_meta meta = {title, "wall", o->nonblocking ? "ptrace-free reads" : "ptrace pause",
+                     1000.0 / o->rate, start_real, start_real, (uint64_t)pid};
+    spp_profile_set_meta(rc.profile, &meta);
+    uint64_t every = (uint64_t)(o->upload.every * 1e9);
+    uint64_t window_end = start + every, window_from = start_real;
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;
     spp_procs_at(ps, 0)->last = start;
@@ -352,8 +446,21 @@ int spp_cmd_record(const spp_cli_opts *o)
             last_discovery = now;
             continue;
         }
+        if (mark && now >= window_end) {
+            /* The window ends now: its samples go to the server while
+             * recording goes on, and the next window starts where it ends. */
+            uint64_t until = start_real + (now - start);
+            upload_window(&rc, up, mark, window_from, until);
+            window_from = until;
+            window_end += every;
+            if (window_end <= now)
+                window_end = now + every; /* far behind: don't send a burst */
+            continue;
+        }
         if (now < deadline) {
             uint64_t until = deadline;
+            if (mark && window_end < until)
+                until = window_end;
             if (o->subprocesses && last_discovery + 100000000ull < until)
                 until = last_discovery + 100000000ull;
             spp_procs_wait(ps, until);
@@ -392,28 +499,24 @@ int spp_cmd_record(const spp_cli_opts *o)
     if (tty)
         progress(&rc, (double)(end - start) / 1e9, 1);
 
-    char title[1024];
-    spp_process_cmdline(pid, title, sizeof(title));
-    if (!title[0] && o->argv) {
-        size_t used = 0;
-        for (char **a = o->argv; *a && used < sizeof(title) - 2; a++)
-            used += (size_t)snprintf(title + used, sizeof(title) - used, "%s%s", used ? " " : "", *a);
-    }
-    spp_meta meta = {title, "wall", o->nonblocking ? "ptrace-free reads" : "ptrace pause",
-                     1000.0 / o->rate, start_real, start_real + (end - start), (uint64_t)pid};
+    meta.end_ns = start_real + (end - start);
     spp_profile_set_meta(rc.profile, &meta);
 
-    spp_write_opts wo;
-    spp_write_opts_default(&wo);
-    wo.lines = lines;
-    wo.full_filenames = o->full_filenames;
-    wo.thread_roots = o->threads && !o->subprocesses; /* else already in the stacks */
     int rcode = 0;
+    uint64_t upload_failed = 0;
+    if (up) {
+        /* The last, partial window (or, without --every, the whole
+         * recording), then every upload still queued. */
+        if (rc.samples)
+            upload_window(&rc, up, mark, mark ? window_from : start_real, meta.end_ns);
+        upload_failed = spp_uploader_finish(up);
+        spp_mark_free(mark);
+    }
     if (rc.samples == 0) {
-        spp_cli_error("no samples were taken (the program ended or stayed idle%s); nothing written",
-                      o->idle ? "" : "; --idle includes idle threads");
+        spp_cli_error("no samples were taken (the program ended or stayed idle%s); nothing %s",
+                      o->idle ? "" : "; --idle includes idle threads", up ? "uploaded" : "written");
         rcode = 1;
-    } else {
+    } else if (output) {
         int w = spp_write_file(rc.profile, output, o->format, &wo);
         if (w < 0) {
             spp_cli_error("cannot write %s: %s", output, strerror(-w));
@@ -423,6 +526,10 @@ int spp_cmd_record(const spp_cli_opts *o)
                     (unsigned long long)rc.samples, (unsigned long long)rc.errors,
                     (unsigned long long)rc.late);
         }
+    } else {
+        fprintf(stderr, "spprof: %llu samples, %llu errors, %llu late\n",
+                (unsigned long long)rc.samples, (unsigned long long)rc.errors,
+                (unsigned long long)rc.late);
     }
     if (launched && exit_status < 0) {
         /* Stopped early (Ctrl-C, --duration): the program keeps running as
@@ -440,5 +547,9 @@ int spp_cmd_record(const spp_cli_opts *o)
         else if (WIFSIGNALED(exit_status))
             rcode = 128 + WTERMSIG(exit_status);
     }
+    /* A failed upload is spprof's failure, whatever the program's result
+     * (the file, if any, is written all the same). */
+    if (upload_failed)
+        rcode = 1;
     return rcode;
 }

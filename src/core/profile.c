@@ -554,17 +554,22 @@ uint32_t spp_profile_unwind(const spp_profile *p, uint32_t stack, uint32_t *out,
     return n;
 }
 
+/* Copies before freeing: src may be the string *dst holds (setting a
+ * profile's meta from a copy of its own). */
 static int dup_str(const char **dst, const char *src)
 {
+    char *c = NULL;
+    if (src) {
+        size_t n = strlen(src) + 1;
+        c = malloc(n);
+        if (!c) {
+            free((char *)*dst);
+            *dst = NULL;
+            return SPP_ENOMEM;
+        }
+        memcpy(c, src, n);
+    }
     free((char *)*dst);
-    *dst = NULL;
-    if (!src)
-        return SPP_OK;
-    size_t n = strlen(src) + 1;
-    char *c = malloc(n);
-    if (!c)
-        return SPP_ENOMEM;
-    memcpy(c, src, n);
     *dst = c;
     return SPP_OK;
 }
@@ -582,3 +587,136 @@ int spp_profile_set_meta(spp_profile *p, const spp_meta *m)
 }
 
 const spp_meta *spp_profile_meta(const spp_profile *p) { return &p->meta; }
+
+/* ---- windows ---- */
+
+struct spp_mark {
+    uint64_t *count;   /* owned: each stack's self_count when last advanced */
+    uint64_t *weight;  /* owned: its self_weight then */
+    uint32_t n;        /* stacks covered; newer ones start from zero */
+    uint64_t dropped;
+};
+
+spp_mark *spp_mark_new(void) { return calloc(1, sizeof(spp_mark)); }
+
+void spp_mark_free(spp_mark *m)
+{
+    if (!m)
+        return;
+    free(m->count);
+    free(m->weight);
+    free(m);
+}
+
+/* The id in dst of the string id of src; SPP_NONE stays SPP_NONE. */
+static uint32_t copy_string(spp_profile *dst, const spp_profile *src, uint32_t id, int *failed)
+{
+    if (id == SPP_NONE)
+        return SPP_NONE;
+    size_t len;
+    const char *s = spp_profile_string(src, id, &len);
+    uint32_t r = spp_profile_intern(dst, s, len);
+    if (r == SPP_NONE)
+        *failed = 1;
+    return r;
+}
+
+/* The stack of dst standing for stack s of src, created with its callers
+ * as needed; map caches src stack -> dst stack (SPP_NONE: not yet).
+ * The walk up ends at a mapped stack or a thread root. */
+static uint32_t copy_stack(spp_profile *dst, const spp_profile *src, uint32_t s, uint32_t *map)
+{
+    uint32_t chain[64];
+    if (map[s] == SPP_NONE) {
+        /* The unmapped stacks on the way to the root, 64 at most. */
+        uint32_t n = 0, top = s;
+        while (map[top] == SPP_NONE && src->stacks[top].parent != SPP_NONE && n < 64) {
+            chain[n++] = top;
+            top = src->stacks[top].parent;
+        }
+        if (map[top] == SPP_NONE && src->stacks[top].parent == SPP_NONE) {
+            const spp_thread *t = &src->threads[src->stacks[top].thread];
+            uint32_t ti = spp_profile_thread(dst, t->tid, NULL);
+            if (ti == SPP_NONE)
+                return SPP_NONE;
+            if (t->name != SPP_NONE && dst->threads[ti].name == SPP_NONE) {
+                int failed = 0;
+                dst->threads[ti].name = copy_string(dst, src, t->name, &failed);
+            }
+            map[top] = dst->threads[ti].root;
+        }
+        /* 64 unmapped stacks below top: map the part above first (depth
+         * is bounded by the callers' caps, so this recursion is shallow). */
+        if (map[top] == SPP_NONE && copy_stack(dst, src, top, map) == SPP_NONE)
+            return SPP_NONE;
+        uint32_t at = map[top];
+        while (n-- > 0) {
+            const spp_frame *f = &src->frames[src->stacks[chain[n]].frame];
+            int failed = 0;
+            spp_frame c = *f;
+            c.name = copy_string(dst, src, f->name, &failed);
+            c.file = copy_string(dst, src, f->file, &failed);
+            uint32_t fid = failed ? SPP_NONE : spp_profile_frame(dst, &c);
+            at = fid == SPP_NONE ? SPP_NONE : spp_profile_push(dst, at, fid);
+            if (at == SPP_NONE)
+                return SPP_NONE;
+            map[chain[n]] = at;
+        }
+    }
+    return map[s];
+}
+
+spp_profile *spp_profile_take_window(const spp_profile *p, spp_mark *m, uint64_t *samples)
+{
+    uint32_t n = p->nstacks;
+    spp_profile *w = spp_profile_new(0);
+    uint32_t *map = malloc(((size_t)n + 1) * sizeof(uint32_t));
+    uint64_t *count = realloc(m->count, ((size_t)n + 1) * sizeof(uint64_t));
+    if (count)
+        m->count = count;
+    uint64_t *weight = realloc(m->weight, ((size_t)n + 1) * sizeof(uint64_t));
+    if (weight)
+        m->weight = weight;
+    if (!w || !map || !count || !weight || spp_profile_set_meta(w, &p->meta) < 0)
+        goto fail;
+    memset(map, 0xff, (size_t)n * sizeof(uint32_t));
+    for (uint32_t i = m->n; i < n; i++)
+        count[i] = weight[i] = 0;
+    uint64_t total = 0;
+    for (uint32_t s = 0; s < n; s++) {
+        const spp_stack *st = &p->stacks[s];
+        if (st->self_count <= count[s])
+            continue;
+        uint32_t d = copy_stack(w, p, s, map);
+        if (d == SPP_NONE)
+            goto fail;
+        uint64_t dc = st->self_count - count[s], dw = st->self_weight - weight[s];
+        const spp_thread *src_t = &p->threads[st->thread];
+        spp_stack *ds = &w->stacks[d];
+        spp_thread *t = &w->threads[ds->thread];
+        ds->self_count += dc;
+        ds->self_weight += dw;
+        t->first_ns = t->last_ns = src_t->last_ns;
+        t->samples += dc;
+        t->weight += dw;
+        w->samples += dc;
+        w->weight += dw;
+        total += dc;
+    }
+    w->dropped = p->dropped - m->dropped;
+    /* Only now, with the window complete, does the mark move. */
+    for (uint32_t s = 0; s < n; s++) {
+        count[s] = p->stacks[s].self_count;
+        weight[s] = p->stacks[s].self_weight;
+    }
+    m->n = n;
+    m->dropped = p->dropped;
+    free(map);
+    if (samples)
+        *samples = total;
+    return w;
+fail:
+    free(map);
+    spp_profile_free(w);
+    return NULL;
+}

@@ -132,6 +132,23 @@ size_t spp_profile_memory(const spp_profile *p);
  * depth (capped at cap). */
 uint32_t spp_profile_unwind(const spp_profile *p, uint32_t stack, uint32_t *out, uint32_t cap);
 
+/* Windows of a profile: the samples counted since a mark. A mark remembers
+ * each stack's totals when it was last advanced; spp_profile_take_window
+ * copies what grew since then into a new profile (the stacks, frames,
+ * strings and threads they need, nothing else) and advances the mark, so
+ * one recording feeds both the whole profile and a series of windows with
+ * one model and one set of writers. The window's threads get first_ns and
+ * last_ns of the source thread's latest sample; its meta is the source's
+ * (the caller sets the window's start and end). The timeline is not
+ * copied. */
+typedef struct spp_mark spp_mark;
+spp_mark *spp_mark_new(void);            /* NULL when out of memory */
+void spp_mark_free(spp_mark *m);         /* NULL is a no-op */
+/* A new profile (no memory limit) of what p counted since m, or NULL when
+ * out of memory (m is then not advanced). *samples, if not NULL, gets the
+ * number of samples the window holds. */
+spp_profile *spp_profile_take_window(const spp_profile *p, spp_mark *m, uint64_t *samples);
+
 /* Free-form metadata the writers print (title, rate). Copies the strings. */
 typedef struct spp_meta {
     const char *title;       /* command line or program name */

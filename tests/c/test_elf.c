@@ -19,29 +19,29 @@ int spp_elf_test_marker(int x)
 
 int main(int argc, char **argv)
 {
-    CHECK(argc == 2);
+    REQUIRE(argc == 2);
     spp_elf e;
-    CHECK(spp_elf_open(&e, argv[1]) == 0);
+    REQUIRE(spp_elf_open(&e, argv[1]) == 0);
     uint64_t value = 0, size = 0;
-    CHECK(spp_elf_symbol(&e, "spp_elf_test_marker", &value, &size) == 0);
-    CHECK(value != 0 && size != 0);
+    REQUIRE(spp_elf_symbol(&e, "spp_elf_test_marker", &value, &size) == 0);
+    REQUIRE(value != 0 && size != 0);
 
     /* Emptied under us: every lookup still answers from the copy. */
-    CHECK(truncate(argv[1], 0) == 0);
+    REQUIRE(truncate(argv[1], 0) == 0);
     const char *name = NULL;
     uint64_t off = 1;
-    CHECK(spp_elf_function_at(&e, value + 1, &name, &off) == 0);
-    CHECK(strcmp(name, "spp_elf_test_marker") == 0 && off == 1);
+    REQUIRE(spp_elf_function_at(&e, value + 1, &name, &off) == 0);
+    REQUIRE(strcmp(name, "spp_elf_test_marker") == 0 && off == 1);
     uint64_t again = 0;
-    CHECK(spp_elf_symbol(&e, "main", &again, NULL) == 0 && again != 0);
+    REQUIRE(spp_elf_symbol(&e, "main", &again, NULL) == 0 && again != 0);
     uint64_t addr, sz;
-    CHECK(spp_elf_section(&e, ".text", &addr, &sz) == 0 && sz != 0);
-    CHECK(spp_elf_section(&e, ".no-such-section", &addr, &sz) != 0);
+    REQUIRE(spp_elf_section(&e, ".text", &addr, &sz) == 0 && sz != 0);
+    REQUIRE(spp_elf_section(&e, ".no-such-section", &addr, &sz) != 0);
     spp_elf_close(&e);
 
     /* An empty file, and a missing one, are errors. */
-    CHECK(spp_elf_open(&e, argv[1]) != 0);
-    CHECK(spp_elf_open(&e, "/nonexistent/spprof-test") != 0);
+    REQUIRE(spp_elf_open(&e, argv[1]) != 0);
+    REQUIRE(spp_elf_open(&e, "/nonexistent/spprof-test") != 0);
     printf("ok\n");
     return spp_elf_test_marker(0) == 1 ? 0 : 1;
 }

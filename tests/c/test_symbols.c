@@ -27,18 +27,18 @@ static const char *name_of(spp_profile *p, const spp_native_sym *sym)
 int main(void)
 {
     spp_profile *p = spp_profile_new(0);
-    CHECK(p);
+    REQUIRE(p);
     spp_symbols *s = spp_symbols_for_process(p, getpid(), 0);
-    CHECK(s);
+    REQUIRE(s);
     uint64_t ip = (uint64_t)(uintptr_t)&spp_symbols_test_marker;
     /* As a return address first: names whatever precedes the function. */
     const char *caller = name_of(p, spp_symbols_frame(s, ip, 0));
-    CHECK(strcmp(caller, "spp_symbols_test_marker") != 0);
+    REQUIRE(strcmp(caller, "spp_symbols_test_marker") != 0);
     const char *leaf = name_of(p, spp_symbols_frame(s, ip, 1));
-    CHECK(strcmp(leaf, "spp_symbols_test_marker") == 0);
+    REQUIRE(strcmp(leaf, "spp_symbols_test_marker") == 0);
     /* and both stay cached as themselves */
-    CHECK(strcmp(name_of(p, spp_symbols_frame(s, ip, 0)), caller) == 0);
-    CHECK(strcmp(name_of(p, spp_symbols_frame(s, ip + 1, 0)), "spp_symbols_test_marker") == 0);
+    REQUIRE(strcmp(name_of(p, spp_symbols_frame(s, ip, 0)), caller) == 0);
+    REQUIRE(strcmp(name_of(p, spp_symbols_frame(s, ip + 1, 0)), "spp_symbols_test_marker") == 0);
     spp_symbols_free(s);
     spp_profile_free(p);
     printf("ok\n");

@@ -9,26 +9,7 @@
 
 #include "../../src/core/profile.h"
 #include "../../src/formats/formats.h"
-
-static int failures;
-
-#define CHECK_EQ_U64(a, b)                                                                    \
-    do {                                                                                      \
-        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);       \
-        if (a_ != b_) {                                                                       \
-            printf("%s:%d: %s == %llu, expected %s == %llu\n", __FILE__, __LINE__, #a, a_, #b, \
-                   b_);                                                                       \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
-
-#define CHECK(cond)                                                      \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                  \
-        }                                                                \
-    } while (0)
+#include "check.h"
 
 #define NTHREADS 2
 #define NFUNCS 5
