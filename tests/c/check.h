@@ -7,7 +7,7 @@
 
 #include <stdio.h>
 
-static int failures;
+static int failures __attribute__((unused));
 
 #define CHECK_EQ_U64(a, b)                                                                    \
     do {                                                                                      \
