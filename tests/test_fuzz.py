@@ -16,7 +16,7 @@ SECONDS = int(os.environ.get("SPPROF_FUZZ_SECONDS", "5"))
 
 TARGETS = {
     "fuzz_pyabi": ["src/pyabi/offsets.c", "src/pyabi/offsets_table.c", "src/pyabi/walker.c",
-                   "src/pyabi/resolve.c", "src/core/profile.c"],
+                   "src/pyabi/resolve.c", "src/pyabi/attrs.c", "src/core/profile.c"],
     "fuzz_elf": ["src/proc/elf.c"],
 }
 

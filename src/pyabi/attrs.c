@@ -7,7 +7,11 @@
 #include "../core/profile.h"
 #include "walker.h"
 
-#define MAX_ENTRIES 65536    /* entries looked at per dict (sys.modules has hundreds) */
+/* Entries looked at per call of the public functions, nested lookups
+ * included, so that hostile tables (an _active of thousands of entries,
+ * each an object with a huge dict) cannot make one read take minutes;
+ * sys.modules has hundreds, a Thread's dict a dozen. */
+#define MAX_ENTRIES 65536
 #define MAX_LOG2_SIZE 26     /* a larger table is implausible here */
 #define MAX_BASICSIZE 4096   /* tp_basicsize and tp_dictoffset of a plain class */
 #define CHUNK 32             /* entries read at once */
@@ -73,7 +77,7 @@ static int keys_view(const spp_pyoffsets *o, const spp_reader *r, uint64_t keys,
     v->entries = keys + (uint64_t)o->keys_indices + index_bytes;
     v->values = values;
     v->esize = esize;
-    v->n = nentries < MAX_ENTRIES ? nentries : MAX_ENTRIES;
+    v->n = nentries;
     if (values && v->n > vcap)
         v->n = vcap;
     return SPP_OK;
@@ -99,15 +103,19 @@ static int dict_view_of(const spp_pyoffsets *o, const spp_reader *r, uint64_t di
 
 /* Calls fn for each entry with a key and a value, CHUNK entries read at a
  * time; stops at the first non-zero answer and returns it (0 at the end,
- * SPP_EINVAL if the entries cannot be read). */
+ * SPP_EINVAL if the entries cannot be read or *budget runs out). */
 typedef int (*entry_fn)(void *ctx, uint64_t key, uint64_t value);
 
-static int dict_each(const spp_reader *r, const dict_view *v, entry_fn fn, void *ctx)
+static int dict_each(const spp_reader *r, const dict_view *v, int64_t *budget, entry_fn fn,
+                     void *ctx)
 {
     unsigned char buf[CHUNK * MAX_ENTRY_SIZE];
     uint64_t vals[CHUNK];
     for (int64_t i = 0; i < v->n; i += CHUNK) {
         size_t k = (size_t)(v->n - i < CHUNK ? v->n - i : CHUNK);
+        if (*budget < (int64_t)k)
+            return SPP_EINVAL;
+        *budget -= (int64_t)k;
         if (spp_read(r, v->entries + (uint64_t)i * v->esize, buf, k * v->esize) < 0 ||
             (v->values && spp_read(r, v->values + (uint64_t)i * 8, vals, k * 8) < 0))
             return SPP_EINVAL;
@@ -157,6 +165,14 @@ typedef struct lookup {
     uint64_t value;
 } lookup;
 
+/* What every lookup of one public call shares. */
+typedef struct ctx {
+    const spp_pyoffsets *o;
+    const spp_reader *r;
+    const spp_pytypes *t;
+    int64_t budget;  /* entries that may still be looked at */
+} ctx;
+
 static int lookup_entry(void *ctx, uint64_t key, uint64_t value)
 {
     lookup *l = ctx;
@@ -166,29 +182,35 @@ static int lookup_entry(void *ctx, uint64_t key, uint64_t value)
     return 1;
 }
 
-static int view_get(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *t,
-                    const dict_view *v, const char *key, uint64_t *value)
+static int view_get(ctx *c, const dict_view *v, const char *key, uint64_t *value)
 {
-    lookup l = {o, r, t, key, 0};
-    int rc = dict_each(r, v, lookup_entry, &l);
+    lookup l = {c->o, c->r, c->t, key, 0};
+    int rc = dict_each(c->r, v, &c->budget, lookup_entry, &l);
     if (rc == 1)
         *value = l.value;
     return rc;
 }
 
+static int dict_get(ctx *c, uint64_t dict, const char *key, uint64_t *value)
+{
+    dict_view v;
+    int rc = dict_view_of(c->o, c->r, dict, &v);
+    return rc < 0 ? rc : view_get(c, &v, key, value);
+}
+
 int spp_dict_get(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *t, uint64_t dict,
                  const char *key, uint64_t *value)
 {
-    dict_view v;
-    int rc = dict_view_of(o, r, dict, &v);
-    return rc < 0 ? rc : view_get(o, r, t, &v, key, value);
+    ctx c = {o, r, t, MAX_ENTRIES};
+    return dict_get(&c, dict, key, value);
 }
 
 /* An attribute among values kept apart from a dict (3.11+ managed or
  * inline values), named by the type's shared keys. */
-static int values_get(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *t,
-                      uint64_t type, uint64_t values, const char *name, uint64_t *value)
+static int values_get(ctx *c, uint64_t type, uint64_t values, const char *name, uint64_t *value)
 {
+    const spp_pyoffsets *o = c->o;
+    const spp_reader *r = c->r;
     uint64_t keys;
     int64_t vcap = INT64_MAX;
     dict_view v;
@@ -201,12 +223,13 @@ static int values_get(const spp_pyoffsets *o, const spp_reader *r, const spp_pyt
         vcap = cap;
     }
     int rc = keys_view(o, r, keys, values + (uint64_t)o->values_items, vcap, &v);
-    return rc < 0 ? rc : view_get(o, r, t, &v, name, value);
+    return rc < 0 ? rc : view_get(c, &v, name, value);
 }
 
-int spp_object_attr(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *t,
-                    uint64_t obj, const char *name, uint64_t *value)
+static int object_attr(ctx *c, uint64_t obj, const char *name, uint64_t *value)
 {
+    const spp_pyoffsets *o = c->o;
+    const spp_reader *r = c->r;
     uint64_t type, flags, dict = 0;
     if (!obj || o->type_flags < 0 || read_ptr(r, obj + (uint64_t)o->object_type, &type) < 0 ||
         !type || read_ptr(r, type + (uint64_t)o->type_flags, &flags) < 0)
@@ -249,7 +272,7 @@ int spp_object_attr(const spp_pyoffsets *o, const spp_reader *r, const spp_pytyp
             return SPP_EINVAL;
         }
         if (values)
-            return values_get(o, r, t, type, values, name, value);
+            return values_get(c, type, values, name, value);
         dict = ptr;
     } else {
         int64_t off;
@@ -262,7 +285,14 @@ int spp_object_attr(const spp_pyoffsets *o, const spp_reader *r, const spp_pytyp
     }
     if (!dict)
         return 0; /* no attributes set */
-    return spp_dict_get(o, r, t, dict, name, value);
+    return dict_get(c, dict, name, value);
+}
+
+int spp_object_attr(const spp_pyoffsets *o, const spp_reader *r, const spp_pytypes *t,
+                    uint64_t obj, const char *name, uint64_t *value)
+{
+    ctx c = {o, r, t, MAX_ENTRIES};
+    return object_attr(&c, obj, name, value);
 }
 
 /* A thread ident: a non-negative int of at most 64 bits. */
@@ -312,26 +342,25 @@ static int read_ident(const spp_pyoffsets *o, const spp_reader *r, const spp_pyt
 }
 
 typedef struct names {
-    const spp_pyoffsets *o;
-    const spp_reader *r;
-    const spp_pytypes *t;
+    ctx *c;
     spp_thread_name *out;
     int cap, n;
 } names;
 
 /* One entry of _active: ident -> Thread. */
-static int name_entry(void *ctx, uint64_t key, uint64_t value)
+static int name_entry(void *arg, uint64_t key, uint64_t value)
 {
-    names *ns = ctx;
+    names *ns = arg;
+    ctx *c = ns->c;
     if (ns->n >= ns->cap)
         return 1;
     spp_thread_name *tn = &ns->out[ns->n];
     uint64_t str, type;
-    if (read_ident(ns->o, ns->r, ns->t, key, &tn->ident) < 0 ||
-        spp_object_attr(ns->o, ns->r, ns->t, value, "_name", &str) != 1 ||
-        (ns->t->str_type && (read_ptr(ns->r, str + (uint64_t)ns->o->object_type, &type) < 0 ||
-                             type != ns->t->str_type)) ||
-        spp_read_str(ns->o, ns->r, str, tn->name, sizeof(tn->name)) <= 0)
+    if (read_ident(c->o, c->r, c->t, key, &tn->ident) < 0 ||
+        object_attr(c, value, "_name", &str) != 1 ||
+        (c->t->str_type && (read_ptr(c->r, str + (uint64_t)c->o->object_type, &type) < 0 ||
+                            type != c->t->str_type)) ||
+        spp_read_str(c->o, c->r, str, tn->name, sizeof(tn->name)) <= 0)
         return 0;
     /* A name goes to a terminal and into files: no control characters. */
     for (char *c = tn->name; *c; c++)
@@ -350,18 +379,19 @@ int spp_thread_names(const spp_pyoffsets *o, const spp_reader *r, const spp_pyty
     if (read_ptr(r, runtime + (uint64_t)o->runtime_interpreters_head, &interp) < 0 || !interp ||
         read_ptr(r, interp + (uint64_t)o->interp_modules, &modules) < 0 || !modules)
         return SPP_EINVAL;
-    int rc = spp_dict_get(o, r, t, modules, "threading", &threading);
+    ctx c = {o, r, t, MAX_ENTRIES};
+    int rc = dict_get(&c, modules, "threading", &threading);
     if (rc <= 0)
         return rc;
     if (read_ptr(r, threading + (uint64_t)o->module_dict, &globals) < 0)
         return SPP_EINVAL;
-    rc = spp_dict_get(o, r, t, globals, "_active", &active);
+    rc = dict_get(&c, globals, "_active", &active);
     if (rc <= 0)
         return rc;
     dict_view v;
     if ((rc = dict_view_of(o, r, active, &v)) < 0)
         return rc;
-    names ns = {o, r, t, out, cap, 0};
-    rc = dict_each(r, &v, name_entry, &ns);
+    names ns = {&c, out, cap, 0};
+    rc = dict_each(r, &v, &c.budget, name_entry, &ns);
     return rc < 0 ? rc : ns.n;
 }
