@@ -126,3 +126,40 @@ def test_record_threads_use_python_names(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+HOSTILE = """
+import json, threading, time
+nids = {}
+def wait(key):
+    nids[key] = threading.get_native_id()
+    time.sleep(600)
+for key in ("a", "b"):
+    threading.Thread(target=wait, args=(key,), name="py-name-" + key, daemon=True).start()
+while len(nids) < 2:
+    time.sleep(0.01)
+nids["main"] = threading.get_native_id()
+# What spprof reads as threading._active is now a list: no name may come
+# out of it, only the fallbacks.
+threading._active = ["not", "a", "dict", 7]
+print(json.dumps(nids), flush=True)
+time.sleep(600)
+"""
+
+
+def test_unreadable_names_fall_back_to_os_names(tmp_path):
+    path = tmp_path / "hostile.py"
+    path.write_text(textwrap.dedent(HOSTILE))
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        nids = json.loads(proc.stdout.readline())
+        want = {nids["main"]: "MainThread"}
+        for key in ("a", "b"):
+            want[nids[key]] = os_name(proc.pid, nids[key])
+            assert not want[nids[key]].startswith("py-name")
+        r = run(["dump", "--pid", proc.pid, "--json"])
+        assert r.returncode == 0, r.stderr
+        assert {t["tid"]: t["name"] for t in json.loads(r.stdout)["threads"]} == want
+    finally:
+        proc.kill()
+        proc.wait()

@@ -104,10 +104,10 @@ static int dict_view_of(const spp_pyoffsets *o, const spp_reader *r, uint64_t di
 /* Calls fn for each entry with a key and a value, CHUNK entries read at a
  * time; stops at the first non-zero answer and returns it (0 at the end,
  * SPP_EINVAL if the entries cannot be read or *budget runs out). */
-typedef int (*entry_fn)(void *ctx, uint64_t key, uint64_t value);
+typedef int (*entry_fn)(void *arg, uint64_t key, uint64_t value);
 
 static int dict_each(const spp_reader *r, const dict_view *v, int64_t *budget, entry_fn fn,
-                     void *ctx)
+                     void *arg)
 {
     unsigned char buf[CHUNK * MAX_ENTRY_SIZE];
     uint64_t vals[CHUNK];
@@ -128,7 +128,7 @@ static int dict_each(const spp_reader *r, const dict_view *v, int64_t *budget, e
                 memcpy(&value, buf + j * v->esize + v->esize - 8, 8);
             if (!key || !value)
                 continue; /* deleted, or not set in this object */
-            int rc = fn(ctx, key, value);
+            int rc = fn(arg, key, value);
             if (rc)
                 return rc;
         }
@@ -173,9 +173,9 @@ typedef struct ctx {
     int64_t budget;  /* entries that may still be looked at */
 } ctx;
 
-static int lookup_entry(void *ctx, uint64_t key, uint64_t value)
+static int lookup_entry(void *arg, uint64_t key, uint64_t value)
 {
-    lookup *l = ctx;
+    lookup *l = arg;
     if (!str_equals(l->o, l->r, l->t, key, l->key))
         return 0;
     l->value = value;
