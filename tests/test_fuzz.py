@@ -1,7 +1,7 @@
 """Short libFuzzer runs over what reads untrusted bytes: the frame walker,
 code-object and line-table readers, resolver, debug-offsets validator and
-thread-name reader
-(fed arbitrary bytes as a target's memory), and the ELF symbol reader.
+thread-name reader (fed arbitrary bytes as a target's memory), and the ELF
+symbol reader.
 Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
 """
 
