@@ -669,7 +669,11 @@ static void read_names(spp_session *s, uint64_t now)
     int n = spp_thread_names(&t->off, &s->reader, &t->types, t->runtime, s->names_next, NAMES_MAX);
     if (n < 0)
         return;
-    if (n == s->nnames && memcmp(s->names, s->names_next, sizeof(spp_thread_name) * (size_t)n) == 0)
+    int same = n == s->nnames;
+    for (int i = 0; same && i < n; i++)
+        same = s->names[i].ident == s->names_next[i].ident &&
+               strcmp(s->names[i].name, s->names_next[i].name) == 0;
+    if (same)
         return;
     spp_thread_name *old = s->names;
     s->names = s->names_next;
