@@ -1,8 +1,9 @@
 """Short libFuzzer runs over what reads untrusted bytes: the frame walker,
-code-object and line-table readers, resolver and debug-offsets validator
-(fed arbitrary bytes as a target's memory), and the ELF symbol reader.
-Also C unit tests of the ELF reader and the native-name cache on inputs
-that change under them. Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
+code-object and line-table readers, resolver, debug-offsets validator and
+thread-name reader (fed arbitrary bytes as a target's memory), and the ELF
+symbol reader. Also C unit tests of the ELF reader and the native-name cache
+on inputs that change under them.
+Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
 """
 
 import hashlib
@@ -18,7 +19,7 @@ SECONDS = int(os.environ.get("SPPROF_FUZZ_SECONDS", "5"))
 
 TARGETS = {
     "fuzz_pyabi": ["src/pyabi/offsets.c", "src/pyabi/offsets_table.c", "src/pyabi/walker.c",
-                   "src/pyabi/resolve.c", "src/core/profile.c"],
+                   "src/pyabi/resolve.c", "src/pyabi/attrs.c", "src/core/profile.c"],
     "fuzz_elf": ["src/proc/elf.c"],
 }
 

@@ -40,6 +40,34 @@ PROBE = r"""
 #include <internal/pycore_runtime.h>
 #include <internal/pycore_interp.h>
 #include <internal/pycore_pystate.h>
+#if PY_VERSION_HEX >= 0x030b0000
+#include <internal/pycore_dict.h>
+#include <internal/pycore_moduleobject.h>
+#include <internal/pycore_object.h>
+#else
+/* Not installed before 3.11: the keys object of Objects/dict-common.h and
+ * the module object of Objects/moduleobject.c, as 3.9 and 3.10 define them. */
+typedef struct {
+    Py_hash_t me_hash;
+    PyObject *me_key;
+    PyObject *me_value;
+} PyDictKeyEntry;
+struct probe_keys {
+    Py_ssize_t dk_refcnt;
+    Py_ssize_t dk_size;
+    void *dk_lookup;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+};
+typedef struct {
+    PyObject_HEAD
+    PyObject *md_dict;
+} PyModuleObject;
+#endif
+/* attrs.c reads an entry's key and value as its last two pointers. */
+_Static_assert(offsetof(PyDictKeyEntry, me_key) + 16 == sizeof(PyDictKeyEntry), "entry");
+_Static_assert(offsetof(PyDictKeyEntry, me_value) + 8 == sizeof(PyDictKeyEntry), "entry");
 
 #define F(name, expr) printf("    .%s = %ld,\n", #name, (long)(expr))
 int main(void)
@@ -181,6 +209,67 @@ int main(void)
         memcpy(&bits, &a.state, sizeof(bits));
         F(unicode_kind_shift, __builtin_ctz(bits));
     }
+    F(interp_modules, offsetof(PyInterpreterState, MODULES));
+    F(module_dict, offsetof(PyModuleObject, md_dict));
+    F(dict_keys, offsetof(PyDictObject, ma_keys));
+    F(dict_values, offsetof(PyDictObject, ma_values));
+#if PY_VERSION_HEX >= 0x030b0000
+    F(keys_size, -1);
+    F(keys_log2_size, offsetof(PyDictKeysObject, dk_log2_size));
+    F(keys_log2_index_bytes, offsetof(PyDictKeysObject, dk_log2_index_bytes));
+    F(keys_kind, offsetof(PyDictKeysObject, dk_kind));
+    F(keys_nentries, offsetof(PyDictKeysObject, dk_nentries));
+    F(keys_indices, offsetof(PyDictKeysObject, dk_indices));
+    F(unicode_entry_size, sizeof(PyDictUnicodeEntry));
+    F(values_items, offsetof(PyDictValues, values));
+    F(flag_managed_dict, Py_TPFLAGS_MANAGED_DICT);
+    _Static_assert(DICT_KEYS_GENERAL == 0, "general keys");
+    _Static_assert(offsetof(PyDictUnicodeEntry, me_key) + 16 == sizeof(PyDictUnicodeEntry), "entry");
+#else
+    F(keys_size, offsetof(struct probe_keys, dk_size));
+    F(keys_log2_size, -1);
+    F(keys_log2_index_bytes, -1);
+    F(keys_kind, -1);
+    F(keys_nentries, offsetof(struct probe_keys, dk_nentries));
+    F(keys_indices, offsetof(struct probe_keys, dk_indices));
+    F(unicode_entry_size, -1);
+    F(values_items, 0); /* ma_values is the PyObject ** array itself */
+    F(flag_managed_dict, 0);
+#endif
+    F(entry_size, sizeof(PyDictKeyEntry));
+    F(values_capacity, -1);
+    F(values_valid, -1);
+    F(type_flags, offsetof(PyTypeObject, tp_flags));
+    F(type_dictoffset, offsetof(PyTypeObject, tp_dictoffset));
+    F(type_basicsize, offsetof(PyTypeObject, tp_basicsize));
+    F(type_cached_keys, offsetof(PyHeapTypeObject, ht_cached_keys));
+    F(flag_inline_values, 0);
+    {
+        /* Where the pre-header pointers sit, asked of the headers' own
+         * accessors on a fake object of a type with a managed dict. */
+        static PyTypeObject type;
+        static PyObject *mem[8];
+        PyObject *obj = (PyObject *)&mem[4];
+        type.tp_flags = 0;
+#if PY_VERSION_HEX >= 0x030c0000
+        type.tp_flags = Py_TPFLAGS_MANAGED_DICT;
+        Py_SET_TYPE(obj, &type);
+        F(attr_model, 2);
+        F(managed_dict, (char *)_PyObject_DictOrValuesPointer(obj) - (char *)obj);
+        F(managed_values, 0);
+#elif PY_VERSION_HEX >= 0x030b0000
+        type.tp_flags = Py_TPFLAGS_MANAGED_DICT;
+        Py_SET_TYPE(obj, &type);
+        F(attr_model, 1);
+        F(managed_dict, (char *)_PyObject_ManagedDictPointer(obj) - (char *)obj);
+        F(managed_values, (char *)_PyObject_ValuesPointer(obj) - (char *)obj);
+#else
+        (void)obj;
+        F(attr_model, 0);
+        F(managed_dict, 0);
+        F(managed_values, 0);
+#endif
+    }
     printf("},\n");
     return 0;
 }
@@ -203,6 +292,12 @@ DEBUG_PROBE = r"""
 #include <internal/pycore_stackref.h>
 #endif
 #include <internal/pycore_frame.h>
+#include <internal/pycore_dict.h>
+#include <internal/pycore_moduleobject.h>
+#include <internal/pycore_object.h>
+_Static_assert(DICT_KEYS_GENERAL == 0, "general keys");
+_Static_assert(offsetof(PyDictKeyEntry, me_key) + 16 == sizeof(PyDictKeyEntry), "entry");
+_Static_assert(offsetof(PyDictUnicodeEntry, me_key) + 16 == sizeof(PyDictUnicodeEntry), "entry");
 #define D(name, member) printf("    .%s = %ld,\n", #name, (long)offsetof(_Py_DebugOffsets, member))
 #define V(name, expr) printf("    .%s = %ld,\n", #name, (long)(expr))
 int main(void)
@@ -287,6 +382,29 @@ int main(void)
 #else
     V(locals_tag_bits, 0);
 #endif
+    D(interp_modules, interpreter_state.imports_modules);
+    D(type_flags, type_object.tp_flags);
+    D(dict_size, dict_object.size);
+    D(dict_keys, dict_object.ma_keys);
+    D(dict_values, dict_object.ma_values);
+    /* What they do not say about dicts, modules and instance attributes. */
+    V(module_dict, offsetof(PyModuleObject, md_dict));
+    V(keys_log2_size, offsetof(PyDictKeysObject, dk_log2_size));
+    V(keys_log2_index_bytes, offsetof(PyDictKeysObject, dk_log2_index_bytes));
+    V(keys_kind, offsetof(PyDictKeysObject, dk_kind));
+    V(keys_nentries, offsetof(PyDictKeysObject, dk_nentries));
+    V(keys_indices, offsetof(PyDictKeysObject, dk_indices));
+    V(entry_size, sizeof(PyDictKeyEntry));
+    V(unicode_entry_size, sizeof(PyDictUnicodeEntry));
+    V(values_items, offsetof(PyDictValues, values));
+    V(values_capacity, offsetof(PyDictValues, capacity));
+    V(values_valid, offsetof(PyDictValues, valid));
+    V(type_dictoffset, offsetof(PyTypeObject, tp_dictoffset));
+    V(type_basicsize, offsetof(PyTypeObject, tp_basicsize));
+    V(type_cached_keys, offsetof(PyHeapTypeObject, ht_cached_keys));
+    V(managed_dict, MANAGED_DICT_OFFSET);
+    V(flag_managed_dict, Py_TPFLAGS_MANAGED_DICT);
+    V(flag_inline_values, Py_TPFLAGS_INLINE_VALUES);
     V(debug_size, sizeof(_Py_DebugOffsets));
     printf("},\n");
     return 0;
@@ -321,6 +439,9 @@ def find_pythons():
 
 
 def probe(python, source):
+    major, minor, _ = describe(python)
+    modules = "imports.modules" if (major, minor) >= (3, 12) else "modules"
+    source = "#define MODULES %s\n" % modules + source
     include = subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"], text=True
     ).strip()

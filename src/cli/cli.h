@@ -107,6 +107,21 @@ typedef void (*spp_session_visitor)(void *ctx, const spp_target *t, const spp_re
 int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
                              spp_session_visitor visit, void *ctx);
 
+/* From the next snapshot on, also reads the Python names of the threads
+ * (threading.Thread.name, from threading._active) while the target is
+ * paused: at once, then every second, and soon after a name was asked for
+ * and missing. Returns 0 or SPP_ENOMEM. */
+int spp_session_want_names(spp_session *s);
+/* The Python name of the thread whose threading.get_ident() is ident, as
+ * last read, or NULL (then names are read again soon). Valid until the next
+ * snapshot. */
+const char *spp_session_thread_name(spp_session *s, uint64_t ident);
+/* Changes when a read of the names found them changed. */
+unsigned spp_session_names_gen(const spp_session *s);
+/* A thread's name for output: its Python name, else "MainThread" for the
+ * process's main thread, else its OS name (/proc/PID/task/TID/comm). */
+void spp_session_thread_label(spp_session *s, const spp_pythread *th, char *buf, size_t n);
+
 /* Sleeps until CLOCK_MONOTONIC reaches until (ns), handling the target's
  * ptrace events meanwhile; returns early on another signal. */
 void spp_session_wait(spp_session *s, uint64_t until);
@@ -134,6 +149,7 @@ typedef struct spp_proc {
     spp_resolver *resolver; /* owned by the set */
     uint32_t root;          /* frame "process PID: cmdline" over its stacks, or SPP_NONE */
     uint64_t last;          /* CLOCK_MONOTONIC ns of its last sample (for weights) */
+    unsigned names_gen;     /* spp_session_names_gen when its threads were last named */
 } spp_proc;
 typedef struct spp_procs spp_procs;
 

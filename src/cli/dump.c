@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "../formats/out.h"
+#include "../pyabi/attrs.h"
 #include "cli.h"
 
 #define MAX_THREADS 256
@@ -116,8 +117,12 @@ int spp_cmd_dump(const spp_cli_opts *o)
             dl = NULL;
         }
     }
-    if (!threads || (o->locals && !dl) || spp_session_model(s, 1, &p, &res) < 0) {
-        if (!threads || (o->locals && !dl))
+    /* Names are kept to SPP_THREAD_NAME_MAX bytes, read before the session
+     * (which holds them) is closed. */
+    static char names[MAX_THREADS][SPP_THREAD_NAME_MAX];
+    int oom = !threads || (o->locals && !dl) || spp_session_want_names(s) < 0;
+    if (oom || spp_session_model(s, 1, &p, &res) < 0) {
+        if (oom)
             spp_cli_error("out of memory");
         free(threads);
         if (dl)
@@ -140,6 +145,8 @@ int spp_cmd_dump(const spp_cli_opts *o)
     for (int i = 0; i < n; i++)
         for (int f = 0; f < threads[i].nframes; f++)
             ids[i][f] = spp_resolver_frame(res, &threads[i].frames[f]);
+    for (int i = 0; i < n; i++)
+        spp_session_thread_label(s, &threads[i].th, names[i], sizeof(names[i]));
     spp_session_close(s);
     if (n < 0) {
         spp_cli_error("PID %d exited", (int)o->pid);
@@ -157,11 +164,7 @@ int spp_cmd_dump(const spp_cli_opts *o)
     }
     for (int i = 0; i < n; i++) {
         const spp_sampled_thread *st = &threads[i];
-        char name[64];
-        if (st->th.tid == o->pid)
-            snprintf(name, sizeof(name), "MainThread");
-        else
-            spp_thread_comm(o->pid, st->th.tid, name, sizeof(name));
+        const char *name = names[i];
         if (o->json) {
             printf("%s{\"tid\":%d,\"thread_id\":%llu,\"name\":", i ? "," : "", (int)st->th.tid,
                    (unsigned long long)st->th.thread_id);

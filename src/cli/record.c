@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../pyabi/attrs.h"
 #include "cli.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -56,7 +57,8 @@ typedef struct recorder {
  * the model, then with --subprocesses the frame naming the process and
  * (with --threads) one naming the thread, so that the process is above the
  * thread as the writers' own thread roots could not be. */
-static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st)
+static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st,
+                            int renamed)
 {
     spp_profile *p = rc->profile;
     uint64_t key = st->th.tid ? (uint64_t)st->th.tid : st->th.thread_id;
@@ -64,28 +66,26 @@ static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_
     uint32_t t = spp_profile_thread(p, key, NULL);
     if (t == SPP_NONE)
         return SPP_NONE;
-    char name[64];
+    char name[SPP_THREAD_NAME_MAX];
     name[0] = '\0';
-    int named = spp_profile_thread_at(p, t)->name != SPP_NONE;
-    if (spp_profile_nthreads(p) != before || (pr->root != SPP_NONE && rc->o->threads)) {
-        if (named) {
-            size_t len;
-            const char *s = spp_profile_string(p, spp_profile_thread_at(p, t)->name, &len);
-            snprintf(name, sizeof(name), "%.*s", (int)len, s);
-        } else if (st->th.tid == pr->pid) {
-            snprintf(name, sizeof(name), "MainThread");
-        } else {
-            spp_thread_comm(pr->pid, st->th.tid, name, sizeof(name));
-        }
-        if (name[0] && !named)
+    /* A thread is named when first seen, and again after the session read
+     * changed names: the profile keeps each thread's newest name. */
+    if (spp_profile_nthreads(p) != before || renamed) {
+        spp_session_thread_label(pr->session, &st->th, name, sizeof(name));
+        if (name[0])
             spp_profile_thread(p, key, name);
+    } else if (pr->root != SPP_NONE && rc->o->threads &&
+               spp_profile_thread_at(p, t)->name != SPP_NONE) {
+        size_t len;
+        const char *s = spp_profile_string(p, spp_profile_thread_at(p, t)->name, &len);
+        snprintf(name, sizeof(name), "%.*s", (int)len, s);
     }
     uint32_t stack = spp_profile_thread_at(p, t)->root;
     if (pr->root == SPP_NONE)
         return stack;
     stack = spp_profile_push(p, stack, pr->root);
     if (stack != SPP_NONE && rc->o->threads) {
-        char label[128];
+        char label[SPP_THREAD_NAME_MAX + 32];
         if (name[0])
             snprintf(label, sizeof(label), "thread %s (%llu)", name, (unsigned long long)key);
         else
@@ -99,11 +99,11 @@ static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_
 }
 
 static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st,
-                       uint64_t weight, uint64_t when)
+                       uint64_t weight, uint64_t when, int renamed)
 {
     spp_profile *p = rc->profile;
     spp_resolver *res = pr->resolver;
-    uint32_t stack = sample_root(rc, pr, st);
+    uint32_t stack = sample_root(rc, pr, st, renamed);
     if (stack != SPP_NONE && st->truncated)
         stack = spp_profile_push(p, stack, spp_resolver_marker(res, SPP_MARK_TRUNCATED));
     if (st->nframes == 0 && stack != SPP_NONE)
@@ -142,12 +142,15 @@ static void add_snapshot(void *ctx, const spp_target *t, const spp_reader *r,
     uint64_t when = now_ns(CLOCK_MONOTONIC);
     uint64_t weight = when - v->pr->last;
     v->pr->last = when;
+    unsigned gen = spp_session_names_gen(v->pr->session);
+    int renamed = gen != v->pr->names_gen;
+    v->pr->names_gen = gen;
     for (int i = 0; i < n; i++) {
         if (o->gil && !threads[i].th.holds_gil)
             continue;
         if (!o->idle && threads[i].idle)
             continue;
-        add_sample(v->rc, v->pr, &threads[i], weight, when - v->start + v->start_real);
+        add_sample(v->rc, v->pr, &threads[i], weight, when - v->start + v->start_real, renamed);
     }
 }
 

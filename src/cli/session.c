@@ -18,12 +18,19 @@
 
 #include "../proc/symbols.h"
 #include "../proc/unwind.h"
+#include "../pyabi/attrs.h"
 #include "../pyabi/merge.h"
 #include "../pyabi/walker.h"
 #include "cli.h"
 
 #define PAUSE_TIMEOUT_NS 100000000ull /* give up waiting for a thread to stop */
 #define SCAN_INTERVAL_NS 20000000ull  /* list /proc/PID/task at most this often */
+/* Python thread names are read again this often (a thread renamed while
+ * sampled ends with its newest name), and sooner when a thread was asked
+ * for and not found (it was new), but not more often than NAMES_RETRY_NS. */
+#define NAMES_REFRESH_NS 1000000000ull
+#define NAMES_RETRY_NS 100000000ull
+#define NAMES_MAX 256
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
@@ -54,6 +61,13 @@ struct spp_session {
     spp_symbols *symbols;    /* owned; names native frames in the model's profile */
     uint64_t next_scan; /* CLOCK_MONOTONIC ns of the next /proc/PID/task listing */
     int pause_idle;    /* idle threads are paused too (spp_session_pause_idle) */
+    /* Python thread names (spp_session_want_names): the table last read and
+     * the one being read (swapped when it differs). */
+    spp_thread_name *names, *names_next;  /* owned, NAMES_MAX each; NULL when not wanted */
+    int nnames;
+    int names_missing;  /* a name was asked for and not there */
+    uint64_t names_at;  /* CLOCK_MONOTONIC ns of the last read, 0 for never */
+    unsigned names_gen; /* counts reads that changed the table */
 };
 
 void spp_cli_error(const char *fmt, ...)
@@ -467,6 +481,8 @@ void spp_session_close(spp_session *s)
             forget(s, &s->tids[i]);
     spp_unwinder_free(s->unwinder);
     spp_symbols_free(s->symbols);
+    free(s->names);
+    free(s->names_next);
     spp_remote_free(&s->remote);
     free(s->tids);
     free(s);
@@ -620,6 +636,69 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     }
 }
 
+int spp_session_want_names(spp_session *s)
+{
+    if (s->names)
+        return SPP_OK;
+    s->names = malloc(sizeof(spp_thread_name) * NAMES_MAX);
+    s->names_next = malloc(sizeof(spp_thread_name) * NAMES_MAX);
+    if (!s->names || !s->names_next) {
+        free(s->names);
+        free(s->names_next);
+        s->names = s->names_next = NULL;
+        return SPP_ENOMEM;
+    }
+    return SPP_OK;
+}
+
+/* Reads the Python thread names when due, while the target is paused (its
+ * dicts are then not being resized under the reader). A read that fails
+ * keeps the previous names. */
+static void read_names(spp_session *s, uint64_t now)
+{
+    if (s->names_at && now - s->names_at < (s->names_missing ? NAMES_RETRY_NS : NAMES_REFRESH_NS))
+        return;
+    s->names_at = now;
+    s->names_missing = 0;
+    const spp_target *t = &s->target;
+    int n = spp_thread_names(&t->off, &s->reader, &t->types, t->runtime, s->names_next, NAMES_MAX);
+    if (n < 0)
+        return;
+    int same = n == s->nnames;
+    for (int i = 0; same && i < n; i++)
+        same = s->names[i].ident == s->names_next[i].ident &&
+               strcmp(s->names[i].name, s->names_next[i].name) == 0;
+    if (same)
+        return;
+    spp_thread_name *old = s->names;
+    s->names = s->names_next;
+    s->names_next = old;
+    s->nnames = n;
+    s->names_gen++;
+}
+
+const char *spp_session_thread_name(spp_session *s, uint64_t ident)
+{
+    for (int i = 0; i < s->nnames; i++)
+        if (s->names[i].ident == ident)
+            return s->names[i].name;
+    s->names_missing = 1;
+    return NULL;
+}
+
+unsigned spp_session_names_gen(const spp_session *s) { return s->names_gen; }
+
+void spp_session_thread_label(spp_session *s, const spp_pythread *th, char *buf, size_t n)
+{
+    const char *name = s->names ? spp_session_thread_name(s, th->thread_id) : NULL;
+    if (name)
+        snprintf(buf, n, "%s", name);
+    else if (th->tid == s->pid)
+        snprintf(buf, n, "MainThread");
+    else
+        spp_thread_comm(s->pid, th->tid, buf, n);
+}
+
 int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, int *errors,
                              spp_session_visitor visit, void *ctx)
 {
@@ -693,6 +772,8 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
             (*errors)++;
         stored++;
     }
+    if (s->names && n >= 0)
+        read_names(s, now);
     if (visit)
         visit(ctx, &s->target, &s->reader, out, stored);
     if (!s->nonblocking)

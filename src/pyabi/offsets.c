@@ -135,6 +135,33 @@ int spp_pyoffsets_from_debug(spp_pyoffsets *out, const void *data, size_t len, i
     out->long_digit_size = l->long_digit_size;
     out->cell_ref = l->cell_ref;
     out->locals_tag_bits = l->locals_tag_bits;
+    /* Only thread names read these: one that fails validation leaves the
+     * threads named by the OS. */
+    uint64_t dsz = field_at(d, l->dict_size);
+    out->attr_model = SPP_ATTRS_INLINE;
+    out->interp_modules = within(field_at(d, l->interp_modules), in, 8);
+    out->type_flags = within(field_at(d, l->type_flags), small, 8);
+    out->dict_keys = within(field_at(d, l->dict_keys), dsz, 8);
+    out->dict_values = within(field_at(d, l->dict_values), dsz, 8);
+    out->module_dict = l->module_dict;
+    out->keys_size = -1;
+    out->keys_log2_size = l->keys_log2_size;
+    out->keys_log2_index_bytes = l->keys_log2_index_bytes;
+    out->keys_kind = l->keys_kind;
+    out->keys_nentries = l->keys_nentries;
+    out->keys_indices = l->keys_indices;
+    out->entry_size = l->entry_size;
+    out->unicode_entry_size = l->unicode_entry_size;
+    out->values_items = l->values_items;
+    out->values_capacity = l->values_capacity;
+    out->values_valid = l->values_valid;
+    out->type_dictoffset = l->type_dictoffset;
+    out->type_basicsize = l->type_basicsize;
+    out->type_cached_keys = l->type_cached_keys;
+    out->managed_dict = l->managed_dict;
+    out->managed_values = 0;
+    out->flag_managed_dict = l->flag_managed_dict;
+    out->flag_inline_values = l->flag_inline_values;
 
     const int32_t *need[] = {
         &out->runtime_interpreters_head, &out->interp_next, &out->interp_threads_head,

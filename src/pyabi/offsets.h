@@ -17,6 +17,14 @@ enum spp_frame_model {
     SPP_FRAMES_INTERP = 1,  /* 3.11+: _PyInterpreterFrame chain, instruction pointer */
 };
 
+/* Where an object keeps its instance attributes (attrs.c). */
+enum spp_attr_model {
+    SPP_ATTRS_DICTOFFSET = 0, /* 3.9-3.10: a dict at tp_dictoffset */
+    SPP_ATTRS_VALUES = 1,     /* 3.11: values and dict pointers before the object */
+    SPP_ATTRS_TAGGED = 2,     /* 3.12: one pointer before it: values - 1 (odd) or a dict */
+    SPP_ATTRS_INLINE = 3,     /* 3.13+: values after tp_basicsize, or the managed dict */
+};
+
 enum spp_line_model {
     SPP_LINES_LNOTAB = 0,     /* 3.9 co_lnotab, byte offsets */
     SPP_LINES_LINETABLE = 1,  /* 3.10 co_linetable, byte offsets */
@@ -91,6 +99,33 @@ typedef struct spp_pyoffsets {
     int32_t float_value;
     int32_t type_name;             /* tp_name, a char * */
     int32_t cell_ref;
+    /* Thread names (attrs.c): the Thread objects in threading._active and
+     * their _name. dk_* are PyDictKeysObject fields, values_* those of a
+     * split dict's values (PyDictValues). */
+    int32_t attr_model;            /* enum spp_attr_model */
+    int32_t interp_modules;        /* sys.modules: interp->modules, or imports.modules */
+    int32_t module_dict;           /* md_dict */
+    int32_t dict_keys;             /* ma_keys */
+    int32_t dict_values;           /* ma_values */
+    int32_t keys_size;             /* Py_ssize_t dk_size (3.9/3.10), -1 after */
+    int32_t keys_log2_size;        /* uint8 dk_log2_size (3.11+), -1 before */
+    int32_t keys_log2_index_bytes; /* uint8 (3.11+): entries follow 1 << this bytes of index */
+    int32_t keys_kind;             /* uint8 dk_kind (3.11+); 0 is general (hash, key, value) */
+    int32_t keys_nentries;
+    int32_t keys_indices;
+    int32_t entry_size;            /* hash, key, value */
+    int32_t unicode_entry_size;    /* key, value (3.11+ unicode and split keys), -1 before */
+    int32_t values_items;          /* where values[] starts in a PyDictValues */
+    int32_t values_capacity;       /* uint8 (3.13+), -1 before */
+    int32_t values_valid;          /* uint8 (3.13+): the inline values are in use */
+    int32_t type_flags;            /* tp_flags (unsigned long) */
+    int32_t type_dictoffset;
+    int32_t type_basicsize;
+    int32_t type_cached_keys;      /* ht_cached_keys: the keys of managed values */
+    int32_t managed_dict;          /* the dict pointer, from the object (negative); 0 none */
+    int32_t managed_values;        /* 3.11: the values pointer (negative); 0 none */
+    int32_t flag_managed_dict;     /* Py_TPFLAGS_MANAGED_DICT, 0 before 3.11 */
+    int32_t flag_inline_values;    /* Py_TPFLAGS_INLINE_VALUES, 0 before 3.13 */
 } spp_pyoffsets;
 
 /* For 3.13 and later: byte positions, inside _Py_DebugOffsets, of the
@@ -114,6 +149,12 @@ typedef struct spp_debug_layout {
     int32_t frame_localsplus, code_varnames, code_kinds, tuple_item, long_tag, long_digits,
         float_value, type_name;
     int32_t long_shift, long_digit_size, cell_ref, locals_tag_bits;
+    /* Thread names: positions in _Py_DebugOffsets, then facts it lacks. */
+    int32_t interp_modules, type_flags, dict_size, dict_keys, dict_values;
+    int32_t module_dict, keys_log2_size, keys_log2_index_bytes, keys_kind, keys_nentries,
+        keys_indices, entry_size, unicode_entry_size, values_items, values_capacity,
+        values_valid, type_dictoffset, type_basicsize, type_cached_keys, managed_dict,
+        flag_managed_dict, flag_inline_values;
     int32_t debug_size;
 } spp_debug_layout;
 

@@ -1,7 +1,7 @@
 /* fuzz_pyabi.c - libFuzzer target: arbitrary bytes as another process's
  * memory, read by the frame walker, the code-object and line-table readers,
- * the resolver and the debug-offsets validator, as the spprof command reads
- * a target. Nothing may crash, hang or allocate without bound.
+ * the resolver, the debug-offsets validator and the thread-name reader
+ * (dicts, instance attributes), as the spprof command reads a target. Nothing may crash, hang or allocate without bound.
  *
  * Input: byte 0 picks a layout (a compiled row, or the debug offsets found
  * in the input itself); bytes 1-4 the thread state and first frame offsets;
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "src/core/profile.h"
+#include "src/pyabi/attrs.h"
 #include "src/pyabi/offsets.h"
 #include "src/pyabi/resolve.h"
 #include "src/pyabi/walker.h"
@@ -86,6 +87,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char buf[256];
     spp_read_str(&o, &r, BASE + data[7], buf, sizeof(buf));
+    /* The runtime and an object anywhere in the input; without known types
+     * (as when the target's symbols are stripped), so nothing is filtered
+     * by type before its layout is read. */
+    spp_pytypes types = {0};
+    spp_thread_name names[8];
+    uint64_t value;
+    spp_thread_names(&o, &r, &types, BASE + ((uint64_t)data[3] << 4) % size, names, 8);
+    spp_object_attr(&o, &r, &types, BASE + ((uint64_t)data[4] << 3) % size, "_name", &value);
     spp_resolver_free(res);
     spp_profile_free(p);
     return 0;
