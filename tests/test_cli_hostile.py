@@ -18,6 +18,9 @@ from test_cli import run
 
 ODD = 'o<d>&"d\x01\n;x\u00e9'
 THREAD = 'th<&"\x01;'
+# Python thread names are shown with control characters as '?'; an OS name
+# (3.14+ copies the Python name into it, cut to 15 bytes) as it is.
+THREAD_SHOWN = (THREAD, THREAD.replace("\x01", "?"))
 DIR = b'we<i>&"rd\x01 d;ir\n\xff\xfe'
 
 TARGET = """
@@ -81,7 +84,7 @@ def test_speedscope(hostile):
     burn = [f for f in frames if f["name"] == "burn"]
     # the directory's bytes that are not UTF-8 are replaced, the rest kept
     assert burn and 'we<i>&"rd\x01 d;ir\n' in burn[0]["file"] and "\ufffd" in burn[0]["file"], burn
-    assert any(p["name"].startswith(THREAD) for p in doc["profiles"]), [p["name"] for p in doc["profiles"]]
+    assert any(p["name"].startswith(THREAD_SHOWN) for p in doc["profiles"]), [p["name"] for p in doc["profiles"]]
 
 
 def test_chrometrace(hostile):
@@ -90,7 +93,7 @@ def test_chrometrace(hostile):
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     assert any(e.get("name") == ODD and e.get("ph") == "X" for e in events)
     names = [e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"]
-    assert THREAD in names, names
+    assert set(THREAD_SHOWN) & set(names), names
 
 
 def test_collapsed(hostile):
