@@ -353,3 +353,13 @@ def test_svg_in_browser_record(browser, artifacts, tmp_path):
     check_subtitle(texts, total)
     assert "wall time" in texts["subtitle"], texts["subtitle"]
     check_colours(frames)
+
+
+def test_svg_title_for_python_c(tmp_path):
+    """`python -c` leaves only "-c" in sys.argv: the title names python."""
+    code = ("import spprof, time\nspprof.start(interval_ms=1)\nend = time.time() + 0.2\n"
+            "while time.time() < end: pass\nspprof.stop().save('p.svg')")
+    subprocess.run([sys.executable, "-c", code, "arg1"], check=True, cwd=str(tmp_path), timeout=120)
+    _, texts, total = read_svg(tmp_path / "p.svg")
+    assert texts["title"] == "python -c arg1", texts["title"]
+    assert total > 0 and "%d samples" % total in texts["subtitle"]
