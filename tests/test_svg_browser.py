@@ -108,12 +108,21 @@ def playwright_api():
 @pytest.fixture(scope="module")
 def browser():
     sync_playwright = playwright_api()
-    with sync_playwright() as p:
+    # The sanitizer run preloads libasan into every process started from the
+    # tests; Playwright's node driver and Chromium hang with it. They are
+    # started without it, and the targets started later still get it.
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        p = sync_playwright().start()
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
+    try:
+        yield b
+    finally:
+        b.close()
+        p.stop()
 
 
 @pytest.fixture(scope="module")
