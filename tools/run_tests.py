@@ -9,7 +9,7 @@ Interpreters are looked up under ~/.pyenv/versions and in
 ${SPPROF_PYTHONS:-~/.cache/spprof/pythons} (where tools/build_pythons.py keeps
 the ones it builds), 3.9 and newer. Each gets its
 own virtual environment in .cache/venvs with the package built with C
-warnings as errors, plus the test tools (pytest, jsonschema) from PyPI. Ends
+warnings as errors, plus the test tools (pytest, jsonschema, playwright) from PyPI. Ends
 with a table of interpreter -> result and exits non-zero if any failed.
 """
 
@@ -24,7 +24,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache")
-TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "jsonschema>=4"]
+# playwright drives Debian's chromium in tests/test_svg_browser.py; its wheels
+# are pure Python plus a bundled node driver, and its one compiled
+# dependency, greenlet, has wheels for every interpreter tested (3.9 to 3.15,
+# free-threaded too). The browser itself is never downloaded.
+TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "jsonschema>=4", "playwright>=1.40"]
 
 
 def version_of(python):

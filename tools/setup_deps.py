@@ -7,7 +7,7 @@
 Nothing here is needed to use spprof: the Python package has no run-time
 dependencies. These are the tools the test suite drives (tmux for `top`, a
 C compiler for test extensions, libunwind for native frames, go for
-`go tool pprof`, xmllint for the SVG, clang for the fuzz targets) and the
+`go tool pprof`, xmllint and chromium for the SVG, clang for the fuzz targets) and the
 benchmarks use (GNU time).
 Idempotent: when everything is installed it only asks dpkg.
 """
@@ -23,6 +23,7 @@ PACKAGES = {
     "libunwind-dev": "native (C) frames, in-process and --native",
     "tmux": "drives `spprof top` in the tests",
     "libxml2-utils": "xmllint checks the SVG flame graphs",
+    "chromium": "headless browser the SVG flame graph is driven in (with PyPI playwright)",
     "golang-go": "`go tool pprof` reads the pprof output in the tests",
     "clang": "libFuzzer targets",
     "libclang-rt-14-dev": "the libFuzzer and sanitizer runtimes clang links",

@@ -164,6 +164,16 @@ def start(
             raise
 
 
+def _command_line():
+    """The profile's title: the program's command line as sys.argv has it,
+    which for `python -c` is only "-c" and in the REPL empty, so the
+    interpreter is named there."""
+    argv = [a for a in sys.argv if a]
+    if not argv or argv[0] == "-c":
+        return " ".join(["python"] + argv)
+    return " ".join(argv)
+
+
 def stop() -> Profile:
     """Stop sampling and return the Profile (saved to output_path if start()
     was given one). Raises RuntimeError if the profiler is not running."""
@@ -173,7 +183,7 @@ def stop() -> Profile:
             raise RuntimeError("profiler is not running; call spprof.start() first")
         session = _session
         # The engine first, so that the rest of stop() is not in the profile.
-        data = _engine.stop(" ".join(sys.argv) or "python", session.interval_ms)
+        data = _engine.stop(_command_line(), session.interval_ms)
         names = _threads.deactivate()
         _session = None
     result = Profile(data, session.interval_ms, names)

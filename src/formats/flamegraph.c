@@ -99,9 +99,16 @@ static uint32_t hsl_rgb(double h, double s, double l)
     return R << 16 | G << 8 | B;
 }
 
+/* Python frames' hue families: warm to green, clear of the natives' blues,
+ * the thread roots' purple and the search highlight's magenta. Adjacent
+ * families are 16 degrees apart so that two modules never look alike, which
+ * hashing onto one continuous range of hues allowed. */
+#define FG_FAMILIES 10
+#define FG_FAMILY_STEP 16.0
+
 /* The hue follows the package (the first directory under site-packages or
- * the standard library) or else the file, so related frames look related;
- * the name only nudges the lightness to tell neighbours apart. */
+ * the standard library) or else the file, so frames of one module share a
+ * hue family; the name only nudges the lightness to tell neighbours apart. */
 static uint32_t frame_color(const spp_profile *p, const spp_frame *f)
 {
     size_t nlen, flen;
@@ -122,10 +129,14 @@ static uint32_t frame_color(const spp_profile *p, const spp_frame *f)
             klen = slash ? (size_t)(slash - shown) : flen - (size_t)(shown - file);
         }
     }
-    double hue = (fnv32(key, klen) % 1000) / 1000.0;
+    uint32_t h = fnv32(key, klen);
     if (f->kind == SPP_FRAME_NATIVE)
-        return hsl_rgb(185 + 35 * hue, 0.55, 0.62 + 0.1 * shade);
-    return hsl_rgb(52 * hue, 0.82, 0.56 + 0.12 * shade);
+        return hsl_rgb(185 + 35 * ((h % 1000) / 1000.0), 0.55, 0.62 + 0.1 * shade);
+    /* Neighbouring families also differ in lightness, darker and lighter in
+     * turn, as 16 degrees alone is a small step among reds and oranges. */
+    uint32_t family = h % FG_FAMILIES;
+    double light = family % 2 ? 0.66 : 0.54;
+    return hsl_rgb(FG_FAMILY_STEP * (double)family, 0.78, light + 0.1 * shade);
 }
 
 /* ---- building the merged tree ---- */
