@@ -48,13 +48,17 @@ def target_python():
     """The venv's Python with spprof built from this tree (C warnings as
     errors) and the in-process peers: every target runs on it, profiled or
     not, so that all variants run the same interpreter. spprof is rebuilt
-    when the tree's commit changed or src/ or python/ have local changes."""
+    when what it is built from (src/, python/, the build files) changed in
+    a commit or has local changes."""
     py = peer_tool("pyinstrument")
     peer_tool("yappi")
     stamp = os.path.join(VENV, "spprof-built-from")
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "src", "python", "meson.build"],
+    sources = ("src", "python", "meson.build", "meson.options", "pyproject.toml")
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", *sources],
                            capture_output=True, text=True).stdout.strip()
-    want = git_commit()
+    want = subprocess.run(["git", "-C", ROOT, "rev-parse", *("HEAD:" + s for s in sources)],
+                          capture_output=True, text=True).stdout.split()
+    want = " ".join(want)
     have = open(stamp).read().strip() if os.path.exists(stamp) else ""
     if dirty or have != want:
         print("bench: installing spprof from %s into %s ..." % (ROOT, VENV), file=sys.stderr, flush=True)
