@@ -230,12 +230,16 @@ if spec["kind"] == "lines":
 else:
     groups, series = spec["groups"], spec["series"]
     width = 0.8 / max(1, len(series))
+    colors = plt.get_cmap("tab20").colors
     for i, s in enumerate(series):
-        ax.bar([g + i * width for g in range(len(groups))], s["y"], width, label=s["label"])
+        ax.bar([g + i * width for g in range(len(groups))], s["y"], width, label=s["label"],
+               color=colors[i % len(colors)])
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels(groups, rotation=spec.get("rotate", 0), ha="right" if spec.get("rotate") else "center")
     if spec.get("hline") is not None:
         ax.axhline(spec["hline"], color="grey", linewidth=0.8)
+if spec.get("logy"):
+    ax.set_yscale("log")
 ax.set_title(spec["title"])
 ax.set_xlabel(spec.get("xlabel", ""))
 ax.set_ylabel(spec.get("ylabel", ""))

@@ -182,7 +182,7 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
     res = json.loads(line) if line.strip() else {"wall": float("nan"), "cpu": float("nan")}
     if variant.inproc:
         total, work, funcs = count_samples(out, watch=watch)
-        res.update(work_samples=work if variant.inproc[0] == "spprof" else res.get("samples", 0),
+        res.update(work_samples=work if variant.inproc[0] == "spprof" else res.get("samples"),
                    funcs=funcs, late=None, behind=False)
     if prof:
         killer = threading.Timer(60, prof.kill)  # a profiler that does not notice the exit

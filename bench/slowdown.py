@@ -96,7 +96,7 @@ def main():
             rep.p("| %s | %s× | %s× | %s |" % (v.name, common.fmt_range(wall, fmt="%.2f"),
                                                common.fmt_range(cpu, fmt="%.2f"),
                                                "%.0f" % common.med(samples) if samples else "-"))
-            plot_series.setdefault(v.name, []).append((common.med(cpu) - 1) * 100)
+            plot_series.setdefault(v.name, []).append(common.med(cpu))
             if v.inproc and v.inproc[0] == "spprof" and workload == "recursion":
                 inproc[v.inproc[1]] = cpu
         rep.p("")
@@ -110,7 +110,8 @@ def main():
     if plot_groups:
         rep.plot(args.write, "target CPU slowdown", kind="bars", groups=plot_groups,
                  series=[{"label": k, "y": v} for k, v in plot_series.items()],
-                 title="Target CPU slowdown (median over rounds)", ylabel="% over no profiler", hline=0)
+                 title="Target CPU slowdown (median over rounds)", ylabel="target CPU / unprofiled (log)",
+                 hline=1, logy=True)
     rep.end(args.write)
     return 0
 
