@@ -50,8 +50,8 @@ def main():
     rep = common.Report("rates", "Rate fidelity: samples obtained / asked", sys.argv[1:])
     rep.p("The one-thread pure-Python recursion (about %.1f s of CPU of work), %d runs per tool and rate, the "
           "tools alternating; median (min-max) of samples of the work obtained over those asked for (rate × "
-          "the work's wall time out of process; rate × its CPU time in-process, where spprof samples CPU "
-          "time). In brackets what the tool says of its own lag.\n" % (args.work, args.rounds))
+          "the work's wall time out of process; rate × its thread's CPU time in-process, "
+          "where spprof samples CPU time). In brackets what the tool says of its own lag.\n" % (args.work, args.rounds))
     cells, highest, series = {}, {}, {}
     for rate in rates:
         vs = variants_at(rate, py315)
@@ -61,7 +61,8 @@ def main():
         for v in vs:
             rs = res[v.name]
             if v.inproc:
-                obtained = [r["work_samples"] / (rate * r["cpu"]) for r in rs]
+                # The main thread's CPU: the process's includes spprof's drain thread.
+                obtained = [r["work_samples"] / (rate * r["thread_cpu"]) for r in rs]
             else:
                 obtained = [r["obtained"] for r in rs]
             lg = lag(rs)

@@ -18,8 +18,8 @@ several per cent). TOOL is "spprof" (ARG: interval in ms; the profile is
 saved to OUT, collapsed), "pyinstrument" (ARG: interval in ms) or "yappi"
 (ARG ignored; CPU clock).
 
-The JSON line has "wall" and "cpu" (seconds of the work: perf_counter and
-process_time), "rss_kb" (peak, VmHWM), and when it applies
+The JSON line has "wall", "cpu" and "thread_cpu" (seconds of the work:
+perf_counter, process_time and the main thread's thread_time), "rss_kb" (peak, VmHWM), and when it applies
 "samples" (an in-process profiler's own count), "split" (seconds of thread
 CPU time spent in each function of the split workload, measured with
 time.thread_time() around each call) and "attributed" (seconds the
@@ -248,9 +248,9 @@ def main(argv):
     inproc = InProcess(*go[1:4]) if len(go) >= 4 else None
     if inproc:
         inproc.start()
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
     fn(amount)
-    res = {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
+    res = {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0, "thread_cpu": time.thread_time() - t0}
     if inproc:
         inproc.stop(res)
     if split_cpu:
