@@ -1,8 +1,9 @@
 """Runs one benchmark: `python3 -m bench [NAME] [its options]`.
 
-    python3 -m bench                      # outofprocess, the side-by-side with py-spy
-    python3 -m bench outofprocess --write # ... and writes bench/RESULTS.md
-    python3 -m bench overhead             # in-process overhead (needs spprof installed)
+    python3 -m bench                      # outofprocess, the side-by-side with the peers
+    python3 -m bench outofprocess --write # ... and writes its section of bench/RESULTS.md
+    python3 -m bench all [--quick] [--write]  # every part of issue #5, one after the other
+    python3 -m bench NAME --quick         # any part as a smoke test (a few seconds to minutes)
 
 Each is also a script: `python3 bench/NAME.py`.
 """
@@ -13,7 +14,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = sorted(n[:-3] for n in os.listdir(HERE)
-                    if n.endswith(".py") and n not in ("__init__.py", "__main__.py", "common.py", "workloads.py"))
+                    if n.endswith(".py") and n not in ("__init__.py", "__main__.py", "common.py", "runner.py",
+                                                        "workloads.py"))
 
 
 def main():

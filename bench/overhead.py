@@ -9,12 +9,14 @@ neighbour's, and the median ratio over all pairs is reported with min-max.
 start()/stop() happen outside the timed region. Also reports the samples
 really obtained per CPU-second.
 
-    python3 bench/overhead.py [--pairs 31] [--chunk 0.2]
+    python3 -m bench overhead [--pairs 31] [--chunk 0.2] [--quick] [--write]
+
+It imports spprof: `python3 -m bench all` runs it on the bench venv's
+Python, where spprof from this tree is installed (bench/common.py).
 """
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -22,7 +24,7 @@ import time
 import spprof
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import cpu_model  # noqa: E402
+from bench.common import Report, parse, verdict  # noqa: E402
 from bench import workloads  # noqa: E402
 
 workload = workloads.chunk  # fib(18), n times
@@ -89,49 +91,38 @@ def measure(interval_ms, iterations, pairs):
     return ratios, rates, prof.clock
 
 
-def kernel_hz():
-    """CONFIG_HZ, measured: a CPU-time timer asked for 1 ms fires once per
-    scheduler tick."""
-    old = os.environ.get("SPPROF_CLOCK")
-    os.environ["SPPROF_CLOCK"] = "cpu"
-    try:
-        spprof.start(interval_ms=1)
-        t0 = time.thread_time()
-        workload(calibrate(0.3))
-        p = spprof.stop()
-        return "%.0f" % (p.sample_count / (time.thread_time() - t0))
-    finally:
-        if old is None:
-            del os.environ["SPPROF_CLOCK"]
-        else:
-            os.environ["SPPROF_CLOCK"] = old
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=31)
     ap.add_argument("--chunk", type=float, default=0.2, help="seconds of CPU per chunk")
-    args = ap.parse_args()
+    args = parse(ap, "3 pairs of 0.05 s", pairs=3, chunk=0.05)
     iterations = calibrate(args.chunk)
     workload(iterations)  # warm up
-    print("spprof in-process overhead: CPython %s, %s, %d cores, kernel tick %s Hz (measured)" % (
-        platform.python_version(), cpu_model(), os.cpu_count(), kernel_hz()))
-    print("workload: fib(18) loop, %.2f s CPU per chunk, %d alternating pairs per interval\n" % (args.chunk, args.pairs))
-    print("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | floor: same clock, empty handler (thread CPU) |")
-    print("|---|---|---|---|---|---|---|")
+    rep = Report("overhead", "spprof in-process overhead, paired chunks", sys.argv[1:])
+    rep.p("Workload: fib(18) loop, %.2f s CPU per chunk, %d alternating pairs per interval.\n" % (args.chunk, args.pairs))
+    rep.p("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | "
+          "floor: same clock, empty handler (thread CPU) |")
+    rep.p("|---|---|---|---|---|---|---|")
 
     def fmt(values):
         med = statistics.median(values)
         return "%+.2f %% (%+.1f..%+.1f)" % ((med - 1) * 100, (min(values) - 1) * 100, (max(values) - 1) * 100)
 
+    over = {}
     for interval in (1, 10, 100):
         ratios, rates, clock = measure(interval, iterations, args.pairs)
         floor = measure_floor(interval, iterations, args.pairs)
-        print("| %d ms | %s | %.0f | %s | %s | %s | %s |" % (
+        over[interval] = (statistics.median(ratios["thread_cpu"]) - 1) * 100
+        rep.p("| %d ms | %s | %.0f | %s | %s | %s | %s |" % (
             interval, clock, statistics.median(rates), fmt(ratios["wall"]),
-            fmt(ratios["thread_cpu"]), fmt(ratios["process_cpu"]), fmt(floor)), flush=True)
-    print("\nmedian (min..max) of per-pair ratios, profiler on vs off; targets: <= 1 % at 10 ms, <= 2 % at 1 ms")
-    print("floor: the kernel's cost of the clock and signal delivery alone, measured the same way")
+            fmt(ratios["thread_cpu"]), fmt(ratios["process_cpu"]), fmt(floor)))
+    rep.p("\nMedian (min..max) of per-pair ratios, profiler on vs off. Floor: the kernel's cost of the clock and "
+          "signal delivery alone, measured the same way.\n")
+    for interval, limit in ((1, 2.0), (10, 1.0)):
+        rep.p("- thread CPU overhead at %d ms %+.2f %% (target ≤ %.0f %%): **%s**" % (
+            interval, over[interval], limit, verdict(over[interval] <= limit)))
+    rep.p("")
+    rep.end(args.write)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ PACKAGES = {
     "clang": "libFuzzer targets",
     "libclang-rt-14-dev": "the libFuzzer and sanitizer runtimes clang links",
     "util-linux": "unshare/setpriv for the unprivileged-user tests",
-    "time": "GNU time: the profilers' peak RSS in bench/outofprocess.py",
+    "time": "GNU time: the profilers' peak RSS in bench/runner.py",
 }
 
 

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Target slowdown, wall and CPU, under every profiler, on three workloads:
+pure-Python recursion, a mixed standard-library workload (json, re,
+sqlite3) and 10 threads (bench/workloads.py).
+
+Variants: no profiler; spprof in-process at 1, 10 and 100 ms; spprof record
+at 100 Hz and 1 kHz; py-spy record at the same rates, blocking and
+--nonblocking; austin 3.7.0 at the same rates; pyinstrument (1 ms); yappi
+(CPU clock); and on a CPython 3.15 target, when one is cached, Tachyon
+(`profiling.sampling attach`) at 100 Hz and 1 kHz beside spprof record and
+no profiler on the same interpreter. In-process profilers are started by
+the target itself (bench/workloads.py), so every variant runs with the same
+argv and environment. Every run goes through bench/runner.py; variants
+alternate run by run with the first one rotating every round; a ratio is
+against the unprofiled run of the same round; median (min-max) over rounds.
+
+Whole-process timings on this kind of machine vary by ±15 % from run to
+run, so this table ranks the tools; the in-process targets (≤ 2 % at 1 ms,
+≤ 1 % at 10 ms) are judged here on the median CPU ratio of the recursion
+workload, and measured more finely by `python3 -m bench overhead` (paired
+chunks in one process).
+
+    python3 -m bench slowdown [--rounds 5] [--work 2] [--quick] [--write]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common, runner  # noqa: E402
+from bench.common import verdict  # noqa: E402
+from bench.runner import Variant  # noqa: E402
+
+WORKLOADS = (("recursion", "pure-Python recursion, 1 thread"), ("mixed", "json, re and sqlite3, 1 thread"),
+             ("threads", "pure-Python recursion over 10 threads"))
+
+
+def variants(python315=None):
+    vs = [Variant("none")]
+    vs += [Variant("spprof in-process %d ms" % ms, inproc=("spprof", ms)) for ms in (1, 10, 100)]
+    for rate in (100, 1000):
+        vs += [Variant("spprof record %d Hz" % rate, "spprof", rate),
+               Variant("py-spy %d Hz" % rate, "py-spy", rate),
+               Variant("py-spy --nonblocking %d Hz" % rate, "py-spy", rate, ["--nonblocking"]),
+               Variant("austin %d Hz" % rate, "austin", rate)]
+    vs += [Variant("pyinstrument 1 ms", inproc=("pyinstrument", 1)), Variant("yappi (CPU clock)", inproc=("yappi", 0))]
+    if python315:
+        vs += [Variant("none, CPython 3.15", python=python315)]
+        for rate in (100, 1000):
+            vs += [Variant("spprof record %d Hz, CPython 3.15" % rate, "spprof", rate, python=python315),
+                   Variant("Tachyon %d Hz, CPython 3.15" % rate, "tachyon", rate, python=python315)]
+    return vs
+
+
+def base_of(v):
+    return "none, CPython 3.15" if v.python else "none"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", type=float, default=2.0, help="seconds of CPU of unprofiled work per run")
+    ap.add_argument("--workloads", default=",".join(w for w, _ in WORKLOADS))
+    args = common.parse(ap, "1 round, 0.3 s of work, recursion only", rounds=1, work=0.3, workloads="recursion")
+    exe, python, settle = runner.setup(args)
+    vs = variants(exe.get("tachyon"))
+    rep = common.Report("slowdown", "Target slowdown under each profiler", sys.argv[1:])
+    rep.p("Each run: a target from `bench/workloads.py` (about %.1f s of CPU of work unprofiled, on CPython %s "
+          "from the bench venv); out-of-process profilers attach %.1f s before the work starts, in-process ones "
+          "are started by the target just before it. %d rounds, the %d variants alternating with the first one "
+          "rotating every round; ratios against the unprofiled run of the same round (on its own interpreter "
+          "for CPython 3.15); median (min-max). Target CPU is the whole process's (spprof's drain thread "
+          "included). Samples: of the timed work, in the tool's output (pyinstrument: its own count; yappi "
+          "traces every call).\n" % (args.work, common.python_version(python), settle, args.rounds, len(vs)))
+    plot_groups, plot_series = [], {}
+    inproc = {}
+    for workload, label in WORKLOADS:
+        if workload not in args.workloads.split(","):
+            continue
+        amounts = runner.amounts(workload, args.work, python, exe)
+        print("  %s, %d rounds of %d variants ..." % (workload, args.rounds, len(vs)), file=sys.stderr, flush=True)
+        res = common.alternate(vs, args.rounds, lambda v: runner.run_once(
+            v, exe, workload, amounts[v.python or python], python, settle=settle))
+        rep.p("## %s\n" % label)
+        rep.p("| profiler | target wall | target CPU | samples of the work |")
+        rep.p("|---|---|---|---|")
+        plot_groups.append(workload)
+        for v in vs:
+            if v.name.startswith("none"):
+                continue
+            base = res[base_of(v)]
+            wall = [r["wall"] / b["wall"] for r, b in zip(res[v.name], base)]
+            cpu = [r["cpu"] / b["cpu"] for r, b in zip(res[v.name], base)]
+            samples = [r.get("work_samples") for r in res[v.name] if r.get("work_samples") is not None]
+            rep.p("| %s | %s× | %s× | %s |" % (v.name, common.fmt_range(wall, fmt="%.2f"),
+                                               common.fmt_range(cpu, fmt="%.2f"),
+                                               "%.0f" % common.med(samples) if samples else "-"))
+            plot_series.setdefault(v.name, []).append(common.med(cpu))
+            if v.inproc and v.inproc[0] == "spprof" and workload == "recursion":
+                inproc[v.inproc[1]] = cpu
+        rep.p("")
+    for ms, limit in ((1, 2.0), (10, 1.0)):
+        if ms in inproc:
+            over = (common.med(inproc[ms]) - 1) * 100
+            rep.p("- spprof in-process at %d ms, target CPU on the recursion workload %+.1f %% (target ≤ %.0f %%): "
+                  "**%s** (min-max of the ratios over rounds: %s; see `python3 -m bench overhead` for the paired "
+                  "measurement)" % (ms, over, limit, verdict(over <= limit), common.fmt_range(inproc[ms], fmt="%.2f")))
+    rep.p("")
+    if plot_groups:
+        rep.plot(args.write, "target CPU slowdown", kind="bars", groups=plot_groups,
+                 series=[{"label": k, "y": v} for k, v in plot_series.items()],
+                 title="Target CPU slowdown (median over rounds)", ylabel="target CPU / unprofiled (log)",
+                 hline=1, logy=True)
+    rep.end(args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
