@@ -114,6 +114,10 @@ void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until);
 int spp_session_alive(const spp_session *s);
 /* The wait status of the process if it exited while traced, else -1. */
 int spp_session_exit_status(const spp_session *s);
+/* The process ran another program (execve) while paused with ptrace: the
+ * session no longer samples it (spp_session_sample fails as if it had
+ * gone). Not noticed with --nonblocking. */
+int spp_session_execd(const spp_session *s);
 
 /* Reads a /proc file into buf (at most n - 1 bytes, NUL-terminated);
  * returns the length, or -1 if it is gone or empty. */

@@ -24,6 +24,9 @@
 
 #define PAUSE_TIMEOUT_NS 100000000ull /* give up waiting for a thread to stop */
 #define SCAN_INTERVAL_NS 20000000ull  /* list /proc/PID/task at most this often */
+/* New threads are traced as they start; an exec is reported, because what
+ * the session knows of the process (its runtime, its layout) dies with it. */
+#define SEIZE_OPTIONS (PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC)
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
@@ -41,6 +44,7 @@ struct spp_session {
     pid_t pid;
     int nonblocking;
     int exited;        /* the process is gone */
+    int execd;         /* the process ran another program (execve): the session is stale */
     spp_target target;
     spp_remote remote;
     spp_reader reader;
@@ -202,7 +206,9 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     } else if (event == 0) {
         t->pending_sig = sig; /* a signal for the target: deliver it on resume */
     } else {
-        sig = 0; /* other events (exit) carry no signal */
+        if (event == PTRACE_EVENT_EXEC)
+            s->execd = 1;
+        sig = 0; /* other events (exec, exit) carry no signal */
     }
     if (s->sampling || s->closing) {
         /* Every stop while pausing (the cloning thread's too) counts as the
@@ -311,7 +317,7 @@ static void scan_tasks(spp_session *s)
                 t->listed = 1;
             continue;
         }
-        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0 ||
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)SEIZE_OPTIONS) == 0 ||
             (errno == EPERM && traced_by_us(s->pid, tid))) {
             traced *t = add(s, tid, T_RUNNING);
             if (t)
@@ -404,7 +410,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
     }
     s->reader = spp_remote_reader(&s->remote);
     if (!nonblocking) {
-        if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)PTRACE_O_TRACECLONE) < 0) {
+        if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)SEIZE_OPTIONS) < 0) {
             int e = errno;
             *why = e == ESRCH ? SPP_TARGET_NO_PROCESS : SPP_TARGET_PERMISSION;
             if (e == EPERM)
@@ -474,6 +480,8 @@ void spp_session_close(spp_session *s)
 
 int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
 
+int spp_session_execd(const spp_session *s) { return s->execd; }
+
 void spp_session_pause_idle(spp_session *s, int pause_idle) { s->pause_idle = pause_idle; }
 
 void spp_session_wait(spp_session *s, uint64_t until) { spp_session_wait_all(&s, 1, until); }
@@ -497,7 +505,7 @@ void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until)
         for (int i = 0; i < n; i++)
             if (!ss[i]->nonblocking)
                 pump(ss[i]);
-        if (mono_ns() >= until || ss[0]->exited || await_event(until) < 0)
+        if (mono_ns() >= until || ss[0]->exited || ss[0]->execd || await_event(until) < 0)
             return;
     }
 }
@@ -631,7 +639,7 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     *errors = 0;
     if (!s->nonblocking)
         pump(s);
-    if (s->exited)
+    if (s->exited || s->execd)
         return SPP_EINVAL;
     /* Listing the threads costs five syscalls, a third of a sample's. New
      * threads are found meanwhile by their clone event when paused with
@@ -647,8 +655,14 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     for (int i = 0; i < s->ntids; i++)
         s->tids[i].idle = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
     /* (pause_all keeps the tids[] slots where they are.) */
-    if (!s->nonblocking)
+    if (!s->nonblocking) {
         pause_all(s, !s->pause_idle);
+        if (s->execd) {
+            /* It exec'd while being paused: its memory is another program's. */
+            resume_all(s);
+            return SPP_EINVAL;
+        }
+    }
     spp_remote_next(&s->remote);
     spp_pythread threads[256];
     int n = spp_target_threads(&s->target, &s->reader, threads, cap < 256 ? cap : 256);
