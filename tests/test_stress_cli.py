@@ -72,6 +72,9 @@ def hot_leaf():
         x += i * i
     return x
 
+# (GIL handoffs every 0.5 ms rather than 5: the churning thread gets its
+# turn often enough to start its threads by the hundred.)
+sys.setswitchinterval(0.0005)
 seconds = float(sys.argv[1])
 rate = []
 c = threading.Thread(target=churn, args=(seconds, rate), name="churn")
@@ -173,8 +176,9 @@ def test_attached_target_exits_mid_recording(tmp_path):
     assert share(folded(out), "hot_leaf") > 0.3
 
 
+@pytest.mark.parametrize("mode", [[], ["--nonblocking"]])
 @pytest.mark.parametrize("into", ["shell", "python"])
-def test_target_execs_mid_recording(tmp_path, into):
+def test_target_execs_mid_recording(tmp_path, into, mode):
     """An exec replaces the program spprof was reading: the recording ends
     there with what it has, rather than sampling another program's memory
     as if it were the old one; the launched program's status is still
@@ -185,14 +189,16 @@ def test_target_execs_mid_recording(tmp_path, into):
         then = ["/bin/sh", "-c", "sleep 1; exit 4"]
     else:
         then = [sys.executable, str(prog), "1"]
-    proc = record(["-r", "200", "-f", "raw", "-o", out, "--", sys.executable, prog, 1, *then])
+    proc = record(["-r", "200", "-f", "raw", "-o", out, *mode, "--", sys.executable, prog, 1,
+                   *then])
     status, err, _ = finish(proc)
     assert status == (4 if into == "shell" else 0), err
     assert "ran another program (exec): the recording ends there" in err, err
     samples, errors = wrote(err)
-    assert samples >= 20 and errors <= 3, err
     # (Sampling on after the exec read the old program's addresses in the
-    # new one: every later sample was an error, or a stack made up.)
+    # new one: every later sample was an error, or a stack made up. Without
+    # ptrace the exec is noticed within 20 ms: a few samples at 200 Hz.)
+    assert samples >= 20 and errors <= (10 if mode else 3), err
     assert share(folded(out), "hot_leaf") > 0.3
 
 

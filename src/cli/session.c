@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +46,8 @@ struct spp_session {
     int nonblocking;
     int exited;        /* the process is gone */
     int execd;         /* the process ran another program (execve): the session is stale */
+    spp_image image;   /* what it ran when opened (--nonblocking notices an exec by it) */
+    int have_image;
     spp_target target;
     spp_remote remote;
     spp_reader reader;
@@ -117,6 +120,49 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
         if (buf[i] == '\0')
             buf[i] = ' ';
     buf[got] = '\0';
+}
+
+/* ("pid (comm) S ppid ..."; comm may hold spaces and parentheses, hence
+ * the last ')'.) */
+int spp_proc_stat(pid_t pid, pid_t *parent, unsigned long long *stack)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
+        return -1;
+    const char *p = strrchr(buf, ')');
+    int ppid;
+    /* state ppid, then 22 fields to startstack (field 28) */
+    if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+                            "%*d %*d %*d %*d %*u %*u %*d %*u %*u %*u %llu",
+                     &ppid, stack) != 2)
+        return -1;
+    *parent = (pid_t)ppid;
+    return 0;
+}
+
+int spp_proc_image(pid_t pid, unsigned long long stack, spp_image *img)
+{
+    struct stat exe;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+    if (stat(path, &exe) < 0)
+        return -1; /* gone, or a kernel thread */
+    *img = (spp_image){exe.st_dev, exe.st_ino, stack};
+    return 0;
+}
+
+int spp_image_same(const spp_image *a, const spp_image *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->stack == b->stack;
+}
+
+/* What pid runs now; -1 if it is gone. */
+static int current_image(pid_t pid, spp_image *img)
+{
+    pid_t parent;
+    unsigned long long stack;
+    return spp_proc_stat(pid, &parent, &stack) < 0 ? -1 : spp_proc_image(pid, stack, img);
 }
 
 static traced *find(spp_session *s, pid_t tid)
@@ -292,6 +338,12 @@ static int traced_by_us(pid_t pid, pid_t tid)
 
 static void scan_tasks(spp_session *s)
 {
+    /* Without ptrace no event says the process exec'd: look at what it
+     * runs (its stack starts anew at each exec). */
+    spp_image now;
+    if (s->nonblocking && s->have_image && current_image(s->pid, &now) == 0 &&
+        !spp_image_same(&now, &s->image))
+        s->execd = 1;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)s->pid);
     DIR *d = opendir(path);
@@ -399,6 +451,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
                 s->target.module, s->target.code_type ? "" : ", and no code type yet");
     s->pid = pid;
     s->nonblocking = nonblocking;
+    s->have_image = current_image(pid, &s->image) == 0;
     s->pause_idle = 1;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));
     if (!s->tids || spp_remote_init(&s->remote, pid) < 0) {
