@@ -112,13 +112,31 @@ def finish(proc, timeout=60):
     return proc.returncode, err, out
 
 
-def state(pid):
-    """The process state letter from /proc/PID/stat (None if gone)."""
+def stat(pid):
+    """(state letter, user + system CPU ticks) from /proc/PID/stat, or
+    (None, None) if it is gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return None
+        return None, None
+    return fields[0], int(fields[11]) + int(fields[12])
+
+
+def state(pid):
+    return stat(pid)[0]
+
+
+def assert_stays_stopped(pid):
+    """pid is stopped and does not run. (Detaching wakes a thread for a
+    moment to re-enter its group stop, so it may read 'R' just after.)"""
+    deadline = time.monotonic() + 5
+    while state(pid) != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    st, cpu = stat(pid)
+    assert st == "T", st
+    time.sleep(0.5)
+    assert stat(pid) == ("T", cpu), (stat(pid), cpu)
 
 
 def wrote(err):
@@ -255,9 +273,7 @@ def test_stopped_target_stays_stopped_and_duration_ends_the_recording(tmp_path, 
             assert proc.poll() is None
         assert time.monotonic() - t_stop < 25
         # Still stopped, and stays so: spprof let it go in its stopped state.
-        for _ in range(5):
-            assert state(pid) == "T", state(pid)
-            time.sleep(0.1)
+        assert_stays_stopped(pid)
         assert share(folded(out), "hot_leaf") > 0.3
         os.kill(pid, signal.SIGCONT)
         if how == "launched":
