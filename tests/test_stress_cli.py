@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 
@@ -231,10 +232,16 @@ def test_threads_appearing_and_ending_hundreds_per_second(tmp_path, mode):
     m = re.search(r"rate ([\d.]+)", stdout)
     assert m, (stdout, err)
     rate = float(m.group(1))
-    # Untraced it starts 400-1,400 a second here. Paused with ptrace, each
-    # new thread stops twice (clone event, first stop) until spprof lets it
-    # go: on a machine at load 24 that held it to 30-400 a second.
-    assert rate >= (100 if mode else 20), "the target started only %.0f threads a second" % rate
+    # Untraced it starts 400-1,400 a second here on GIL builds. Paused with
+    # ptrace, each new thread stops twice (clone event, first stop) until
+    # spprof lets it go: on a machine at load 24 that held it to 30-400 a
+    # second. The free-threaded 3.13t/3.14t started 5 a second here with no
+    # profiler at all (thread creation against a thread spinning in Python),
+    # so there only the churn itself is asked for.
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        assert rate > 0
+    else:
+        assert rate >= (100 if mode else 20), "the target started only %.0f threads a second" % rate
     samples, errors = wrote(err)
     assert samples >= 100 and errors <= samples // 10, err
     counts = folded(out)
