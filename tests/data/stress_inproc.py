@@ -128,7 +128,8 @@ def profiled(fn, *args, **kw):
 
 # ---- 500 threads, some renamed while they run ----
 
-def worker(i, rename):
+def worker(i, rename, go):
+    go.wait()
     burn(0.001)
     if rename:
         threading.current_thread().name = "renamed-%d" % i
@@ -138,10 +139,15 @@ def worker(i, rename):
 def threads_500():
     expected = {}
     for batch in range(10):
-        ts = [threading.Thread(target=worker, args=(i, i % 5 == 0), name="w-%d" % i)
+        # A batch burns once all of it has started: on free-threaded builds
+        # each start waits for every running thread to pause (5 starts a
+        # second against 50 spinning threads, profiled or not).
+        go = threading.Event()
+        ts = [threading.Thread(target=worker, args=(i, i % 5 == 0, go), name="w-%d" % i)
               for i in range(batch * 50, batch * 50 + 50)]
         for t in ts:
             t.start()
+        go.set()
         for t in ts:
             t.join()
         for t in ts:
