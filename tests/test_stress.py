@@ -72,8 +72,10 @@ def check_sane(r, cpu_bound=True):
     if cpu_bound:
         assert r["sampled_ms"] >= 0.5 * r["cpu_ms"], r
     if r["clock"] == "perf_event":
-        # One sample per CPU millisecond (a merged expiry counts twice).
-        assert r["samples"] + r["dropped"] >= 0.8 * r["sampled_ms"] - 5, r
+        # About one sample per CPU millisecond (expiries that come while a
+        # signal is pending merge into one sample, weighted for both: on a
+        # loaded machine up to a third of them).
+        assert r["samples"] + r["dropped"] >= 0.5 * r["sampled_ms"] - 10, r
         assert r["samples"] <= 1.1 * r["sampled_ms"] + 5, r
 
 
