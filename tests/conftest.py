@@ -14,6 +14,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "stress: the stress suite (tests/test_stress*.py): hostile programs, in and out of "
+        "process; `pytest -m stress` runs it alone, `-m 'not stress'` leaves it out",
+    )
+
+
 # Python called back from C: libc's qsort through ctypes, with a comparison
 # written in Python (for the native-frame tests of both front doors).
 QSORT_CALLBACK = """

@@ -182,11 +182,19 @@ def stop() -> Profile:
         if _session is None:
             raise RuntimeError("profiler is not running; call spprof.start() first")
         session = _session
+        handler_replaced = _engine.handler_replaced()
         # The engine first, so that the rest of stop() is not in the profile.
         data = _engine.stop(_command_line(), session.interval_ms)
         names = _threads.deactivate()
         _session = None
     result = Profile(data, session.interval_ms, names)
+    if handler_replaced:
+        warnings.warn(
+            "spprof: the program installed its own SIGPROF handler while profiling; "
+            "sampling stopped then, and the profile ends there",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if session.output_path is not None:
         try:
             result.save(session.output_path)

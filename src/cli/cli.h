@@ -131,6 +131,27 @@ void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until);
 int spp_session_alive(const spp_session *s);
 /* The wait status of the process if it exited while traced, else -1. */
 int spp_session_exit_status(const spp_session *s);
+/* The process ran another program (execve): the session no longer samples
+ * it (spp_session_sample fails as if it had gone). Reported by ptrace when
+ * pausing; with --nonblocking, noticed at the next /proc/PID/task listing
+ * (within 20 ms), by the start of its stack. */
+int spp_session_execd(const spp_session *s);
+
+/* What a process runs: its executable, and where its stack started (new
+ * at each exec, so a python that execs python changes too, and a vfork()ed
+ * child, which borrows its parent's memory until it execs, changes when it
+ * does). */
+typedef struct spp_image {
+    dev_t dev;
+    ino_t ino;
+    unsigned long long stack;
+} spp_image;
+/* Reads the parent and the start of the stack of pid from /proc/PID/stat.
+ * Returns -1 if it is gone. */
+int spp_proc_stat(pid_t pid, pid_t *parent, unsigned long long *stack);
+/* What pid runs, given the start of its stack; -1 if it is gone. */
+int spp_proc_image(pid_t pid, unsigned long long stack, spp_image *img);
+int spp_image_same(const spp_image *a, const spp_image *b);
 
 /* Reads a /proc file into buf (at most n - 1 bytes, NUL-terminated);
  * returns the length, or -1 if it is gone or empty. */

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -16,27 +15,18 @@
 #define SKIPPED_MAX 1024     /* descendants remembered as not (sampleable) Python */
 #define PID_SCAN_MAX 65536   /* /proc entries read per scan */
 
-/* What a process runs: its executable, and where its stack started (new
- * at each exec, so a python that execs python changes too, and a vfork()ed
- * child, which borrows its parent's memory until it execs, changes when it
- * does). */
-typedef struct image {
-    dev_t dev;
-    ino_t ino;
-    unsigned long long stack;
-} image;
 
 /* A descendant that is not sampled, and what it ran then: it is looked at
  * again only once it runs something else (it exec'd into Python). */
 typedef struct skipped {
     pid_t pid;
-    image img;
+    spp_image img;
     int seen;     /* still a descendant at the last scan */
 } skipped;
 
 struct spp_procs {
     spp_proc procs[PROCS_MAX];
-    image imgs[PROCS_MAX];            /* what each ran when its session opened */
+    spp_image imgs[PROCS_MAX];            /* what each ran when its session opened */
     spp_session *sessions[PROCS_MAX]; /* the same sessions, for waiting on all */
     int n;
     skipped skip[SKIPPED_MAX];
@@ -123,41 +113,6 @@ void spp_procs_wait(spp_procs *ps, uint64_t until)
     spp_session_wait_all(ps->sessions, ps->n, until);
 }
 
-/* Reads the parent and the start of the stack of pid from /proc/PID/stat
- * ("pid (comm) S ppid ..."; comm may hold spaces and parentheses, hence
- * the last ')'). Returns -1 if it is gone. */
-static int read_stat(pid_t pid, pid_t *parent, unsigned long long *stack)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
-        return -1;
-    const char *p = strrchr(buf, ')');
-    int ppid;
-    /* state ppid, then 22 fields to startstack (field 28) */
-    if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
-                            "%*d %*d %*d %*d %*u %*u %*d %*u %*u %*u %llu",
-                     &ppid, stack) != 2)
-        return -1;
-    *parent = (pid_t)ppid;
-    return 0;
-}
-
-static int read_image(pid_t pid, unsigned long long stack, image *img)
-{
-    struct stat exe;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
-    if (stat(path, &exe) < 0)
-        return -1; /* gone, or a kernel thread */
-    *img = (image){exe.st_dev, exe.st_ino, stack};
-    return 0;
-}
-
-static int same_image(const image *a, const image *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->stack == b->stack;
-}
 
 static int index_of(const spp_procs *ps, pid_t pid)
 {
@@ -178,12 +133,12 @@ static skipped *find_skipped(spp_procs *ps, pid_t pid)
 /* Opens a session on a descendant that runs Python, or remembers that it
  * does not (yet): one still starting its runtime is tried again at the next
  * scan, any other is left alone until it runs another executable. */
-static void consider(spp_procs *ps, pid_t pid, const image *img)
+static void consider(spp_procs *ps, pid_t pid, const spp_image *img)
 {
     skipped *sk = find_skipped(ps, pid);
     if (sk) {
         sk->seen = 1;
-        if (same_image(&sk->img, img))
+        if (spp_image_same(&sk->img, img))
             return;
     }
     int why;
@@ -232,7 +187,7 @@ void spp_procs_discover(spp_procs *ps)
     struct dirent *e;
     while ((e = readdir(d)) && n < PID_SCAN_MAX) {
         pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid > 0 && read_stat(pid, &parents[n], &stacks[n]) == 0 && parents[n] > 0)
+        if (pid > 0 && spp_proc_stat(pid, &parents[n], &stacks[n]) == 0 && parents[n] > 0)
             pids[n++] = pid;
     }
     closedir(d);
@@ -266,11 +221,11 @@ void spp_procs_discover(spp_procs *ps)
     free(pids);
     free(stacks);
     for (int f = 1; f < nfam; f++) {
-        image img;
-        if (read_image(family[f], fstack[f], &img) < 0)
+        spp_image img;
+        if (spp_proc_image(family[f], fstack[f], &img) < 0)
             continue;
         int k = index_of(ps, family[f]);
-        if (k > 0 && !same_image(&ps->imgs[k], &img))
+        if (k > 0 && !spp_image_same(&ps->imgs[k], &img))
             spp_procs_drop(ps, k); /* it exec'd: what the session knew is stale */
         else if (k > 0)
             continue;

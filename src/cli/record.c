@@ -498,10 +498,14 @@ int spp_cmd_record(const spp_cli_opts *o)
     uint64_t end = now_ns(CLOCK_MONOTONIC);
     if (exit_status < 0)
         exit_status = spp_session_exit_status(spp_procs_at(ps, 0)->session);
+    int execd = spp_session_execd(spp_procs_at(ps, 0)->session);
     spp_procs_free(ps);
     if (tty)
         progress(&rc, (double)(end - start) / 1e9, 1);
 
+    if (execd)
+        fprintf(stderr, "spprof: PID %d ran another program (exec): the recording ends there\n",
+                (int)pid);
     meta.end_ns = start_real + (end - start);
     spp_profile_set_meta(rc.profile, &meta);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,9 @@
 #define NAMES_REFRESH_NS 1000000000ull
 #define NAMES_RETRY_NS 100000000ull
 #define NAMES_MAX 256
+/* New threads are traced as they start; an exec is reported, because what
+ * the session knows of the process (its runtime, its layout) dies with it. */
+#define SEIZE_OPTIONS (PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC)
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
@@ -48,6 +52,9 @@ struct spp_session {
     pid_t pid;
     int nonblocking;
     int exited;        /* the process is gone */
+    int execd;         /* the process ran another program (execve): the session is stale */
+    spp_image image;   /* what it ran when opened (--nonblocking notices an exec by it) */
+    int have_image;
     spp_target target;
     spp_remote remote;
     spp_reader reader;
@@ -127,6 +134,49 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
         if (buf[i] == '\0')
             buf[i] = ' ';
     buf[got] = '\0';
+}
+
+/* ("pid (comm) S ppid ..."; comm may hold spaces and parentheses, hence
+ * the last ')'.) */
+int spp_proc_stat(pid_t pid, pid_t *parent, unsigned long long *stack)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (spp_proc_read(path, buf, sizeof(buf)) < 0)
+        return -1;
+    const char *p = strrchr(buf, ')');
+    int ppid;
+    /* state ppid, then 22 fields to startstack (field 28) */
+    if (!p || sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+                            "%*d %*d %*d %*d %*u %*u %*d %*u %*u %*u %llu",
+                     &ppid, stack) != 2)
+        return -1;
+    *parent = (pid_t)ppid;
+    return 0;
+}
+
+int spp_proc_image(pid_t pid, unsigned long long stack, spp_image *img)
+{
+    struct stat exe;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+    if (stat(path, &exe) < 0)
+        return -1; /* gone, or a kernel thread */
+    *img = (spp_image){exe.st_dev, exe.st_ino, stack};
+    return 0;
+}
+
+int spp_image_same(const spp_image *a, const spp_image *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->stack == b->stack;
+}
+
+/* What pid runs now; -1 if it is gone. */
+static int current_image(pid_t pid, spp_image *img)
+{
+    pid_t parent;
+    unsigned long long stack;
+    return spp_proc_stat(pid, &parent, &stack) < 0 ? -1 : spp_proc_image(pid, stack, img);
 }
 
 static traced *find(spp_session *s, pid_t tid)
@@ -216,7 +266,9 @@ static void handle_event(spp_session *s, pid_t tid, int status)
     } else if (event == 0) {
         t->pending_sig = sig; /* a signal for the target: deliver it on resume */
     } else {
-        sig = 0; /* other events (exit) carry no signal */
+        if (event == PTRACE_EVENT_EXEC)
+            s->execd = 1;
+        sig = 0; /* other events (exec, exit) carry no signal */
     }
     if (s->sampling || s->closing) {
         /* Every stop while pausing (the cloning thread's too) counts as the
@@ -300,6 +352,12 @@ static int traced_by_us(pid_t pid, pid_t tid)
 
 static void scan_tasks(spp_session *s)
 {
+    /* Without ptrace no event says the process exec'd: look at what it
+     * runs (its stack starts anew at each exec). */
+    spp_image now;
+    if (s->nonblocking && s->have_image && current_image(s->pid, &now) == 0 &&
+        !spp_image_same(&now, &s->image))
+        s->execd = 1;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)s->pid);
     DIR *d = opendir(path);
@@ -325,7 +383,7 @@ static void scan_tasks(spp_session *s)
                 t->listed = 1;
             continue;
         }
-        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) == 0 ||
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)SEIZE_OPTIONS) == 0 ||
             (errno == EPERM && traced_by_us(s->pid, tid))) {
             traced *t = add(s, tid, T_RUNNING);
             if (t)
@@ -407,6 +465,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
                 s->target.module, s->target.code_type ? "" : ", and no code type yet");
     s->pid = pid;
     s->nonblocking = nonblocking;
+    s->have_image = current_image(pid, &s->image) == 0;
     s->pause_idle = 1;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));
     if (!s->tids || spp_remote_init(&s->remote, pid) < 0) {
@@ -418,7 +477,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
     }
     s->reader = spp_remote_reader(&s->remote);
     if (!nonblocking) {
-        if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)PTRACE_O_TRACECLONE) < 0) {
+        if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)SEIZE_OPTIONS) < 0) {
             int e = errno;
             *why = e == ESRCH ? SPP_TARGET_NO_PROCESS : SPP_TARGET_PERMISSION;
             if (e == EPERM)
@@ -490,6 +549,8 @@ void spp_session_close(spp_session *s)
 
 int spp_session_exit_status(const spp_session *s) { return s->exited ? s->exit_status : -1; }
 
+int spp_session_execd(const spp_session *s) { return s->execd; }
+
 void spp_session_pause_idle(spp_session *s, int pause_idle) { s->pause_idle = pause_idle; }
 
 void spp_session_wait(spp_session *s, uint64_t until) { spp_session_wait_all(&s, 1, until); }
@@ -513,7 +574,7 @@ void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until)
         for (int i = 0; i < n; i++)
             if (!ss[i]->nonblocking)
                 pump(ss[i]);
-        if (mono_ns() >= until || ss[0]->exited || await_event(until) < 0)
+        if (mono_ns() >= until || ss[0]->exited || ss[0]->execd || await_event(until) < 0)
             return;
     }
 }
@@ -705,7 +766,7 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     *errors = 0;
     if (!s->nonblocking)
         pump(s);
-    if (s->exited)
+    if (s->exited || s->execd)
         return SPP_EINVAL;
     /* Listing the threads costs five syscalls, a third of a sample's. New
      * threads are found meanwhile by their clone event when paused with
@@ -721,8 +782,14 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     for (int i = 0; i < s->ntids; i++)
         s->tids[i].idle = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
     /* (pause_all keeps the tids[] slots where they are.) */
-    if (!s->nonblocking)
+    if (!s->nonblocking) {
         pause_all(s, !s->pause_idle);
+        if (s->execd) {
+            /* It exec'd while being paused: its memory is another program's. */
+            resume_all(s);
+            return SPP_EINVAL;
+        }
+    }
     spp_remote_next(&s->remote);
     spp_pythread threads[256];
     int n = spp_target_threads(&s->target, &s->reader, threads, cap < 256 ? cap : 256);

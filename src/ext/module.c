@@ -391,6 +391,11 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
         return PyErr_Format(PyExc_RuntimeError,
                             "SIGPROF already has a handler in this process (another profiler, "
                             "or setitimer(ITIMER_PROF) code); spprof does not replace it");
+    if (rc == SPP_EINVAL && errno == EEXIST)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "an ITIMER_PROF timer (setitimer) is armed in this process: its "
+                            "SIGPROF signals are the program's; spprof does not take them over "
+                            "(disarm it with signal.setitimer(signal.ITIMER_PROF, 0) first)");
     if (rc == SPP_EINVAL)
         return PyErr_Format(PyExc_RuntimeError, "profiler is already running");
     if (rc == SPP_ENOSYS)
@@ -462,6 +467,13 @@ static PyObject *m_stop(PyObject *mod, PyObject *args)
     }
     pd->p = p;
     return (PyObject *)pd;
+}
+
+static PyObject *m_handler_replaced(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    return PyBool_FromLong(spp_sampler_handler_replaced());
 }
 
 static PyObject *m_stats(PyObject *mod, PyObject *unused)
@@ -586,6 +598,8 @@ static PyMethodDef methods[] = {
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
     {"stats", m_stats, METH_NOARGS, "live statistics"},
+    {"handler_replaced", m_handler_replaced, METH_NOARGS,
+     "whether the program replaced spprof's SIGPROF handler while sampling"},
     {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},
     {"addr2line", m_addr2line, METH_VARARGS, NULL},
     {"layout", m_layout, METH_NOARGS, NULL},

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -238,6 +239,25 @@ static int other_handler_installed(void)
     return cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
 }
 
+/* A program that arms ITIMER_PROF (setitimer) counts on SIGPROF at its own
+ * rate into its own handler: once spprof's handler is installed those
+ * signals would be swallowed, so spprof refuses, as it does for a handler. */
+static int prof_itimer_armed(void)
+{
+    struct itimerval it;
+    if (getitimer(ITIMER_PROF, &it) < 0)
+        return 0;
+    return it.it_value.tv_sec != 0 || it.it_value.tv_usec != 0;
+}
+
+int spp_sampler_handler_replaced(void)
+{
+    pthread_mutex_lock(&spp_g.lock);
+    int replaced = atomic_load(&spp_g.active) && other_handler_installed();
+    pthread_mutex_unlock(&spp_g.lock);
+    return replaced;
+}
+
 static void free_resolution_state(void)
 {
     spp_resolver_free(R.resolver);
@@ -271,6 +291,11 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     if (other_handler_installed()) {
         rc = SPP_EINVAL;
         errno = EBUSY;
+        goto out;
+    }
+    if (prof_itimer_armed()) {
+        rc = SPP_EINVAL;
+        errno = EEXIST;
         goto out;
     }
     if (cfg->native && spp_native_init() < 0) {

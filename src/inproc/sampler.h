@@ -56,9 +56,14 @@ typedef struct spp_sampler_stats {
 } spp_sampler_stats;
 
 /* Installs the handler, starts the drain thread. Returns 0, SPP_EINVAL
- * (already running, or another SIGPROF handler is installed: errno EBUSY),
- * SPP_ENOMEM, or SPP_ENOSYS when no clock can be armed. */
+ * (already running: errno EALREADY; SIGPROF is the program's own, through
+ * another handler: errno EBUSY, or an armed ITIMER_PROF timer: errno
+ * EEXIST), SPP_ENOMEM, or SPP_ENOSYS when no clock can be armed. */
 int spp_sampler_start(const spp_sampler_config *cfg);
+
+/* Whether, while sampling, SIGPROF's handler is no longer spprof's (the
+ * program installed its own since start): sampling stopped then. */
+int spp_sampler_handler_replaced(void);
 
 /* SPP_EGONE: the thread ended before its clock could be armed. */
 #define SPP_EGONE (-16)
