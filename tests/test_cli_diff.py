@@ -72,8 +72,8 @@ else:
 """
 
 ROUNDS = 500
-FORMATS = ("json", "collapsed", "svg", "pb.gz", "pb9.gz", "trace.json")
-COUNTED = ("collapsed", "svg", "pb.gz", "pb9.gz")  # sample counts (the others: time)
+FORMATS = ("json", "collapsed", "svg", "pb.gz", "pb9.gz", "pb", "trace.json")
+COUNTED = ("collapsed", "svg", "pb.gz", "pb9.gz", "pb")  # sample counts (the others: time)
 
 
 def recompress(src, dst):
@@ -99,6 +99,8 @@ def api(tmp_path_factory):
         assert r.returncode == 0, r.stderr
         assert int(r.stdout.split()[-1]) > 300, r.stdout  # enough samples to compare shares
         recompress(d / ("%s.pb.gz" % phase), d / ("%s.pb9.gz" % phase))
+        # pprof also reads profile.proto uncompressed
+        (d / ("%s.pb" % phase)).write_bytes(gzip.decompress((d / ("%s.pb.gz" % phase)).read_bytes()))
     return d
 
 
@@ -290,6 +292,11 @@ def test_folded_arithmetic_thread_roots_and_labels(tmp_path):
                    "main (app.py);work (app.py) 25 60\n"), out
     out = diff([a, b, "-f", "collapsed", "--lines"]).stdout
     assert "main (app.py:3);work (app.py:10) 25 0\n" in out and "main (app.py:4);work (app.py:11) 0 60\n" in out, out
+    # A control byte in a name (the SVG drops it, so the diff does too) does
+    # not make the text look binary.
+    c = tmp_path / "c.folded"
+    c.write_bytes(b"main (app.py:3);we\x01ird (app.py:7) 4\n")
+    assert diff([c, c, "-f", "collapsed"]).stdout == "main (app.py);weird (app.py) 4 4\n"
 
 
 BAD = {

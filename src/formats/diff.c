@@ -32,11 +32,13 @@ void spp_diff_opts_default(spp_diff_opts *o)
     o->threshold = 0.5;
 }
 
-/* Copies s with the folded format's separators replaced (as the collapsed
- * writer does), so that a name read from JSON matches the same name read
- * from folded stacks. */
-static int canon(spp_diff *d, const char *s, size_t n, size_t at)
+/* Copies s as the text formats show it: the folded format's separators
+ * replaced (as the collapsed writer does) and other control bytes dropped
+ * (as the SVG does), so that a name read from JSON matches the same name
+ * read from folded stacks or an SVG. Returns the length through *n. */
+static int canon(spp_diff *d, const char *s, size_t *np, size_t at)
 {
+    size_t n = *np, k = 0;
     if (at + n + 1 > d->buflen) {
         size_t nl = (at + n + 1) * 2;
         char *nb = realloc(d->buf, nl);
@@ -46,10 +48,17 @@ static int canon(spp_diff *d, const char *s, size_t n, size_t at)
         d->buflen = nl;
     }
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        d->buf[at + i] = c == ';' ? ':' : (c == '\n' || c == '\r') ? ' ' : c;
+        unsigned char c = (unsigned char)s[i];
+        if (c == ';')
+            c = ':';
+        else if (c == '\n' || c == '\r')
+            c = ' ';
+        else if ((c < 0x20 && c != '\t') || c == 0x7f)
+            continue;
+        d->buf[at + k++] = (char)c;
     }
-    d->buf[at + n] = '\0';
+    d->buf[at + k] = '\0';
+    *np = k;
     return SPP_OK;
 }
 
@@ -71,18 +80,19 @@ static uint32_t merged_frame(spp_diff *d, const spp_profile *p, uint32_t id)
         while (i < nlen && name[i] >= '0' && name[i] <= '9')
             i++;
         if (i > 8 && i + 1 < nlen && name[i] == ':' && name[i + 1] == ' ') {
+            size_t plen = 8;
             name += i + 2;
             nlen -= i + 2;
-            if (canon(d, "process ", 8, 0) < 0 || canon(d, name, nlen, 8) < 0)
+            if (canon(d, "process ", &plen, 0) < 0 || canon(d, name, &nlen, 8) < 0)
                 return SPP_NONE;
             nlen += 8;
             goto named;
         }
     }
-    if (canon(d, name, nlen, 0) < 0)
+    if (canon(d, name, &nlen, 0) < 0)
         return SPP_NONE;
 named:
-    if (canon(d, shown, flen, nlen + 1) < 0)
+    if (canon(d, shown, &flen, nlen + 1) < 0)
         return SPP_NONE;
     spp_frame m = {spp_profile_intern(d->m, d->buf, nlen), spp_profile_intern(d->m, d->buf + nlen + 1, flen),
                    d->opts.lines && f->line > 0 ? f->line : 0, 0, flen ? SPP_FRAME_PYTHON : SPP_FRAME_OTHER};

@@ -280,13 +280,19 @@ static int detect(const char *data, size_t len)
         i = 3;
     if (spp_is_gzip((const unsigned char *)data, len))
         return SPP_READ_GZIP;
-    /* Text formats: a NUL or another control byte early on means binary,
-     * which is pprof's protobuf (its first byte is a field tag, often 0x0a). */
+    /* Binary is pprof's protobuf: a NUL early on, or a control byte first
+     * (its first byte is a field tag, 0x0a, read as a newline, then a
+     * length). Control bytes later on may be in a frame's name. */
     size_t check = len < 4096 ? len : 4096;
-    for (size_t k = 0; k < check; k++) {
+    if (memchr(data, '\0', check))
+        return SPP_READ_PPROF;
+    for (size_t k = i; k < len; k++) {
         unsigned char c = (unsigned char)data[k];
-        if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        if (c < 0x20 || c == 0x7f)
             return SPP_READ_PPROF;
+        break;
     }
     while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
         i++;
@@ -387,7 +393,7 @@ int spp_read_file(const char *path, spp_profile **out, const char **format, char
     int rc = SPP_OK;
     while (buf) {
         if (len + 1 >= cap) {
-            if (cap > SPP_READ_MAX_BYTES) {
+            if (cap >= SPP_READ_MAX_BYTES) {
                 rc = spp_read_fail(err, errlen, "larger than %zu MiB", SPP_READ_MAX_BYTES >> 20);
                 break;
             }
