@@ -272,10 +272,18 @@ def test_cli_recorded_profiles(tmp_path):
         r = run(["record", "-f", "pprof", "-r", "500", "-o", tmp_path / ("%s.pb.gz" % phase), "--",
                  sys.executable, tmp_path / "target.py", phase, "cli", ROUNDS], timeout=300)
         assert r.returncode == 0, r.stderr
-    check_known_change(shares(collapsed_diff(tmp_path / "a.pb.gz", tmp_path / "b.pb.gz")), startup=15)
+    # A launched interpreter's start-up (before main) took from 2 to 35 % of
+    # a recording on a loaded machine (3.13t, load 24): the known change is
+    # checked within main, where the target decides the shares.
+    d = collapsed_diff(tmp_path / "a.pb.gz", tmp_path / "b.pb.gz")
+    check_known_change(shares({k: v for k, v in d.items() if "main (target.py)" in k}))
     out = tmp_path / "d.svg"
     diff([tmp_path / "a.pb.gz", tmp_path / "b.pb.gz", "-o", out])
-    check_svg(out)
+    root, frames = svg_frames(out)
+    (gb, ga, gd, gfill, gw), = frames["grow"]
+    (sb, sa, sd, sfill, sw), = frames["shrink"]
+    assert gd > 5 and rgb(gfill)[0] == 255 and rgb(gfill)[1] < 220, frames["grow"]
+    assert sd < -5 and rgb(sfill)[2] == 255 and rgb(sfill)[0] < 220, frames["shrink"]
 
 
 def test_folded_arithmetic_thread_roots_and_labels(tmp_path):
