@@ -1,8 +1,9 @@
 """Short libFuzzer runs over what reads untrusted bytes: the frame walker,
 code-object and line-table readers, resolver, debug-offsets validator and
-thread-name reader (fed arbitrary bytes as a target's memory), and the ELF
-symbol reader. Also C unit tests of the ELF reader and the native-name cache
-on inputs that change under them.
+thread-name reader (fed arbitrary bytes as a target's memory), the ELF symbol
+reader, and the profile readers of spprof diff (JSON, protobuf, inflate,
+folded stacks, SVG) with the diff itself. Also C unit tests of the ELF reader
+and the native-name cache on inputs that change under them.
 Longer runs: SPPROF_FUZZ_SECONDS=600 python3 tools/run_tests.py --python 3.11 -- -k fuzz
 """
 
@@ -21,6 +22,11 @@ TARGETS = {
     "fuzz_pyabi": ["src/pyabi/offsets.c", "src/pyabi/offsets_table.c", "src/pyabi/walker.c",
                    "src/pyabi/resolve.c", "src/pyabi/attrs.c", "src/core/profile.c"],
     "fuzz_elf": ["src/proc/elf.c"],
+    "fuzz_read": ["src/formats/json.c", "src/formats/inflate.c", "src/formats/read.c",
+                  "src/formats/read_json.c", "src/formats/read_pprof.c", "src/formats/diff.c",
+                  "src/formats/flamegraph.c", "src/formats/collapsed.c", "src/formats/writer.c",
+                  "src/formats/speedscope.c", "src/formats/chrometrace.c", "src/formats/pprof.c",
+                  "src/formats/out.c", "src/formats/gzip.c", "src/core/profile.c"],
 }
 
 
@@ -29,7 +35,7 @@ def build(name, tmp_path):
     as every interpreter's run of the suite uses the same binary)."""
     sources = [os.path.join(ROOT, "tests", "fuzz", name + ".c")] + [os.path.join(ROOT, s) for s in TARGETS[name]]
     digest = hashlib.sha256()
-    for path in sources + [os.path.join(ROOT, "src", d, h) for d in ("core", "pyabi", "proc")
+    for path in sources + [os.path.join(ROOT, "src", d, h) for d in ("core", "pyabi", "proc", "formats")
                            for h in sorted(os.listdir(os.path.join(ROOT, "src", d))) if h.endswith(".h")]:
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -52,6 +58,31 @@ def build(name, tmp_path):
     return cached
 
 
+def seed_profiles(corpus, tmp_path):
+    """A real small profile in every format spprof writes (each prefixed with
+    the byte that picks reading by content), and a gzip -9 one."""
+    import gzip
+    import sys
+    src = tmp_path / "seedprof.py"
+    src.write_text(
+        "import spprof\n"
+        "def leaf():\n    return sum(i * i for i in range(200000))\n"
+        "def mid():\n    return leaf() + leaf()\n"
+        "spprof.start(interval_ms=1, timeline=True)\n"
+        "mid()\n"
+        "p = spprof.stop()\n"
+        "for ext, fmt in (('json', 'speedscope'), ('collapsed', 'collapsed'), ('svg', 'flamegraph'),\n"
+        "                 ('pb.gz', 'pprof'), ('trace.json', 'chrometrace')):\n"
+        "    p.save('seed.' + ext, format=fmt)\n")
+    subprocess.check_call([sys.executable, str(src)], cwd=str(tmp_path))
+    for ext in ("json", "collapsed", "svg", "pb.gz", "trace.json"):
+        data = (tmp_path / ("seed." + ext)).read_bytes()
+        (corpus / ("seed-" + ext)).write_bytes(b"\0" + data)
+        if ext == "pb.gz":
+            (corpus / "seed-raw-pb").write_bytes(b"\4" + gzip.decompress(data))
+            (corpus / "seed-pb9").write_bytes(b"\0" + gzip.compress(gzip.decompress(data), 9))
+
+
 def seed_elf(corpus, tmp_path):
     """A small real shared object, so the fuzzer starts from a valid ELF."""
     src = tmp_path / "seed.c"
@@ -70,6 +101,9 @@ def test_fuzz_target_finds_nothing(name, tmp_path):
     max_len = 8192
     if name == "fuzz_elf":
         seed_elf(corpus, tmp_path)
+        max_len = 65536
+    if name == "fuzz_read":
+        seed_profiles(corpus, tmp_path)
         max_len = 65536
     proc = subprocess.run(
         [str(exe), "-max_total_time=%d" % SECONDS, "-max_len=%d" % max_len, "-timeout=10",

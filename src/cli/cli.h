@@ -30,6 +30,8 @@ typedef struct spp_cli_opts {
     int json, locals;       /* dump */
     int delay_ms;           /* top: refresh period */
     spp_upload_opts upload; /* record --upload (url NULL: none) */
+    int diff_lines, negate; /* diff: match frames by line; widths from BEFORE */
+    double threshold;       /* diff: pp of change shown as none (< 0: the default) */
 } spp_cli_opts;
 
 /* Prints "spprof: <message>" to stderr. */
@@ -196,6 +198,8 @@ void spp_procs_wait(spp_procs *ps, uint64_t until);
 int spp_cmd_record(const spp_cli_opts *o);
 int spp_cmd_dump(const spp_cli_opts *o);
 int spp_cmd_top(const spp_cli_opts *o);
+/* argv holds BEFORE and AFTER; format is "flamegraph" or "collapsed". */
+int spp_cmd_diff(const spp_cli_opts *o);
 
 /* Launches argv as a child; returns its pid or -1 (message printed). */
 pid_t spp_launch(char **argv);

@@ -17,6 +17,7 @@ static const char usage[] =
     "usage: spprof record [options] (--pid PID | -- command [args...])\n"
     "       spprof dump [--locals] [--json] --pid PID\n"
     "       spprof top [--rate HZ] [--delay SECS] [--idle] --pid PID\n"
+    "       spprof diff [options] BEFORE AFTER\n"
     "\n"
     "record options:\n"
     "  -o, --output PATH      where to write the profile (default spprof-PID.svg)\n"
@@ -43,7 +44,15 @@ static const char usage[] =
     "\n"
     "dump options:\n"
     "      --locals           each frame's local variables (arguments first)\n"
-    "      --json             JSON instead of text\n";
+    "      --json             JSON instead of text\n"
+    "\n"
+    "diff options (BEFORE and AFTER: profiles in any format spprof writes):\n"
+    "  -o, --output PATH      where to write the diff (default: standard output)\n"
+    "  -f, --format FORMAT    flamegraph (SVG coloured by change, default) or collapsed\n"
+    "                         ('stack before after' lines, before scaled to after's total)\n"
+    "      --lines            match frames by line too (default: by function and file)\n"
+    "      --negate           draw BEFORE's widths (shows what disappeared)\n"
+    "      --threshold PP     changes smaller than this many percentage points are grey (0.5)\n";
 
 static int parse_double(const char *s, double lo, double hi, const char *what, double *out)
 {
@@ -73,7 +82,7 @@ static int parse_pid(const char *s, pid_t *out)
 
 enum {
     OPT_NOLINENO = 1000, OPT_FULL, OPT_NONBLOCKING, OPT_LOCALS, OPT_JSON, OPT_DELAY,
-    OPT_UPLOAD, OPT_APP_NAME, OPT_TAG, OPT_UPLOAD_FORMAT, OPT_EVERY
+    OPT_UPLOAD, OPT_APP_NAME, OPT_TAG, OPT_UPLOAD_FORMAT, OPT_EVERY, OPT_LINES, OPT_NEGATE, OPT_THRESHOLD
 };
 
 static const struct option long_opts[] = {
@@ -99,6 +108,9 @@ static const struct option long_opts[] = {
     {"tag", required_argument, NULL, OPT_TAG},
     {"upload-format", required_argument, NULL, OPT_UPLOAD_FORMAT},
     {"every", required_argument, NULL, OPT_EVERY},
+    {"lines", no_argument, NULL, OPT_LINES},
+    {"negate", no_argument, NULL, OPT_NEGATE},
+    {"threshold", required_argument, NULL, OPT_THRESHOLD},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -106,12 +118,15 @@ static const struct option long_opts[] = {
 /* Which commands take an option (by getopt value). --native and
  * --subprocesses reach the commands that refuse them with their own
  * message. */
-enum { FOR_RECORD = 1, FOR_DUMP = 2, FOR_TOP = 4, FOR_ALL = 7 };
+enum { FOR_RECORD = 1, FOR_DUMP = 2, FOR_TOP = 4, FOR_ALL = 7, FOR_DIFF = 8 };
 
 static int option_commands(int c)
 {
     switch (c) {
-    case 'p': case 'h': case 's': case 'n': case OPT_NONBLOCKING: return FOR_ALL;
+    case 'h': return FOR_ALL | FOR_DIFF;
+    case 'o': case 'f': return FOR_RECORD | FOR_DIFF;
+    case OPT_LINES: case OPT_NEGATE: case OPT_THRESHOLD: return FOR_DIFF;
+    case 'p': case 's': case 'n': case OPT_NONBLOCKING: return FOR_ALL;
     case 'r': case 'i': return FOR_RECORD | FOR_TOP;
     case OPT_FULL: return FOR_ALL;
     case OPT_LOCALS: case OPT_JSON: return FOR_DUMP;
@@ -142,8 +157,8 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "record") && strcmp(cmd, "dump") && strcmp(cmd, "top")) {
-        spp_cli_error("unknown command '%s' (record, dump or top)", cmd);
+    if (strcmp(cmd, "record") && strcmp(cmd, "dump") && strcmp(cmd, "top") && strcmp(cmd, "diff")) {
+        spp_cli_error("unknown command '%s' (record, dump, top or diff)", cmd);
         return 2;
     }
     spp_cli_opts o;
@@ -153,12 +168,17 @@ int main(int argc, char **argv)
     o.delay_ms = 1000;
     o.upload.format = "pprof";
     int upload_given = 0; /* an upload option other than --upload itself */
+    o.threshold = -1;
     optind = 2;
     int c;
     double d;
     char err[512];
-    int mine = strcmp(cmd, "record") == 0 ? FOR_RECORD : strcmp(cmd, "dump") == 0 ? FOR_DUMP : FOR_TOP;
-    while ((c = getopt_long(argc, argv, "+o:f:r:d:p:igtFsnh", long_opts, NULL)) != -1) {
+    int mine = strcmp(cmd, "record") == 0 ? FOR_RECORD : strcmp(cmd, "dump") == 0 ? FOR_DUMP
+             : strcmp(cmd, "top") == 0 ? FOR_TOP : FOR_DIFF;
+    /* record stops at the command to launch; diff takes its files and
+     * options in any order (spprof diff a.json b.json -o d.svg). */
+    const char *optstring = mine == FOR_DIFF ? "o:f:r:d:p:igtFsnh" : "+o:f:r:d:p:igtFsnh";
+    while ((c = getopt_long(argc, argv, optstring, long_opts, NULL)) != -1) {
         if (c != '?' && !(option_commands(c) & mine)) {
             char name[32];
             spp_cli_error("%s does not take %s (see spprof --help)", cmd, option_name(c, name, sizeof(name)));
@@ -233,6 +253,12 @@ int main(int argc, char **argv)
             if (parse_double(optarg, 0.1, 86400, "--every", &o.upload.every) < 0)
                 return 2;
             break;
+        case OPT_LINES: o.diff_lines = 1; break;
+        case OPT_NEGATE: o.negate = 1; break;
+        case OPT_THRESHOLD:
+            if (parse_double(optarg, 0, 100, "--threshold", &o.threshold) < 0)
+                return 2;
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -243,6 +269,25 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         o.argv = argv + optind;
+    if (mine == FOR_DIFF) {
+        if (argc - optind != 2) {
+            spp_cli_error("diff needs two profiles, BEFORE and AFTER (got %d)", argc - optind);
+            return 2;
+        }
+        if (strcmp(o.format, "raw") == 0)
+            o.format = "collapsed";
+        else if (strcmp(o.format, "svg") == 0)
+            o.format = "flamegraph";
+        if (strcmp(o.format, "collapsed") != 0 && strcmp(o.format, "flamegraph") != 0) {
+            spp_cli_error("diff writes flamegraph or collapsed, not '%s'", o.format);
+            return 2;
+        }
+        if (o.negate && strcmp(o.format, "collapsed") == 0) {
+            spp_cli_error("--negate only changes the flame graph (swap BEFORE and AFTER for the folded stacks)");
+            return 2;
+        }
+        return spp_cmd_diff(&o);
+    }
     if (o.pid && o.argv) {
         spp_cli_error("give either --pid or a command, not both");
         return 2;

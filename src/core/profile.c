@@ -516,6 +516,24 @@ void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_
         timeline_add(p, t, stack, weight_ns, time_ns);
 }
 
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+void spp_profile_add_many(spp_profile *p, uint32_t stack, uint64_t count, uint64_t weight_ns)
+{
+    if (stack >= p->nstacks) {
+        p->dropped = sat_add(p->dropped, count);
+        return;
+    }
+    spp_stack *s = &p->stacks[stack];
+    spp_thread *t = &p->threads[s->thread];
+    s->self_count = sat_add(s->self_count, count);
+    s->self_weight = sat_add(s->self_weight, weight_ns);
+    t->samples = sat_add(t->samples, count);
+    t->weight = sat_add(t->weight, weight_ns);
+    p->samples = sat_add(p->samples, count);
+    p->weight = sat_add(p->weight, weight_ns);
+}
+
 void spp_profile_drop(spp_profile *p, uint64_t n) { p->dropped += n; }
 
 uint32_t spp_profile_nthreads(const spp_profile *p) { return p->nthreads; }

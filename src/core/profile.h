@@ -99,6 +99,11 @@ uint32_t spp_profile_push(spp_profile *p, uint32_t parent, uint32_t frame);
 /* Counts one sample of weight_ns on stack at time_ns. */
 void spp_profile_add(spp_profile *p, uint32_t stack, uint64_t weight_ns, uint64_t time_ns);
 
+/* Counts count samples standing for weight_ns in all on stack, at no
+ * particular time (not in the timeline): for profiles read back from a file,
+ * where only totals are known. Totals saturate rather than wrap. */
+void spp_profile_add_many(spp_profile *p, uint32_t stack, uint64_t count, uint64_t weight_ns);
+
 /* Keeps the timeline from now on, in at most max_bytes (0 = unbounded, only
  * for a profile without a memory limit). A limited profile sets max_bytes
  * aside from its limit for the timeline alone, so the totals never lose a

@@ -27,6 +27,7 @@ typedef struct fg_label {
 typedef struct fg_node {
     uint32_t parent; /* SPP_NONE for the root */
     uint32_t label;
+    uint32_t stack;  /* the first trie node merged into this one */
     uint32_t depth;
     uint64_t total;  /* samples in this node and below */
     uint64_t x;      /* samples left of this node at its depth */
@@ -39,6 +40,7 @@ typedef struct fg_kid {
 typedef struct fg {
     const spp_profile *p;
     const spp_write_opts *opts;
+    const spp_fg_style *style; /* NULL: the default look */
     char *text;          /* every raw label, back to back */
     fg_label *labels;
     uint32_t nlabels;
@@ -281,6 +283,7 @@ static uint32_t child(fg *g, uint32_t parent, uint32_t label)
     g->nodes[id].parent = parent;
     g->nodes[id].label = label;
     g->nodes[id].depth = g->nodes[parent].depth + 1;
+    g->nodes[id].stack = SPP_NONE;
     g->nodes[id].total = 0;
     g->nodes[id].x = 0;
     g->slots[i] = id;
@@ -306,7 +309,7 @@ static int build_tree(fg *g)
     memset(g->slots, 0xff, cap * sizeof(uint32_t));
     g->mask = (uint32_t)(cap - 1);
     uint32_t all = g->raw_label[(size_t)nframes + spp_profile_nthreads(p)];
-    g->nodes[0] = (fg_node){SPP_NONE, all, 0, 0, 0};
+    g->nodes[0] = (fg_node){SPP_NONE, all, SPP_NONE, 0, 0, 0};
     g->nnodes = 1;
 
     for (uint32_t s = 0; s < nstacks; s++) {
@@ -317,6 +320,8 @@ static int build_tree(fg *g)
         else
             n = child(g, map[st->parent], g->raw_label[st->frame]);
         map[s] = n;
+        if (g->nodes[n].stack == SPP_NONE)
+            g->nodes[n].stack = s;
         g->nodes[n].total += st->self_count;
     }
     free(map);
@@ -410,11 +415,25 @@ static void write_box(spp_out *o, const fg *g, uint32_t id, long long height)
     if (k > 0)
         spp_out_write(o, buf, (size_t)k);
     xml_text(o, s, l->len);
+    const spp_fg_style *st = g->style;
+    uint32_t color = st && st->color ? st->color(st->ctx, n->stack) : l->color;
+    if (st && st->details) {
+        char details[200];
+        details[0] = '\0';
+        st->details(st->ctx, n->stack, details, sizeof(details));
+        spp_out_puts(o, " (");
+        xml_cstr(o, details);
+        spp_out_puts(o, ")");
+    } else {
+        k = snprintf(buf, sizeof(buf), " (%llu samples, %.2f%%)", (unsigned long long)n->total,
+                     (double)n->total * 100.0 / (double)g->total);
+        if (k > 0)
+            spp_out_write(o, buf, (size_t)k);
+    }
     k = snprintf(buf, sizeof(buf),
-                 " (%llu samples, %.2f%%)</title><rect x=\"%.2f\" y=\"%lld\" width=\"%.2f\" "
+                 "</title><rect x=\"%.2f\" y=\"%lld\" width=\"%.2f\" "
                  "height=\"%d\" fill=\"#%06x\"/><text x=\"%.2f\" y=\"%lld\">",
-                 (unsigned long long)n->total, (double)n->total * 100.0 / (double)g->total, x, y, w,
-                 FG_FRAME_H - 1, (unsigned)l->color, x + 3, y + 11);
+                 x, y, w, FG_FRAME_H - 1, (unsigned)color, x + 3, y + 11);
     if (k > 0)
         spp_out_write(o, buf, (size_t)k);
     write_fitted(o, s, l->len, w);
@@ -488,7 +507,7 @@ static const char *const fg_script[] = {
     "\n"
     "function label(f) {\n"
     "  if (f.label === null) {\n"
-    "    var t = f.title.textContent, m = /^([\\s\\S]*) \\(\\d+ samples, [\\d.]+%\\)$/.exec(t);\n"
+    "    var t = f.title.textContent, m = /^([\\s\\S]*) \\([^()]*\\)$/.exec(t);\n"
     "    f.label = m ? m[1] : t;\n"
     "  }\n"
     "  return f.label;\n"
@@ -633,10 +652,16 @@ static const char *const fg_script[] = {
     NULL,
 };
 
-static void write_subtitle(spp_out *o, const spp_profile *p, uint64_t total)
+static void write_subtitle(spp_out *o, const fg *g, uint64_t total)
 {
+    const spp_profile *p = g->p;
     const spp_meta *m = spp_profile_meta(p);
     spp_out_printf(o, "<text id=\"subtitle\" x=\"%d\" y=\"44\">", FG_WIDTH / 2);
+    if (g->style && g->style->subtitle) {
+        xml_cstr(o, g->style->subtitle);
+        spp_out_puts(o, "</text>\n");
+        return;
+    }
     if (m->end_ns > m->start_ns) {
         double secs = (double)(m->end_ns - m->start_ns) / 1e9;
         spp_out_printf(o, "Duration %.2f s, %llu samples, %.1f samples/s", secs,
@@ -676,7 +701,7 @@ static void write_document(spp_out *o, const fg *g, long long height)
     spp_out_printf(o, "<text id=\"title\" x=\"%d\" y=\"24\">", FG_WIDTH / 2);
     xml_cstr(o, m->title && m->title[0] ? m->title : "spprof");
     spp_out_puts(o, "</text>\n");
-    write_subtitle(o, g->p, g->total);
+    write_subtitle(o, g, g->total);
     spp_out_printf(o, "<text id=\"unzoom\" class=\"off\" x=\"%d\" y=\"24\">Reset Zoom</text>\n", FG_PAD);
     spp_out_printf(o, "<text id=\"search\" x=\"%d\" y=\"24\">Search</text>\n", FG_WIDTH - FG_PAD);
     spp_out_printf(o, "<text id=\"details\" x=\"%d\" y=\"%lld\"> </text>\n", FG_PAD, height - 12);
@@ -694,6 +719,27 @@ static void write_script(spp_out *o, const fg *g)
     spp_out_puts(o, "]]></script>\n");
 }
 
+/* The folded stacks, for spprof diff to read back (read.c). */
+static int write_stacks(spp_out *o, const fg *g)
+{
+    if (g->style && g->style->no_stacks)
+        return SPP_OK;
+    spp_out buf;
+    spp_out_open_mem(&buf);
+    int rc = spp_write_collapsed(g->p, &buf, g->opts);
+    size_t n;
+    char *text = spp_out_take(&buf, &n);
+    if (rc < 0 || !text) {
+        free(text);
+        return rc < 0 ? rc : SPP_ENOMEM;
+    }
+    spp_out_puts(o, "<metadata id=\"spprof-folded\">\n");
+    xml_text(o, text, n);
+    spp_out_puts(o, "</metadata>\n");
+    free(text);
+    return SPP_OK;
+}
+
 static int write_flamegraph(fg *g, spp_out *o)
 {
     int rc;
@@ -706,6 +752,8 @@ static int write_flamegraph(fg *g, spp_out *o)
         spp_out_printf(o, "<g id=\"frames\"></g>\n<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">"
                        "no samples</text>\n", FG_WIDTH / 2, FG_TOP + 40);
         write_script(o, g);
+        if ((rc = write_stacks(o, g)) < 0)
+            return rc;
         spp_out_puts(o, "</svg>\n");
         return SPP_OK;
     }
@@ -721,11 +769,19 @@ static int write_flamegraph(fg *g, spp_out *o)
         return rc;
     spp_out_puts(o, "</g>\n");
     write_script(o, g);
+    if ((rc = write_stacks(o, g)) < 0)
+        return rc;
     spp_out_puts(o, "</svg>\n");
     return SPP_OK;
 }
 
 int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts *opts)
+{
+    return spp_write_flamegraph_styled(p, o, opts, NULL);
+}
+
+int spp_write_flamegraph_styled(const spp_profile *p, spp_out *o, const spp_write_opts *opts,
+                                const spp_fg_style *style)
 {
     if (!p || !o || !opts)
         return SPP_EINVAL;
@@ -733,6 +789,7 @@ int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts 
     memset(&g, 0, sizeof(g));
     g.p = p;
     g.opts = opts;
+    g.style = style;
     int rc = write_flamegraph(&g, o);
     free(g.text);
     free(g.labels);

@@ -20,7 +20,26 @@ void spp_write_opts_default(spp_write_opts *o);
 
 int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
 int spp_write_collapsed(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+/* The SVG also embeds the folded stacks it was drawn from (what
+ * spp_write_collapsed writes with the same options), in
+ * <metadata id="spprof-folded">, so that it can be read back (read.h). */
 int spp_write_flamegraph(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
+
+/* A flame graph drawn otherwise (spprof diff): each box's fill and the text
+ * after its label in the tooltip come from callbacks given the box's stack
+ * (the first trie node merged into the box; the root box gets the first
+ * thread's root). */
+typedef struct spp_fg_style {
+    void *ctx;
+    uint32_t (*color)(void *ctx, uint32_t stack);            /* 0xRRGGBB */
+    /* Writes at most n bytes (NUL-terminated) shown as " (text)"; no
+     * parentheses inside, as the script finds the label by them. */
+    void (*details)(void *ctx, uint32_t stack, char *buf, size_t n);
+    const char *subtitle;    /* replaces the sample count line when not NULL */
+    int no_stacks;           /* leave the folded stacks out */
+} spp_fg_style;
+int spp_write_flamegraph_styled(const spp_profile *p, spp_out *o, const spp_write_opts *opts,
+                                const spp_fg_style *style);
 /* Needs the profile's timeline (spp_profile_keep_timeline); without it, or
  * past its budget, the file says that its timeline is partial. */
 int spp_write_chrometrace(const spp_profile *p, spp_out *o, const spp_write_opts *opts);
