@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -123,6 +124,32 @@ void spp_procs_wait(spp_procs *ps, uint64_t until)
     spp_session_wait_all(ps->sessions, ps->n, until);
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int spp_procs_sample(spp_procs *ps, spp_sampled_thread *threads, int cap, spp_procs_visitor visit,
+                     void *ctx)
+{
+    for (int k = 0; k < ps->n;) {
+        spp_proc *pr = &ps->procs[k];
+        int errors = 0;
+        int n = spp_session_sample(pr->session, threads, cap, &errors);
+        if (n < 0) {
+            if (k == 0)
+                return -1;
+            spp_procs_drop(ps, k); /* a subprocess ended */
+            continue;
+        }
+        visit(ctx, pr, threads, n, errors, mono_ns());
+        k++;
+    }
+    return 0;
+}
+
 /* Reads the parent and the start of the stack of pid from /proc/PID/stat
  * ("pid (comm) S ppid ..."; comm may hold spaces and parentheses, hence
  * the last ')'). Returns -1 if it is gone. */
@@ -192,10 +219,12 @@ static void consider(spp_procs *ps, pid_t pid, const image *img)
     if (s) {
         if (sk)
             *sk = ps->skip[--ps->nskip];
-        if (add_proc(ps, pid, s) < 0)
+        if (add_proc(ps, pid, s) < 0) {
             spp_session_close(s);
-        else
+        } else {
             ps->imgs[ps->n - 1] = *img;
+            ps->procs[ps->n - 1].last = mono_ns(); /* its first sample's weight starts now */
+        }
         return;
     }
     if (why == SPP_TARGET_NOT_READY || why == SPP_TARGET_NO_PROCESS)

@@ -49,6 +49,7 @@ typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
     uint64_t samples, errors, late;
+    uint64_t start, start_real;  /* CLOCK_MONOTONIC and CLOCK_REALTIME ns at the start */
 } recorder;
 
 /* The stack a sample of st in process pr starts from: the thread's root in
@@ -120,36 +121,23 @@ static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_threa
     rc->samples++;
 }
 
-/* Samples every process of the set once. Returns -1 when the first one
- * (the target) is gone; the others are dropped when they go. */
-static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, uint64_t start,
-                      uint64_t start_real)
+/* spp_procs_visitor: one process's snapshot into the profile, each sample
+ * weighted by the time since the process's previous snapshot. */
+static void add_snapshot(void *ctx, spp_proc *pr, const spp_sampled_thread *threads, int n,
+                         int errors, uint64_t when)
 {
+    recorder *rc = ctx;
     const spp_cli_opts *o = rc->o;
-    for (int k = 0; k < spp_procs_count(ps);) {
-        spp_proc *pr = spp_procs_at(ps, k);
-        int errors = 0;
-        int n = spp_session_sample(pr->session, threads, 256, &errors);
-        uint64_t when = now_ns(CLOCK_MONOTONIC);
-        if (n < 0) {
-            if (k == 0)
-                return -1;
-            spp_procs_drop(ps, k); /* a subprocess ended */
+    rc->errors += (uint64_t)errors;
+    uint64_t weight = when - pr->last;
+    pr->last = when;
+    for (int i = 0; i < n; i++) {
+        if (o->gil && !threads[i].th.holds_gil)
             continue;
-        }
-        rc->errors += (uint64_t)errors;
-        uint64_t weight = when - pr->last;
-        pr->last = when;
-        for (int i = 0; i < n; i++) {
-            if (o->gil && !threads[i].th.holds_gil)
-                continue;
-            if (!o->idle && threads[i].idle)
-                continue;
-            add_sample(rc, pr, &threads[i], weight, when - start + start_real);
-        }
-        k++;
+        if (!o->idle && threads[i].idle)
+            continue;
+        add_sample(rc, pr, &threads[i], weight, when - rc->start + rc->start_real);
     }
-    return 0;
 }
 
 static void progress(const recorder *rc, double elapsed, int final)
@@ -261,12 +249,7 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 1;
     }
-    if (o->native && !spp_session_target(s)->eval_start) {
-        /* Without the evaluation loop's address range the native stack
-         * cannot be merged with the Python frames. */
-        spp_cli_error("--native: the interpreter loop (_PyEval_EvalFrameDefault) is not named in %s "
-                      "(stripped, or deleted since PID %d started)",
-                      spp_session_target(s)->module, (int)pid);
+    if (o->native && !spp_session_native_ok(s)) {
         spp_session_close(s);
         if (launched)
             end_child(pid);
@@ -311,6 +294,8 @@ int spp_cmd_record(const spp_cli_opts *o)
     int tty = isatty(2);
     uint64_t period = (uint64_t)(1e9 / o->rate);
     uint64_t start_real = now_ns(CLOCK_REALTIME), start = now_ns(CLOCK_MONOTONIC);
+    rc.start = start;
+    rc.start_real = start_real;
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;
     spp_procs_at(ps, 0)->last = start;
@@ -319,20 +304,15 @@ int spp_cmd_record(const spp_cli_opts *o)
         uint64_t now = now_ns(CLOCK_MONOTONIC);
         if (o->duration > 0 && now - start >= (uint64_t)(o->duration * 1e9))
             break;
-        /* Subprocesses are looked for every 100 ms: a pass over /proc
-         * costs about a millisecond on a desktop's few hundred processes. */
-        if (o->subprocesses && now - last_discovery >= 100000000ull) {
-            int before = spp_procs_count(ps);
+        if (o->subprocesses && now - last_discovery >= SPP_PROCS_DISCOVERY_NS) {
             spp_procs_discover(ps);
-            for (int k = before; k < spp_procs_count(ps); k++)
-                spp_procs_at(ps, k)->last = now_ns(CLOCK_MONOTONIC);
             last_discovery = now;
             continue;
         }
         if (now < deadline) {
             uint64_t until = deadline;
-            if (o->subprocesses && last_discovery + 100000000ull < until)
-                until = last_discovery + 100000000ull;
+            if (o->subprocesses && last_discovery + SPP_PROCS_DISCOVERY_NS < until)
+                until = last_discovery + SPP_PROCS_DISCOVERY_NS;
             spp_procs_wait(ps, until);
             continue;
         }
@@ -340,7 +320,7 @@ int spp_cmd_record(const spp_cli_opts *o)
          * profiler could not keep up with the asked rate. */
         if (now - deadline > period / 2)
             rc.late++;
-        if (sample_all(&rc, ps, threads, start, start_real) < 0)
+        if (spp_procs_sample(ps, threads, 256, add_snapshot, &rc) < 0)
             break; /* the target is gone */
         uint64_t when = now_ns(CLOCK_MONOTONIC);
         /* Next deadline: one period on average, jittered by up to a quarter

@@ -512,6 +512,18 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking)
     return s;
 }
 
+int spp_session_native_ok(const spp_session *s)
+{
+    if (s->target.eval_start)
+        return 1;
+    /* Without the evaluation loop's address range the native stack cannot
+     * be merged with the Python frames. */
+    spp_cli_error("--native: the interpreter loop (_PyEval_EvalFrameDefault) is not named in %s "
+                  "(stripped, or deleted since PID %d started)",
+                  s->target.module, (int)s->pid);
+    return 0;
+}
+
 int spp_session_native(spp_session *s, int idle)
 {
     if (s->nonblocking || !s->target.eval_start)
