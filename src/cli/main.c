@@ -50,6 +50,7 @@ static const char usage[] =
     "  -i, --idle             include threads that are not running\n"
     "  -n, --native           count C functions too (own time under their Python caller)\n"
     "  -s, --subprocesses     also sample child Python processes (a PID column)\n"
+    "      --full-filenames   full paths instead of shortened ones\n"
     "      --nonblocking      never pause the program (not with --native)\n";
 
 static int parse_double(const char *s, double lo, double hi, const char *what, double *out)

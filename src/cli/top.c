@@ -212,6 +212,7 @@ int spp_cmd_top(const spp_cli_opts *o)
     sa.sa_handler = on_quit;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL); /* the terminal closed: detach as on q */
     struct termios saved;
     int raw = isatty(0) && tcgetattr(0, &saved) == 0;
     if (raw) {
