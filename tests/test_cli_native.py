@@ -178,17 +178,17 @@ def spprof_has_native():
 # thread in the test extension's call_back, whose Python callback sleeps;
 # another in libc's qsort (through ctypes), whose comparison sleeps.
 BLOCKED = QSORT_CALLBACK + """
-import sys, threading, time
+import os, sys, threading, time
 import nativeburn
 
 def py_cmp(a, b):               # (replaces the one above: this one blocks)
-    print("qsort-ready", flush=True)
+    os.write(1, b"qsort-ready\\n")  # one write: the other thread prints meanwhile
     time.sleep(60)              # CMP
     return a[0] - b[0]
 
 def py_callback():
     here = "in callback"
-    print("ready", flush=True)
+    os.write(1, b"ready\\n")
     time.sleep(60)              # CALLBACK
 
 def call_into_c(n):
