@@ -549,7 +549,9 @@ def test_target_exits_before_first_sample(tmp_path):
     (["record", "--pid", "x"], "--pid must be a positive process id"),
     (["record"], "nothing to profile"),
     (["dump"], "dump needs --pid"),
-    (["dump", "-s", "--pid", "1"], "--subprocesses is only available with record"),
+    (["dump", "-n", "--nonblocking", "--pid", "1"], "--native cannot be used with --nonblocking"),
+    (["top", "--native", "--nonblocking", "--pid", "1"], "--native cannot be used with --nonblocking"),
+    (["dump", "-i", "--pid", "1"], "dump does not take --idle"),
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["dump", "--rate", "5", "--pid", "1"], "dump does not take --rate"),
     (["dump", "-o", "x.svg", "--pid", "1"], "dump does not take --output"),
@@ -597,43 +599,71 @@ def test_python_dash_m_runs_the_same_command():
     assert r.returncode == 0 and r.stdout.startswith("spprof "), r.stderr
 
 
-def test_top_in_tmux_shows_hot_function_and_quits(busy):
-    if not shutil.which("tmux"):
-        pytest.fail("this test drives spprof top in tmux: apt-get install tmux")
-    proc = start_target(busy, 60)
-    session = "spprof-top-%d" % os.getpid()
-    try:
-        subprocess.check_call(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "30",
-                               "%s top --pid %d --rate 200 --delay 0.5" % (spprof_exe(), proc.pid)])
-        screen = ""
-        deadline = time.time() + 15
-        while time.time() < deadline:
+class TmuxTop:
+    """`spprof top ARGS` running in a detached tmux session, read as text."""
+
+    def __init__(self, *args, width=140, height=30):
+        if not shutil.which("tmux"):
+            pytest.fail("this test drives spprof top in tmux: apt-get install tmux")
+        self.session = "spprof-top-%d-%d" % (os.getpid(), time.monotonic_ns())
+        cmd = " ".join([spprof_exe(), "top", *map(str, args)])
+        subprocess.check_call(["tmux", "new-session", "-d", "-s", self.session, "-x", str(width),
+                               "-y", str(height), cmd])
+
+    def screen(self):
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
+                              capture_output=True, text=True).stdout
+
+    def wait_for(self, done, seconds=15):
+        """The screen once done(screen) is true, or the last one after
+        seconds."""
+        deadline = time.time() + seconds
+        while True:
             time.sleep(0.5)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True).stdout
-            rows = [l for l in screen.splitlines() if "%" in l and "(busy.py)" in l]
-            if rows and "hot_leaf (busy.py)" in rows[0]:
-                break
-        rows = [l for l in screen.splitlines() if "(busy.py)" in l]
+            screen = self.screen()
+            if done(screen) or time.time() > deadline:
+                return screen
+
+    def keys(self, keys):
+        subprocess.check_call(["tmux", "send-keys", "-t", self.session, keys])
+
+    def quit(self):
+        """Presses q; fails the test unless spprof top exits."""
+        self.keys("q")
+        for _ in range(50):
+            if subprocess.run(["tmux", "has-session", "-t", self.session],
+                              capture_output=True).returncode:
+                return
+            time.sleep(0.1)
+        pytest.fail("spprof top did not exit on q")
+
+    def close(self):
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+def top_rows(screen, part):
+    """The table rows of a top screen that contain part, in screen order."""
+    return [l for l in screen.splitlines() if re.match(r"\s*\d+\.\d%", l) and part in l]
+
+
+def test_top_in_tmux_shows_hot_function_and_quits(busy):
+    proc = start_target(busy, 60)
+    top = TmuxTop("--pid", proc.pid, "--rate", "200", "--delay", "0.5")
+    try:
+        screen = top.wait_for(lambda s: "hot_leaf (busy.py)" in (top_rows(s, "(busy.py)") or [""])[0])
+        rows = top_rows(screen, "(busy.py)")
         assert rows and "hot_leaf (busy.py)" in rows[0], screen  # sorted by own time: hot first
         assert "Python %d.%d" % sys.version_info[:2] in screen, screen
         own = float(rows[0].split("%")[0])
         assert own > 40, screen
-        subprocess.check_call(["tmux", "send-keys", "-t", session, "2"])
+        top.keys("2")
         time.sleep(1.0)
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                text=True).stdout
+        screen = top.screen()
         assert "Sort: total" in screen, screen
-        subprocess.check_call(["tmux", "send-keys", "-t", session, "q"])
-        for _ in range(50):
-            if subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("spprof top did not exit on q")
+        top.quit()
         assert proc.poll() is None, "the target must keep running"
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        top.close()
         proc.kill()
         proc.wait()
 

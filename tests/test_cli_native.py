@@ -1,6 +1,7 @@
 """spprof record --native: the C frames of the target merged with its Python
 frames, in call order, without the interpreter's own calling glue."""
 
+import json
 import os
 import re
 import shutil
@@ -8,11 +9,12 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 
 import pytest
 
 from conftest import DATA, QSORT_CALLBACK
-from test_cli import folded, run
+from test_cli import TmuxTop, folded, line_of, run, top_rows
 
 TARGET = QSORT_CALLBACK + """
 import sys, time
@@ -170,3 +172,168 @@ def spprof_has_native():
     """Whether the command under test was built with libunwind-ptrace."""
     r = run(["record", "--native", "--pid", "999999999"])
     return "built without" not in r.stderr
+
+
+# A target blocked inside C called from Python, in two threads: the main
+# thread in the test extension's call_back, whose Python callback sleeps;
+# another in libc's qsort (through ctypes), whose comparison sleeps.
+BLOCKED = QSORT_CALLBACK + """
+import os, sys, threading, time
+import nativeburn
+
+def py_cmp(a, b):               # (replaces the one above: this one blocks)
+    os.write(1, b"qsort-ready\\n")  # one write: the other thread prints meanwhile
+    time.sleep(60)              # CMP
+    return a[0] - b[0]
+
+def py_callback():
+    here = "in callback"
+    os.write(1, b"ready\\n")
+    time.sleep(60)              # CALLBACK
+
+def call_into_c(n):
+    nativeburn.call_back(py_callback, n)
+
+threading.Thread(target=run_qsort, args=(4,), name="sorter", daemon=True).start()
+call_into_c(1)
+"""
+
+
+@pytest.fixture
+def blocked(target):
+    """The BLOCKED target running, both threads in place."""
+    path = target.parent / "blocked.py"
+    path.write_text(textwrap.dedent(BLOCKED))
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=str(target.parent))
+    assert sorted(proc.stdout.readline().strip() for _ in range(2)) == ["qsort-ready", "ready"]
+    time.sleep(0.2)  # from print() to the sleep
+    yield proc, path
+    proc.kill()
+    proc.wait()
+
+
+def untraced(pid):
+    with open("/proc/%d/status" % pid) as f:
+        status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    return status["TracerPid"].strip() == "0" and status["State"].split()[0] not in "tT"
+
+
+def test_dump_native_shows_python_c_python_in_order(blocked):
+    if not spprof_has_native():
+        pytest.fail("this spprof was built without libunwind-ptrace (Debian package libunwind-dev)")
+    proc, path = blocked
+    src = path.read_text()
+    cb_line, cmp_line = line_of(src, "# CALLBACK"), line_of(src, "# CMP")
+
+    r = run(["dump", "--native", "--locals", "--pid", proc.pid])
+    assert r.returncode == 0, r.stderr
+    # (The other thread is named as the OS names it: not "sorter".)
+    blocks = {b.split('"')[1] == "MainThread": b.splitlines()[1:] for b in r.stdout.split("\nThread ")[1:]}
+    assert len(r.stdout.split("\nThread ")) == 3 and set(blocks) == {True, False}, r.stdout
+    blocks = {"MainThread": blocks[True], "sorter": blocks[False]}
+    # Main thread, outermost first: Python -> C -> Python, locals under
+    # their own Python frames (none under the C frame), then the C frames
+    # of time.sleep innermost.
+    main = blocks["MainThread"]
+    at = main.index("    call_into_c (blocked.py:%d)" % line_of(src, "nativeburn.call_back("))
+    assert main[at + 1] == "        n = 1", main
+    assert re.fullmatch(r"    nativeburn_call_back \(nativeburn\.[^ ]*\.so\)", main[at + 2]), main
+    assert main[at + 3] == "    py_callback (blocked.py:%d)" % cb_line, main
+    assert main[at + 4] == "        here = 'in callback'", main
+    assert main[at + 5:] and all(re.fullmatch(r"    \S+( \([^():]+\))?", l) for l in main[at + 5:]), main
+    # The sorter: ctypes, then qsort in libc, then the callback machinery,
+    # then the Python comparison with its arguments.
+    sorter = blocks["sorter"]
+    at = next(i for i, l in enumerate(sorter) if l.startswith("    run_qsort (blocked.py:"))
+    end = sorter.index("    py_cmp (blocked.py:%d)" % cmp_line)
+    native = [l.strip() for l in sorter[at + 1:end] if not l.startswith("        ")]
+    names = [l.split(" ")[0] for l in native]
+    q = next(i for i, n in enumerate(names) if "qsort" in n)
+    assert "(libc.so" in native[q], native
+    assert "_ctypes_callproc" in names[:q] and "closure_fcn" in names[q + 1:], names
+    assert not any(n.startswith(GLUE) for n in names), names
+    assert all(re.fullmatch(r"\S+ \([^():]+\)|0x[0-9a-f]+", l) for l in native), native
+    assert re.fullmatch(r"        a = <LP_c_int at 0x[0-9a-f]+>", sorter[end + 1]), sorter
+
+    # The same stacks in JSON, each frame with its kind.
+    r = run(["dump", "--native", "--json", "--pid", proc.pid])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["pid"] == proc.pid
+    threads = {"MainThread" if t["name"] == "MainThread" else "sorter": t["frames"] for t in doc["threads"]}
+    assert len(threads) == len(doc["threads"]) == 2, doc
+    fs = threads["MainThread"]
+    assert all(f["kind"] in ("python", "native") for f in fs)
+    i = next(k for k, f in enumerate(fs) if f["name"] == "call_into_c")
+    assert fs[i]["kind"] == "python" and fs[i]["file"] == str(path)
+    assert fs[i + 1]["kind"] == "native" and fs[i + 1]["name"] == "nativeburn_call_back"
+    assert fs[i + 1]["file"].startswith("nativeburn.") and fs[i + 1]["line"] == 0
+    assert fs[i + 2] == {"kind": "python", "name": "py_callback", "file": str(path), "line": cb_line}
+    assert fs[i + 3:] and all(f["kind"] == "native" for f in fs[i + 3:]), fs
+    fs = threads["sorter"]
+    i = next(k for k, f in enumerate(fs) if f["name"] == "run_qsort")
+    j = next(k for k, f in enumerate(fs) if f["name"] == "py_cmp")
+    assert fs[j]["kind"] == "python" and fs[j]["line"] == cmp_line
+    assert i < j and all(f["kind"] == "native" for f in fs[i + 1:j]), fs
+    assert any("qsort" in f["name"] and f["file"].startswith("libc.so") for f in fs[i + 1:j]), fs
+
+    # Without --native: the Python frames alone, no kind (the old shape).
+    r = run(["dump", "--json", "--pid", proc.pid])
+    fs = next(t["frames"] for t in json.loads(r.stdout)["threads"] if t["name"] == "MainThread")
+    assert [f["name"] for f in fs][-2:] == ["call_into_c", "py_callback"], fs
+    assert "kind" not in fs[-1]
+    assert proc.poll() is None and untraced(proc.pid)
+
+
+# C burning CPU under a Python caller, and some Python of its own.
+BURN = """
+import nativeburn
+
+def burn_in_c():
+    nativeburn.spin(60000000)
+
+def py_work():
+    s = 0
+    for i in range(20000):
+        s += i
+    return s
+
+print("ready", flush=True)
+while True:
+    burn_in_c()
+    py_work()
+"""
+
+
+def test_top_native_shows_the_hot_c_function(target):
+    if not spprof_has_native():
+        pytest.fail("this spprof was built without libunwind-ptrace (Debian package libunwind-dev)")
+    path = target.parent / "burn.py"
+    path.write_text(textwrap.dedent(BURN))
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=str(target.parent))
+    assert proc.stdout.readline().strip() == "ready"
+    top = TmuxTop("--pid", proc.pid, "--native", "--rate", "200", "--delay", "0.5", width=160)
+    try:
+        def settled(screen):
+            rows = top_rows(screen, "(")
+            return rows and rows[0].split()[-2] == "nativeburn_spin_cpu"
+        screen = top.wait_for(settled)
+        rows = top_rows(screen, "(")
+        # Sorted by own time: the C function that burns is first, with
+        # its module; the Python function that called it owns almost
+        # nothing itself but has it all in total.
+        assert rows and re.search(r"  nativeburn_spin_cpu \(nativeburn\.\S*\.so\)\s*$", rows[0]), screen
+        assert float(rows[0].split("%")[0]) > 40, screen
+        caller = [r for r in rows if re.search(r"  burn_in_c \(burn\.py\)\s*$", r)]
+        assert caller, screen
+        own, total = (float(x) for x in caller[0].split("%")[:2])
+        assert own < 5 and total > 40, caller
+        assert [r for r in rows if re.search(r"  nativeburn_spin \(nativeburn\.", r)], screen
+        top.quit()
+        assert proc.poll() is None and untraced(proc.pid)
+    finally:
+        top.close()
+        proc.kill()
+        proc.wait()

@@ -3,7 +3,9 @@ children before 3.14, a fork server's children from 3.14 on) are sampled,
 each process's stacks under a `process PID: cmdline` root; non-Python
 children are ignored; nothing of the tree stays stopped or traced."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import time
 
 import pytest
 
-from test_cli import folded, run, spprof_exe
+from test_cli import folded, line_of, run, spprof_exe
 
 POOL = """
 import multiprocessing as mp, os, subprocess, sys, time
@@ -239,3 +241,131 @@ def test_the_programs_exit_ends_the_recording_while_children_linger(tmp_path):
         assert any(samples_in(c, "parent_work") > 0 for p, c in procs.items() if p != child)
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+# A pool whose two workers each print their PID, then wait in a function
+# only they run (sleeping for dump, burning CPU for top), while the parent
+# waits for them; and a child that is not Python.
+POOL_WAIT = """
+import multiprocessing as mp, os, subprocess, sys, time
+
+def only_in_worker(how):
+    os.write(1, b"worker %d\\n" % os.getpid())  # one write: the two workers print at once
+    end = time.time() + 60
+    if how == "sleep":
+        time.sleep(60)          # WORKER
+    x = 0
+    while time.time() < end:
+        x += 1
+    return os.getpid()
+
+if __name__ == "__main__":
+    sleeper = subprocess.Popen(["sleep", "60"])
+    with mp.Pool(2) as pool:
+        result = pool.map_async(only_in_worker, [sys.argv[1]] * 2, chunksize=1)
+        print("parent", os.getpid(), sleeper.pid, flush=True)
+        result.get()
+"""
+
+
+@pytest.fixture
+def waiting_pool(tmp_path):
+    """Starts POOL_WAIT with how ("sleep" or "burn"); returns (parent,
+    sleep child, workers) once both workers are in only_in_worker."""
+    path = tmp_path / "pool_wait.py"
+    path.write_text(textwrap.dedent(POOL_WAIT))
+    procs = []
+
+    def start(how):
+        proc = subprocess.Popen([sys.executable, str(path), how], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        lines = [proc.stdout.readline().split() for _ in range(3)]
+        parent = next(l for l in lines if l[0] == "parent")
+        workers = sorted(int(l[1]) for l in lines if l[0] == "worker")
+        assert int(parent[1]) == proc.pid and len(workers) == 2, lines
+        time.sleep(0.3)  # from print() to the sleep
+        return proc.pid, int(parent[2]), workers
+
+    yield start, path
+    for proc in procs:
+        family = tree(proc.pid)
+        for pid in family[1:]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        proc.kill()
+        proc.wait()
+
+
+def cmdline(pid):
+    with open("/proc/%d/cmdline" % pid) as f:
+        return f.read().rstrip("\0").replace("\0", " ")
+
+
+def test_dump_subprocesses_shows_each_worker(waiting_pool):
+    start, path = waiting_pool
+    parent, sleeper, workers = start("sleep")
+    line = line_of(path.read_text(), "# WORKER")
+    r = run(["dump", "--subprocesses", "--pid", parent])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr  # nothing said about `sleep`
+    # One block per Python process, each headed like py-spy's, the target
+    # first; the workers (and from 3.14 the fork server) after it.
+    procs = {}
+    for block in r.stdout.split("Process ")[1:]:
+        head, version = block.splitlines()[:2]
+        pid = int(head.split(":")[0])
+        # (a fork server's children have its command line, not the script's)
+        assert head == "%d: %s" % (pid, cmdline(pid)), head
+        assert version.startswith("Python v%d.%d" % sys.version_info[:2]), version
+        procs[pid] = block
+    assert list(procs)[0] == parent and set(workers) <= set(procs), r.stdout
+    assert cmdline(parent) == "%s %s sleep" % (sys.executable, path)
+    assert sleeper not in procs
+    for w in workers:
+        threads = procs[w].split("\nThread ")[1:]
+        main = next(t for t in threads if '"MainThread"' in t.splitlines()[0])
+        assert main.rstrip().splitlines()[-1] == "    only_in_worker (pool_wait.py:%d)" % line, procs[w]
+    assert "only_in_worker" not in procs[parent]
+    assert "    <module> (pool_wait.py:" in procs[parent]
+
+    r = run(["dump", "-s", "--json", "--pid", parent])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, list) and doc[0]["pid"] == parent, doc
+    by_pid = {p["pid"]: p for p in doc}
+    for w in workers:
+        assert by_pid[w]["python_version"].startswith("%d.%d" % sys.version_info[:2])
+        main = next(t for t in by_pid[w]["threads"] if t["tid"] == w)
+        assert main["frames"][-1] == {"name": "only_in_worker", "file": str(path), "line": line}
+    # Without --subprocesses: the target alone, one object as before.
+    r = run(["dump", "--json", "--pid", parent])
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, dict) and doc["pid"] == parent
+    assert_untraced(tree(parent))
+
+
+def test_top_subprocesses_shows_what_only_a_child_runs(waiting_pool):
+    from test_cli import TmuxTop, top_rows
+
+    start, _ = waiting_pool
+    parent, sleeper, workers = start("burn")
+    top = TmuxTop("--pid", parent, "--subprocesses", "--rate", "100", "--delay", "0.5", width=160)
+    try:
+        def both(screen):
+            return len(top_rows(screen, " only_in_worker (pool_wait.py)")) == 2
+        screen = top.wait_for(both, seconds=20)
+        # Each worker's function on its own row, under its own PID; the
+        # parent's waiting under the parent's.
+        rows = top_rows(screen, " only_in_worker (pool_wait.py)")
+        assert sorted(int(r.split()[4]) for r in rows) == workers, screen
+        for r in rows:
+            assert float(r.split("%")[0]) > 20, screen
+        # (The parent only waits: without --idle it has no rows.)
+        assert not [r for r in top_rows(screen, "") if int(r.split()[4]) not in workers], screen
+        assert re.search(r"Processes: [3-9]", screen), screen
+        top.quit()
+        assert_untraced(tree(parent))
+    finally:
+        top.close()

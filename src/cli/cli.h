@@ -64,6 +64,9 @@ const spp_target *spp_session_target(const spp_session *s);
  * does not pause the target, and a running thread cannot be unwound) or
  * SPP_ENOMEM. */
 int spp_session_native(spp_session *s, int idle);
+/* For --native: whether s's native stacks can be merged with its Python
+ * frames (the evaluation loop's address range is known); prints why not. */
+int spp_session_native_ok(const spp_session *s);
 spp_remote *spp_session_remote(spp_session *s);
 
 /* One thread's stack as sampled. */
@@ -190,10 +193,25 @@ spp_proc *spp_procs_at(spp_procs *ps, int i);
 /* Closes process i (not the first); the last one takes its index. */
 void spp_procs_drop(spp_procs *ps, int i);
 /* Reads /proc for descendants of the first process: adds those that run
- * Python, drops those that exec'd. Silent about non-Python ones. */
+ * Python (their last set to now), drops those that exec'd. Silent about
+ * non-Python ones. */
 void spp_procs_discover(spp_procs *ps);
+/* How often --subprocesses looks for new descendants: a pass over /proc
+ * costs about a millisecond on a desktop's few hundred processes. */
+#define SPP_PROCS_DISCOVERY_NS 100000000ull
 /* spp_session_wait over every process in the set. */
 void spp_procs_wait(spp_procs *ps, uint64_t until);
+/* Called by spp_procs_sample with one process's snapshot: n threads,
+ * errors of them unreadable, taken at when (CLOCK_MONOTONIC ns), while the
+ * process is still paused (unless nonblocking): the place to name frames
+ * (spp_session_frames) and read more of its memory. */
+typedef void (*spp_procs_visitor)(void *ctx, spp_proc *pr, const spp_sampled_thread *threads,
+                                  int n, int errors, uint64_t when);
+/* Samples every process of the set once, into threads (cap of them), and
+ * visits each snapshot. Subprocesses that have ended are dropped; returns
+ * -1 when the first process (the target) is gone, else 0. */
+int spp_procs_sample(spp_procs *ps, spp_sampled_thread *threads, int cap, spp_procs_visitor visit,
+                     void *ctx);
 
 int spp_cmd_record(const spp_cli_opts *o);
 int spp_cmd_dump(const spp_cli_opts *o);

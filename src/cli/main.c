@@ -15,8 +15,8 @@
 
 static const char usage[] =
     "usage: spprof record [options] (--pid PID | -- command [args...])\n"
-    "       spprof dump [--locals] [--json] --pid PID\n"
-    "       spprof top [--rate HZ] [--delay SECS] [--idle] --pid PID\n"
+    "       spprof dump [--locals] [--json] [--native] [--subprocesses] --pid PID\n"
+    "       spprof top [--rate HZ] [--delay SECS] [--idle] [--native] [--subprocesses] --pid PID\n"
     "       spprof diff [options] BEFORE AFTER\n"
     "\n"
     "record options:\n"
@@ -45,6 +45,19 @@ static const char usage[] =
     "dump options:\n"
     "      --locals           each frame's local variables (arguments first)\n"
     "      --json             JSON instead of text\n"
+    "  -n, --native           C frames too, between the Python frames\n"
+    "  -s, --subprocesses     also each child Python process, one after the other\n"
+    "      --full-filenames   full paths instead of shortened ones\n"
+    "      --nonblocking      never pause the program (not with --native)\n"
+    "\n"
+    "top options:\n"
+    "  -r, --rate HZ          samples per second (default 100)\n"
+    "      --delay SECS       seconds between refreshes (default 1)\n"
+    "  -i, --idle             include threads that are not running\n"
+    "  -n, --native           count C functions too (own time under their Python caller)\n"
+    "  -s, --subprocesses     also sample child Python processes (a PID column)\n"
+    "      --full-filenames   full paths instead of shortened ones\n"
+    "      --nonblocking      never pause the program (not with --native)\n"
     "\n"
     "diff options (BEFORE and AFTER: profiles in any format spprof writes):\n"
     "  -o, --output PATH      where to write the diff (default: standard output)\n"
@@ -115,9 +128,7 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* Which commands take an option (by getopt value). --native and
- * --subprocesses reach the commands that refuse them with their own
- * message. */
+/* Which commands take an option (by getopt value). */
 enum { FOR_RECORD = 1, FOR_DUMP = 2, FOR_TOP = 4, FOR_ALL = 7, FOR_DIFF = 8 };
 
 static int option_commands(int c)
@@ -296,14 +307,6 @@ int main(int argc, char **argv)
         spp_cli_error(strcmp(cmd, "record") == 0 ? "nothing to profile: give --pid PID or -- command"
                                                  : "%s needs --pid PID",
                       cmd);
-        return 2;
-    }
-    if (o.subprocesses && strcmp(cmd, "record") != 0) {
-        spp_cli_error("--subprocesses is only available with record in this version of spprof");
-        return 2;
-    }
-    if (o.native && strcmp(cmd, "record") != 0) {
-        spp_cli_error("--native is only available for record in this version of spprof");
         return 2;
     }
     if (o.native && o.nonblocking) {

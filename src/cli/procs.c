@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -113,6 +114,48 @@ void spp_procs_wait(spp_procs *ps, uint64_t until)
     spp_session_wait_all(ps->sessions, ps->n, until);
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* spp_procs_sample's visitor of one session: the caller's, while the
+ * process is still paused (see spp_session_visitor). */
+typedef struct paused_visit {
+    spp_procs_visitor visit;
+    void *ctx;
+    spp_proc *pr;
+    const int *errors;
+} paused_visit;
+
+static void visit_paused(void *ctx, const spp_target *t, const spp_reader *r,
+                         const spp_sampled_thread *threads, int n)
+{
+    (void)t;
+    (void)r;
+    paused_visit *v = ctx;
+    v->visit(v->ctx, v->pr, threads, n, *v->errors, mono_ns());
+}
+
+int spp_procs_sample(spp_procs *ps, spp_sampled_thread *threads, int cap, spp_procs_visitor visit,
+                     void *ctx)
+{
+    for (int k = 0; k < ps->n;) {
+        int errors = 0;
+        paused_visit v = {visit, ctx, &ps->procs[k], &errors};
+        int n = spp_session_sample_visit(v.pr->session, threads, cap, &errors, visit_paused, &v);
+        if (n < 0) {
+            if (k == 0)
+                return -1;
+            spp_procs_drop(ps, k); /* a subprocess ended */
+            continue;
+        }
+        k++;
+    }
+    return 0;
+}
 
 static int index_of(const spp_procs *ps, pid_t pid)
 {
@@ -147,10 +190,12 @@ static void consider(spp_procs *ps, pid_t pid, const spp_image *img)
     if (s) {
         if (sk)
             *sk = ps->skip[--ps->nskip];
-        if (add_proc(ps, pid, s) < 0)
+        if (add_proc(ps, pid, s) < 0) {
             spp_session_close(s);
-        else
+        } else {
             ps->imgs[ps->n - 1] = *img;
+            ps->procs[ps->n - 1].last = mono_ns(); /* its first sample's weight starts now */
+        }
         return;
     }
     if (why == SPP_TARGET_NOT_READY || why == SPP_TARGET_NO_PROCESS)

@@ -51,6 +51,7 @@ typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
     uint64_t samples, errors, late;
+    uint64_t start, start_real;  /* CLOCK_MONOTONIC and CLOCK_REALTIME ns at the start */
 } recorder;
 
 /* The stack a sample of st in process pr starts from: the thread's root in
@@ -121,58 +122,30 @@ static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_threa
     rc->samples++;
 }
 
-/* What record's visitor needs to add one process's snapshot. */
-typedef struct record_visit {
-    recorder *rc;
-    spp_proc *pr;
-    uint64_t start, start_real;
-} record_visit;
-
-/* Adds a snapshot's threads to the profile while the target is still
- * paused: a code object seen for the first time is read now, since once
- * the target runs again a short-lived one (a module's code after its
- * import, an exec'd string) may be freed, or its memory reused. */
-static void add_snapshot(void *ctx, const spp_target *t, const spp_reader *r,
-                         const spp_sampled_thread *threads, int n)
+/* spp_procs_visitor: one process's snapshot into the profile, each sample
+ * weighted by the time since the process's previous snapshot. It runs
+ * while the process is still paused: a code object seen for the first time
+ * is read now, since once the target runs again a short-lived one (a
+ * module's code after its import, an exec'd string) may be freed, or its
+ * memory reused. */
+static void add_snapshot(void *ctx, spp_proc *pr, const spp_sampled_thread *threads, int n,
+                         int errors, uint64_t when)
 {
-    (void)t;
-    (void)r;
-    record_visit *v = ctx;
-    const spp_cli_opts *o = v->rc->o;
-    uint64_t when = now_ns(CLOCK_MONOTONIC);
-    uint64_t weight = when - v->pr->last;
-    v->pr->last = when;
-    unsigned gen = spp_session_names_gen(v->pr->session);
-    int renamed = gen != v->pr->names_gen;
-    v->pr->names_gen = gen;
+    recorder *rc = ctx;
+    const spp_cli_opts *o = rc->o;
+    rc->errors += (uint64_t)errors;
+    uint64_t weight = when - pr->last;
+    pr->last = when;
+    unsigned gen = spp_session_names_gen(pr->session);
+    int renamed = gen != pr->names_gen;
+    pr->names_gen = gen;
     for (int i = 0; i < n; i++) {
         if (o->gil && !threads[i].th.holds_gil)
             continue;
         if (!o->idle && threads[i].idle)
             continue;
-        add_sample(v->rc, v->pr, &threads[i], weight, when - v->start + v->start_real, renamed);
+        add_sample(rc, pr, &threads[i], weight, when - rc->start + rc->start_real, renamed);
     }
-}
-
-/* Samples every process of the set once. Returns -1 when the first one
- * (the target) is gone; the others are dropped when they go. */
-static int sample_all(recorder *rc, spp_procs *ps, spp_sampled_thread *threads, uint64_t start,
-                      uint64_t start_real)
-{
-    for (int k = 0; k < spp_procs_count(ps);) {
-        record_visit v = {rc, spp_procs_at(ps, k), start, start_real};
-        int errors = 0;
-        int n = spp_session_sample_visit(v.pr->session, threads, 256, &errors, add_snapshot, &v);
-        if (n < 0) {
-            if (k == 0)
-                return -1;
-            spp_procs_drop(ps, k); /* a subprocess ended */
-            continue;
-        }
-        rc->errors += (uint64_t)errors;
-        k++;
-    }
-    return 0;
 }
 
 static void progress(const recorder *rc, double elapsed, int final)
@@ -333,12 +306,7 @@ int spp_cmd_record(const spp_cli_opts *o)
             end_child(pid);
         return 1;
     }
-    if (o->native && !spp_session_target(s)->eval_start) {
-        /* Without the evaluation loop's address range the native stack
-         * cannot be merged with the Python frames. */
-        spp_cli_error("--native: the interpreter loop (_PyEval_EvalFrameDefault) is not named in %s "
-                      "(stripped, or deleted since PID %d started)",
-                      spp_session_target(s)->module, (int)pid);
+    if (o->native && !spp_session_native_ok(s)) {
         spp_session_close(s);
         if (launched)
             end_child(pid);
@@ -431,6 +399,8 @@ int spp_cmd_record(const spp_cli_opts *o)
     spp_profile_set_meta(rc.profile, &meta);
     uint64_t every = (uint64_t)(o->upload.every * 1e9);
     uint64_t window_end = start + every, window_from = start_real;
+    rc.start = start;
+    rc.start_real = start_real;
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;
     spp_procs_at(ps, 0)->last = start;
@@ -439,13 +409,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         uint64_t now = now_ns(CLOCK_MONOTONIC);
         if (o->duration > 0 && now - start >= (uint64_t)(o->duration * 1e9))
             break;
-        /* Subprocesses are looked for every 100 ms: a pass over /proc
-         * costs about a millisecond on a desktop's few hundred processes. */
-        if (o->subprocesses && now - last_discovery >= 100000000ull) {
-            int before = spp_procs_count(ps);
+        if (o->subprocesses && now - last_discovery >= SPP_PROCS_DISCOVERY_NS) {
             spp_procs_discover(ps);
-            for (int k = before; k < spp_procs_count(ps); k++)
-                spp_procs_at(ps, k)->last = now_ns(CLOCK_MONOTONIC);
             last_discovery = now;
             continue;
         }
@@ -464,8 +429,8 @@ int spp_cmd_record(const spp_cli_opts *o)
             uint64_t until = deadline;
             if (mark && window_end < until)
                 until = window_end;
-            if (o->subprocesses && last_discovery + 100000000ull < until)
-                until = last_discovery + 100000000ull;
+            if (o->subprocesses && last_discovery + SPP_PROCS_DISCOVERY_NS < until)
+                until = last_discovery + SPP_PROCS_DISCOVERY_NS;
             spp_procs_wait(ps, until);
             continue;
         }
@@ -473,7 +438,7 @@ int spp_cmd_record(const spp_cli_opts *o)
          * profiler could not keep up with the asked rate. */
         if (now - deadline > period / 2)
             rc.late++;
-        if (sample_all(&rc, ps, threads, start, start_real) < 0)
+        if (spp_procs_sample(ps, threads, 256, add_snapshot, &rc) < 0)
             break; /* the target is gone */
         uint64_t when = now_ns(CLOCK_MONOTONIC);
         /* Next deadline: one period on average, jittered by up to a quarter

@@ -589,6 +589,18 @@ spp_session *spp_session_attach(pid_t pid, int nonblocking)
     return s;
 }
 
+int spp_session_native_ok(const spp_session *s)
+{
+    if (s->target.eval_start)
+        return 1;
+    /* Without the evaluation loop's address range the native stack cannot
+     * be merged with the Python frames. */
+    spp_cli_error("--native: the interpreter loop (_PyEval_EvalFrameDefault) is not named in %s "
+                  "(stripped, or deleted since PID %d started)",
+                  s->target.module, (int)s->pid);
+    return 0;
+}
+
 int spp_session_native(spp_session *s, int idle)
 {
     if (s->nonblocking || !s->target.eval_start)
@@ -841,16 +853,16 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     }
     if (s->names && n >= 0)
         read_names(s, now);
+    /* The thread list could not be read: an error, unless the target
+     * turns out to be gone. Counted before the visit, which reports it. */
+    if (n < 0)
+        (*errors)++;
     if (visit)
         visit(ctx, &s->target, &s->reader, out, stored);
     if (!s->nonblocking)
         resume_all(s);
-    if (n < 0) {
-        if (!spp_session_alive(s))
-            return SPP_EINVAL;
-        (*errors)++;
-        return 0;
-    }
+    if (n < 0)
+        return spp_session_alive(s) ? 0 : SPP_EINVAL;
     return stored;
 }
 

@@ -1,5 +1,7 @@
 /* top.c - `spprof top`: a live view of the functions a program spends its
- * time in, refreshed every --delay seconds; keys 1-4 sort, q quits. */
+ * time in, refreshed every --delay seconds; keys 1-2 sort, q quits. With
+ * --native C functions are counted too, with --subprocesses the functions
+ * of every Python descendant, each row with its process. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -24,22 +26,23 @@ typedef struct fstat {
     uint64_t own, total, seen_gen;
 } fstat;
 
+/* A row is a function of a process: the stack (process root, function) in
+ * the profile's trie, which interns the pair; its stats are by that id. */
 typedef struct top_state {
+    const spp_cli_opts *o;
     spp_profile *profile;  /* frames interned per function (no lines) */
-    spp_resolver *res;
-    fstat *stats;          /* by frame id */
+    fstat *stats;          /* by stack id */
     uint32_t cap;
     uint64_t samples, gen, gil_samples, snapshots, errors;
+    int nthreads, active;  /* in the last round of snapshots */
     int sort;              /* 1 own, 2 total */
-    const spp_cli_opts *o;
-    int active;            /* threads counted in the last snapshot */
 } top_state;
 
-static fstat *stat_for(top_state *t, uint32_t frame)
+static fstat *stat_for(top_state *t, uint32_t key)
 {
-    if (frame >= t->cap) {
+    if (key >= t->cap) {
         uint32_t ncap = t->cap ? t->cap : 256;
-        while (ncap <= frame)
+        while (ncap <= key)
             ncap *= 2;
         fstat *n = realloc(t->stats, ncap * sizeof(fstat));
         if (!n)
@@ -48,16 +51,24 @@ static fstat *stat_for(top_state *t, uint32_t frame)
         t->stats = n;
         t->cap = ncap;
     }
-    return &t->stats[frame];
+    return &t->stats[key];
 }
 
-static void count(top_state *t, const spp_sampled_thread *st)
+/* Counts one thread's stack (its C frames merged in with --native): own
+ * time to the innermost frame, total time once to each function on it. */
+static void count(top_state *t, spp_proc *pr, const spp_sampled_thread *st)
 {
     t->samples++;
     t->gen++;
-    for (int i = 0; i < st->nframes; i++) {
-        uint32_t f = spp_resolver_frame(t->res, &st->frames[i]);
-        fstat *fs = f == SPP_NONE ? NULL : stat_for(t, f);
+    uint32_t th = spp_profile_thread(t->profile, (uint64_t)pr->pid, NULL);
+    if (th == SPP_NONE || !st->nframes)
+        return;
+    uint32_t root = spp_profile_thread_at(t->profile, th)->root;
+    static uint32_t frames[SPP_CLI_MAX_MERGED];
+    uint32_t n = spp_session_frames(pr->session, pr->resolver, st, frames, SPP_CLI_MAX_MERGED);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t key = frames[i] == SPP_NONE ? SPP_NONE : spp_profile_push(t->profile, root, frames[i]);
+        fstat *fs = key == SPP_NONE ? NULL : stat_for(t, key);
         if (!fs)
             continue;
         if (i == 0)
@@ -69,21 +80,22 @@ static void count(top_state *t, const spp_sampled_thread *st)
     }
 }
 
-/* Counts a snapshot while the target is still paused (code objects seen
- * for the first time are read then: see record.c's add_snapshot). */
-static void count_snapshot(void *ctx, const spp_target *tg, const spp_reader *r,
-                           const spp_sampled_thread *threads, int n)
+/* spp_procs_visitor: one process's snapshot. */
+static void count_snapshot(void *ctx, spp_proc *pr, const spp_sampled_thread *threads, int n,
+                           int errors, uint64_t when)
 {
-    (void)tg;
-    (void)r;
+    (void)when;
     top_state *t = ctx;
+    t->snapshots++;
+    t->errors += (uint64_t)errors;
+    t->nthreads += n;
     int gil = 0;
     for (int i = 0; i < n; i++) {
         gil |= threads[i].th.holds_gil;
         if (threads[i].idle && !t->o->idle)
             continue;
         t->active++;
-        count(t, &threads[i]);
+        count(t, pr, &threads[i]);
     }
     t->gil_samples += (uint64_t)gil;
 }
@@ -96,9 +108,17 @@ static int by_column(const void *a, const void *b)
     return kx < ky ? 1 : kx > ky ? -1 : 0;
 }
 
-static void draw(top_state *t, const spp_cli_opts *o, const spp_target *tg, double elapsed,
-                 const char *cmd, int nthreads, int active, int ended)
+/* What the header says about the target (copied: the target's session
+ * may be closed while the view stays up). */
+typedef struct top_target {
+    uint32_t version;
+    int free_threaded;
+    char cmd[1024];
+} top_target;
+
+static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs, int ended)
 {
+    const spp_cli_opts *o = t->o;
     struct winsize ws;
     int rows = 40, cols = 120;
     if (ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 5) {
@@ -108,24 +128,28 @@ static void draw(top_state *t, const spp_cli_opts *o, const spp_target *tg, doub
     char v[32];
     spp_version_string(tg->version, v, sizeof(v));
     printf("\033[H\033[2J");
-    printf("spprof top - PID %d: %.*s\r\n", (int)o->pid, cols > 30 ? cols - 24 : 10, cmd);
+    printf("spprof top - PID %d: %.*s\r\n", (int)o->pid, cols > 30 ? cols - 24 : 10, tg->cmd);
+    if (o->subprocesses)
+        printf("Processes: %d  ", nprocs);
     printf("Python %s%s  Samples: %llu (%.0f/s)  Threads: %d (%d active)  Errors: %llu  ", v,
-           tg->off.free_threaded ? " (free-threaded)" : "", (unsigned long long)t->samples,
-           elapsed > 0 ? (double)t->snapshots / elapsed : 0.0, nthreads, active,
+           tg->free_threaded ? " (free-threaded)" : "", (unsigned long long)t->samples,
+           elapsed > 0 ? (double)t->snapshots / elapsed : 0.0, t->nthreads, t->active,
            (unsigned long long)t->errors);
-    if (tg->off.free_threaded)
+    if (tg->free_threaded)
         printf("GIL: none\r\n");
     else
         printf("GIL held: %.0f%%\r\n", t->snapshots ? 100.0 * (double)t->gil_samples / (double)t->snapshots : 0.0);
     printf("Sort: %s   Keys: 1 own, 2 total, q quit%s\r\n\r\n", t->sort == 2 ? "total" : "own",
            ended ? "   [the process has exited]" : "");
-    printf("\033[7m %7s %7s %9s %9s  %-*s\033[0m\r\n", "%Own", "%Total", "OwnTime", "TotalTime",
-           cols > 44 ? cols - 44 : 20, "Function (filename)");
-    uint32_t n = spp_profile_nframes(t->profile), k = 0;
-    uint32_t *order = malloc(sizeof(uint32_t) * (n ? n : 1));
+    int fixed = o->subprocesses ? 53 : 44; /* the columns before the function's */
+    int width = cols > fixed ? cols - fixed : 20;
+    printf("\033[7m %7s %7s %9s %9s  %s%-*s\033[0m\r\n", "%Own", "%Total", "OwnTime", "TotalTime",
+           o->subprocesses ? "     PID " : "", width, "Function (filename)");
+    uint32_t k = 0;
+    uint32_t *order = malloc(sizeof(uint32_t) * (t->cap ? t->cap : 1));
     if (!order)
         return;
-    for (uint32_t i = 0; i < n && i < t->cap; i++)
+    for (uint32_t i = 0; i < t->cap; i++)
         if (t->stats[i].total)
             order[k++] = i;
     sort_ctx = t;
@@ -133,14 +157,21 @@ static void draw(top_state *t, const spp_cli_opts *o, const spp_target *tg, doub
     double per = o->rate > 0 ? 1.0 / o->rate : 0.01;
     for (uint32_t j = 0; j < k && (int)j < rows - 6; j++) {
         const fstat *fs = &t->stats[order[j]];
-        const spp_frame *f = spp_profile_frame_at(t->profile, order[j]);
-        const char *file = spp_short_file(spp_profile_string(t->profile, f->file, NULL), o->full_filenames);
-        char label[512];
+        const spp_stack *st = spp_profile_stack_at(t->profile, order[j]);
+        const spp_frame *f = spp_profile_frame_at(t->profile, st->frame);
+        const char *file = spp_profile_string(t->profile, f->file, NULL);
+        char label[512], pid[16] = "";
+        /* A native frame's file is its module, already short. */
+        if (f->kind != SPP_FRAME_NATIVE)
+            file = spp_short_file(file, o->full_filenames);
         snprintf(label, sizeof(label), "%s (%s)", spp_profile_string(t->profile, f->name, NULL), file);
-        printf(" %6.1f%% %6.1f%% %8.2fs %8.2fs  %.*s\r\n",
+        if (o->subprocesses)
+            snprintf(pid, sizeof(pid), "%8llu ",
+                     (unsigned long long)spp_profile_thread_at(t->profile, st->thread)->tid);
+        printf(" %6.1f%% %6.1f%% %8.2fs %8.2fs  %s%.*s\r\n",
                100.0 * (double)fs->own / (double)(t->samples ? t->samples : 1),
                100.0 * (double)fs->total / (double)(t->samples ? t->samples : 1), (double)fs->own * per,
-               (double)fs->total * per, cols > 44 ? cols - 44 : 20, label);
+               (double)fs->total * per, pid, width, label);
     }
     free(order);
     fflush(stdout);
@@ -151,25 +182,37 @@ int spp_cmd_top(const spp_cli_opts *o)
     spp_session *s = spp_session_attach(o->pid, o->nonblocking);
     if (!s)
         return 1;
-    spp_session_pause_idle(s, o->idle);
-    const spp_target *tg = spp_session_target(s);
+    if (o->native && !spp_session_native_ok(s)) {
+        spp_session_close(s);
+        return 1;
+    }
+    top_target tg;
+    tg.version = spp_session_target(s)->version;
+    tg.free_threaded = spp_session_target(s)->off.free_threaded;
+    spp_process_cmdline(o->pid, tg.cmd, sizeof(tg.cmd));
     top_state t;
     memset(&t, 0, sizeof(t));
+    t.o = o;
     t.sort = 1;
+    spp_procs *ps = NULL;
     spp_sampled_thread *threads = malloc(sizeof(spp_sampled_thread) * 256);
-    if (!threads || spp_session_model(s, 0, &t.profile, &t.res) < 0) {
+    t.profile = spp_profile_new(0);
+    if (threads && t.profile)
+        ps = spp_procs_new(s, o->pid, t.profile, 0, o);
+    if (!ps) {
+        spp_cli_error("out of memory");
+        spp_profile_free(t.profile);
         free(threads);
         spp_session_close(s);
         return 1;
     }
-    char cmd[1024];
-    spp_process_cmdline(o->pid, cmd, sizeof(cmd));
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_quit;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL); /* the terminal closed: detach as on q */
     struct termios saved;
     int raw = isatty(0) && tcgetattr(0, &saved) == 0;
     if (raw) {
@@ -183,32 +226,35 @@ int spp_cmd_top(const spp_cli_opts *o)
 
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    double next_draw = 0, period = 1.0 / o->rate;
-    int nthreads = 0, active = 0, ended = 0;
+    double next_draw = 0, period = 1.0 / o->rate, last_discovery = -1;
+    int nprocs = 1;
     while (!quit_requested) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         double elapsed = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-        if (!ended) {
-            int errors = 0;
-            t.o = o;
-            t.active = 0;
-            int n = spp_session_sample_visit(s, threads, 256, &errors, count_snapshot, &t);
-            if (n < 0) {
-                ended = 1;
+        if (ps && o->subprocesses &&
+            (last_discovery < 0 || elapsed - last_discovery >= SPP_PROCS_DISCOVERY_NS / 1e9)) {
+            spp_procs_discover(ps);
+            last_discovery = elapsed;
+        }
+        if (ps) {
+            t.nthreads = t.active = 0;
+            if (spp_procs_sample(ps, threads, 256, count_snapshot, &t) < 0) {
+                /* The target is gone: let its descendants go at once (a
+                 * traced process that gets a signal would stop until
+                 * spprof handled it); the view stays until q. */
+                spp_procs_free(ps);
+                ps = NULL;
             } else {
-                t.snapshots++;
-                t.errors += (uint64_t)errors;
-                nthreads = n;
-                active = t.active;
+                nprocs = spp_procs_count(ps);
             }
         }
-        if (elapsed >= next_draw || ended) {
-            draw(&t, o, tg, elapsed, cmd, nthreads, active, ended);
+        if (elapsed >= next_draw || !ps) {
+            draw(&t, &tg, elapsed, nprocs, !ps);
             next_draw = elapsed + (double)o->delay_ms / 1000.0;
         }
         /* Wait for the next sample, reading keys meanwhile. */
         struct pollfd pfd = {0, POLLIN, 0};
-        int wait_ms = ended ? 200 : (int)(period * 1000);
+        int wait_ms = !ps ? 200 : (int)(period * 1000);
         if (poll(&pfd, raw ? 1 : 0, wait_ms) > 0) {
             char c;
             if (read(0, &c, 1) == 1) {
@@ -223,8 +269,7 @@ int spp_cmd_top(const spp_cli_opts *o)
     printf("\033[?25h\r\n");
     if (raw)
         tcsetattr(0, TCSANOW, &saved);
-    spp_session_close(s);
-    spp_resolver_free(t.res);
+    spp_procs_free(ps);
     spp_profile_free(t.profile);
     free(t.stats);
     free(threads);
