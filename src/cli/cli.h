@@ -47,8 +47,9 @@ typedef struct spp_session spp_session;
 spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, size_t errlen);
 void spp_session_close(spp_session *s);
 /* spp_session_open for the commands that attach (dump, top): prints the
- * reason on failure. */
-spp_session *spp_session_attach(pid_t pid, int nonblocking);
+ * reason on failure, which is also that --native (native set) cannot
+ * merge stacks in this process (spp_session_native_ok). */
+spp_session *spp_session_attach(pid_t pid, int nonblocking, int native);
 /* A new profile, and a resolver that reads the target's code objects
  * through the session (valid while the session is open). Prints and
  * returns -1 when out of memory. */

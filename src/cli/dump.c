@@ -214,13 +214,9 @@ static int dump_process(dumper *d, spp_proc *pr)
 
 int spp_cmd_dump(const spp_cli_opts *o)
 {
-    spp_session *s = spp_session_attach(o->pid, o->nonblocking);
+    spp_session *s = spp_session_attach(o->pid, o->nonblocking, o->native);
     if (!s)
         return 1;
-    if (o->native && !spp_session_native_ok(s)) {
-        spp_session_close(s);
-        return 1;
-    }
     /* Every thread is shown, idle or not: each is paused while its stack
      * is read (and, with --native, unwound). */
     spp_cli_opts po = *o;

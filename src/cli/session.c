@@ -579,13 +579,17 @@ void spp_session_wait_all(spp_session *const *ss, int n, uint64_t until)
     }
 }
 
-spp_session *spp_session_attach(pid_t pid, int nonblocking)
+spp_session *spp_session_attach(pid_t pid, int nonblocking, int native)
 {
     int why;
     char err[512];
     spp_session *s = spp_session_open(pid, nonblocking, &why, err, sizeof(err));
-    if (!s)
+    if (!s) {
         spp_cli_error("%s", err);
+    } else if (native && !spp_session_native_ok(s)) {
+        spp_session_close(s);
+        s = NULL;
+    }
     return s;
 }
 

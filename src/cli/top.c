@@ -179,13 +179,9 @@ static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs,
 
 int spp_cmd_top(const spp_cli_opts *o)
 {
-    spp_session *s = spp_session_attach(o->pid, o->nonblocking);
+    spp_session *s = spp_session_attach(o->pid, o->nonblocking, o->native);
     if (!s)
         return 1;
-    if (o->native && !spp_session_native_ok(s)) {
-        spp_session_close(s);
-        return 1;
-    }
     top_target tg;
     tg.version = spp_session_target(s)->version;
     tg.free_threaded = spp_session_target(s)->off.free_threaded;
