@@ -81,7 +81,8 @@ def test_speedscope_invariants(outputs):
         assert prof["type"] == "sampled"
         assert prof["unit"] == "nanoseconds"
         assert len(prof["samples"]) == len(prof["weights"])
-        assert sum(prof["weights"]) == prof["endValue"]
+        # the weights fit in the span, which starts at the thread's first sample
+        assert 0 <= prof["startValue"] and sum(prof["weights"]) <= prof["endValue"] - prof["startValue"]
         for stack in prof["samples"]:
             assert stack, "empty stack"
             assert all(0 <= i < len(frames) for i in stack)
@@ -362,3 +363,48 @@ def test_pprof_is_gzip_of_a_profile_larger_than_one_stored_block(tmp_path):
     names = {l["where"].split(" ")[0] for l in raw["locations"].values()}
     long = {n for n in names if n.endswith("x" * 1000)}
     assert len(long) >= 90, sorted(n[:4] for n in long)
+
+
+LATER_THREAD = """
+    import json, sys, threading, time
+    import spprof
+
+    def burn(seconds):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    def spin_wall(seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            pass
+
+    spprof.start(interval_ms=1)
+    t0 = time.time()
+    burn(0.3)
+    t = threading.Thread(target=burn, args=(0.3,), name="later")
+    started = time.time()
+    t.start()
+    t.join()
+    spprof.stop().save("p.json")
+    print(json.dumps({"offset": started - t0}))
+"""
+
+
+def test_speedscope_threads_line_up_in_time(tmp_path):
+    """Every thread's profile counts from the same zero: a thread started
+    0.3 s of work later begins that much later (startValue), and spans at
+    least what its samples weigh."""
+    from conftest import run_script
+
+    proc = run_script(tmp_path, LATER_THREAD)
+    offset = json.loads(proc.stdout.strip().splitlines()[-1])["offset"]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    profs = {p["name"].split(" (")[0]: p for p in doc["profiles"]}
+    main, later = profs["MainThread"], profs["later"]
+    gap = (later["startValue"] - main["startValue"]) / 1e9
+    assert abs(gap - offset) < 0.1, (gap, offset)
+    for p in (main, later):
+        assert sum(p["weights"]) <= p["endValue"] - p["startValue"]
+    # the later thread ends after the main thread's first work
+    assert later["endValue"] > main["startValue"] + 0.25e9

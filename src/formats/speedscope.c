@@ -57,6 +57,16 @@ int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts 
     spp_out_puts(o, "]},\"profiles\":[");
 
     uint32_t nthreads = spp_profile_nthreads(p), nstacks = spp_profile_nstacks(p);
+    /* Every profile's times count from one zero, the start of the recording
+     * (or the first sample, when the start is not known), so that threads,
+     * and the processes of --subprocesses, line up; nanoseconds since the
+     * epoch would not fit a JavaScript number exactly. */
+    uint64_t zero = m->start_ns;
+    for (uint32_t ti = 0; ti < nthreads; ti++) {
+        const spp_thread *t = spp_profile_thread_at(p, ti);
+        if (t->samples && t->first_ns && (!zero || t->first_ns < zero))
+            zero = t->first_ns;
+    }
     int first_profile = 1;
     for (uint32_t ti = 0; ti < nthreads; ti++) {
         const spp_thread *t = spp_profile_thread_at(p, ti);
@@ -66,8 +76,14 @@ int spp_write_speedscope(const spp_profile *p, spp_out *o, const spp_write_opts 
         first_profile = 0;
         spp_out_puts(o, "\"type\":\"sampled\",\"name\":");
         write_thread_name(o, p, t);
-        spp_out_printf(o, ",\"unit\":\"nanoseconds\",\"startValue\":0,\"endValue\":%llu,\"samples\":[",
-                       (unsigned long long)t->weight);
+        /* A thread's profile spans its first to its last sample, or more
+         * if its samples weigh more (the first one stands for time before
+         * it, and CPU time may run on several cores at once). */
+        uint64_t start = t->first_ns > zero ? t->first_ns - zero : 0;
+        uint64_t span = t->last_ns > t->first_ns ? t->last_ns - t->first_ns : 0;
+        spp_out_printf(o, ",\"unit\":\"nanoseconds\",\"startValue\":%llu,\"endValue\":%llu,\"samples\":[",
+                       (unsigned long long)start,
+                       (unsigned long long)(start + (t->weight > span ? t->weight : span)));
         int first = 1;
         for (uint32_t s = 0; s < nstacks; s++) {
             const spp_stack *st = spp_profile_stack_at(p, s);
