@@ -263,7 +263,8 @@ if __name__ == "__main__":
     sleeper = subprocess.Popen(["sleep", "60"])
     with mp.Pool(2) as pool:
         result = pool.map_async(only_in_worker, [sys.argv[1]] * 2, chunksize=1)
-        print("parent", os.getpid(), sleeper.pid, flush=True)
+        # one write, as the workers' (print() may write its parts apart)
+        os.write(1, b"parent %d %d\\n" % (os.getpid(), sleeper.pid))
         result.get()
 """
 
