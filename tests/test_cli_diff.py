@@ -4,12 +4,14 @@ same in a third; every format spprof writes read back (gzip -9 pprof too),
 and bad inputs refused with one clear message."""
 
 import gzip
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -378,3 +380,16 @@ def test_output_to_stdout_and_unwritable(api, tmp_path):
     assert r.stdout.startswith("<?xml") and r.stdout.rstrip().endswith("</svg>")
     r = run(["diff", api / "a.json", api / "b.json", "-o", tmp_path / "no" / "d.svg"])
     assert r.returncode == 1 and "cannot write %s" % (tmp_path / "no" / "d.svg") in r.stderr, r.stderr
+
+
+def test_a_file_naming_too_many_threads_is_refused_quickly(api, tmp_path):
+    """A Chrome trace naming 20,000 threads (each a lookup in the model)
+    is refused with a message, not read for minutes."""
+    events = [{"ph": "X", "name": "f", "pid": 1, "tid": i, "ts": i, "dur": 1} for i in range(20000)]
+    bad = tmp_path / "many.trace.json"
+    bad.write_text(json.dumps({"traceEvents": events}))
+    t0 = time.monotonic()
+    r = run(["diff", bad, api / "b.collapsed", "-f", "collapsed"], timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert r.returncode == 1, r.stderr
+    assert "more than 4096 threads" in r.stderr and str(bad) in r.stderr, r.stderr

@@ -236,6 +236,87 @@ def test_record_upload_closed_port(busy, tmp_path):
     assert sum(parse_folded(out.read_text()).values()) == reported_samples(r.stderr.split("wrote")[1])
 
 
+class RawServer:
+    """A server on 127.0.0.1 that reads each request whole, then answers
+    with answer(conn): for servers that misbehave."""
+
+    def __init__(self, answer):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.answer = answer
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        data = b""
+        with conn:
+            conn.settimeout(30)
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.answer(conn, self.stop)
+            except OSError:
+                pass
+
+
+def test_record_upload_server_answering_a_byte_at_a_time(busy, tmp_path):
+    """A server that answers one byte a second must not hold the recording
+    (each byte comes well within one wait): a request gets two waits (10 s)
+    in all, then fails on what it has."""
+    def trickle(conn, stop):
+        for c in b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000:
+            if stop.is_set():
+                return
+            conn.sendall(bytes([c]))
+            time.sleep(1)
+
+    srv = RawServer(trickle)
+    try:
+        out = tmp_path / "p.collapsed"
+        t0 = time.monotonic()
+        r = run(["record", "-r", "100", "-f", "collapsed", "-o", out, "--upload", srv.url,
+                 "--", sys.executable, busy, "0.5"], timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        srv.stop.set()
+    assert r.returncode == 1, r.stderr
+    assert "failed: the answer is not HTTP" in r.stderr, r.stderr
+    assert took < 30, took
+    assert out.exists()
+
+
+def test_record_upload_status_text_reaches_the_terminal_clean(busy, tmp_path):
+    """The reason phrase is the server's: control bytes in it (a terminal
+    escape) are shown as '?', never written to the terminal."""
+    def escape(conn, stop):
+        conn.sendall(b"HTTP/1.1 500 \x1b]0;pwned\x07\x1b[2JRED\r\nContent-Length: 0\r\n\r\n")
+
+    srv = RawServer(escape)
+    try:
+        r = run(["record", "-r", "100", "-f", "collapsed", "-o", tmp_path / "p.collapsed", "--upload",
+                 srv.url, "--", sys.executable, busy, "0.5"])
+    finally:
+        srv.stop.set()
+    assert r.returncode == 1, r.stderr
+    assert "HTTP 500 ?]0;pwned??[2JRED" in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["--upload", "https://pyroscope.example.com"], "plain http:// only"),
     (["--upload", "ftp://x"], "must start with http://"),

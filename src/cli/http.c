@@ -129,6 +129,16 @@ static int wait_fd(int fd, short events, int ms)
     }
 }
 
+/* The wait allowed now: io_ms, but no further than deadline (a server
+ * that answers a byte at a time must not hold a request for hours). */
+static int budget(int io_ms, uint64_t deadline)
+{
+    uint64_t now = mono_ms();
+    if (now >= deadline)
+        return 0;
+    return deadline - now < (uint64_t)io_ms ? (int)(deadline - now) : io_ms;
+}
+
 static void fail(spp_http_result *r, int kind, const char *fmt, const char *what)
 {
     r->kind = kind;
@@ -168,7 +178,7 @@ bad:;
     return -1;
 }
 
-static int send_all(int fd, const char *p, size_t n, int io_ms)
+static int send_all(int fd, const char *p, size_t n, int io_ms, uint64_t deadline)
 {
     while (n) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -180,7 +190,7 @@ static int send_all(int fd, const char *p, size_t n, int io_ms)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int r = wait_fd(fd, POLLOUT, io_ms);
+            int r = wait_fd(fd, POLLOUT, budget(io_ms, deadline));
             if (r <= 0) {
                 if (r == 0)
                     errno = ETIMEDOUT;
@@ -215,7 +225,7 @@ static void answer_hint(const char *body, size_t n, char *out, size_t cap)
 /* Reads the answer (status line, headers and the start of the body) until
  * the headers and Content-Length bytes of body are in, the server closes,
  * or HTTP_ANSWER_MAX bytes. Returns the bytes read, or -1 (errno). */
-static ssize_t read_answer(int fd, char *buf, size_t cap, int io_ms)
+static ssize_t read_answer(int fd, char *buf, size_t cap, int io_ms, uint64_t deadline)
 {
     size_t n = 0;
     while (n + 1 < cap) {
@@ -240,7 +250,7 @@ static ssize_t read_answer(int fd, char *buf, size_t cap, int io_ms)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int w = wait_fd(fd, POLLIN, io_ms);
+            int w = wait_fd(fd, POLLIN, budget(io_ms, deadline));
             if (w <= 0) {
                 if (w == 0)
                     errno = ETIMEDOUT;
@@ -296,18 +306,21 @@ int spp_http_post(const spp_url *u, const char *target, const char *content_type
                       strcmp(u->port, "80") ? ":" : "", strcmp(u->port, "80") ? u->port : "",
                       content_type, len);
     ssize_t n;
-    if (send_all(fd, head, (size_t)hn, io_ms) < 0 || send_all(fd, body, len, io_ms) < 0) {
+    /* Sending and reading the answer, in all: twice one wait. */
+    uint64_t deadline = mono_ms() + 2 * (uint64_t)io_ms;
+    if (send_all(fd, head, (size_t)hn, io_ms, deadline) < 0 ||
+        send_all(fd, body, len, io_ms, deadline) < 0) {
         /* A server that refuses early may close before reading it all; its
          * answer, if one came, says more than the broken pipe. */
         e = errno;
-        n = read_answer(fd, answer, HTTP_ANSWER_MAX, 0);
+        n = read_answer(fd, answer, HTTP_ANSWER_MAX, 0, deadline);
         if (n <= 0 || strncmp(answer, "HTTP/", 5) != 0) {
             fail(r, SPP_HTTP_SEND, "sending failed: %s",
                  e == ETIMEDOUT ? "the server stopped reading (timed out)" : strerror(e));
             goto out;
         }
     } else {
-        n = read_answer(fd, answer, HTTP_ANSWER_MAX, io_ms);
+        n = read_answer(fd, answer, HTTP_ANSWER_MAX, io_ms, deadline);
     }
     if (n <= 0) {
         fail(r, SPP_HTTP_RECEIVE, "no answer: %s",
@@ -325,6 +338,10 @@ int spp_http_post(const spp_url *u, const char *target, const char *content_type
         goto out;
     }
     r->status = status;
+    /* The reason phrase is the server's: no control bytes to the terminal. */
+    for (char *c = reason; *c; c++)
+        if ((unsigned char)*c < ' ' || (unsigned char)*c >= 0x7f)
+            *c = '?';
     if (status < 200 || status > 299) {
         const char *eoh = strstr(answer, "\r\n\r\n");
         char hint[200] = "";

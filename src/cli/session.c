@@ -107,6 +107,15 @@ ssize_t spp_proc_read(const char *path, char *buf, size_t n)
     return got;
 }
 
+/* Names from the target go to terminals and files: its control bytes
+ * (a terminal escape in a thread name, a newline in an argument) as '?'. */
+static void no_controls(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < ' ' || *s == 0x7f)
+            *s = '?';
+}
+
 void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n)
 {
     char path[64];
@@ -118,6 +127,7 @@ void spp_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n)
     if (fgets(buf, (int)n, f))
         buf[strcspn(buf, "\n")] = '\0';
     fclose(f);
+    no_controls(buf);
 }
 
 void spp_process_cmdline(pid_t pid, char *buf, size_t n)
@@ -134,6 +144,7 @@ void spp_process_cmdline(pid_t pid, char *buf, size_t n)
         if (buf[i] == '\0')
             buf[i] = ' ';
     buf[got] = '\0';
+    no_controls(buf);
 }
 
 /* ("pid (comm) S ppid ..."; comm may hold spaces and parentheses, hence
@@ -794,6 +805,8 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     if (now >= s->next_scan) {
         scan_tasks(s);
         s->next_scan = now + SCAN_INTERVAL_NS;
+        if (s->execd)
+            return SPP_EINVAL; /* (noticed by the listing): another program's memory now */
     }
     for (int i = 0; i < s->ntids; i++)
         s->tids[i].idle = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);

@@ -20,6 +20,7 @@
 
 #define SPP_READ_MAX_BYTES ((size_t)1 << 30) /* a file, or what it decompresses to */
 #define SPP_READ_MAX_DEPTH 4096              /* frames a stack (the writers' cap too) */
+#define SPP_READ_MAX_THREADS 4096            /* threads (or processes) a file may name */
 
 enum spp_read_kind {
     SPP_READ_AUTO, SPP_READ_COLLAPSED, SPP_READ_SVG, SPP_READ_SPEEDSCOPE, SPP_READ_CHROMETRACE,

@@ -155,6 +155,21 @@ static int speedscope_evented(const spp_json *j, const spp_json_value *prof, spp
     return rc;
 }
 
+/* The profile thread for key: a file may name at most SPP_READ_MAX_THREADS
+ * (the model looks threads up one by one, so a hostile file naming a
+ * million would take hours). SPP_NONE when out of memory or over. */
+static uint32_t read_thread(spp_profile *p, uint64_t key)
+{
+    uint32_t n = spp_profile_nthreads(p);
+    if (n >= SPP_READ_MAX_THREADS) {
+        for (uint32_t t = 0; t < n; t++)
+            if (spp_profile_thread_at(p, t)->tid == key)
+                return t;
+        return SPP_NONE;
+    }
+    return spp_profile_thread(p, key, NULL);
+}
+
 static int read_speedscope(const spp_json *j, const spp_json_value *root, spp_profile *p, char *err,
                            size_t errlen)
 {
@@ -172,9 +187,10 @@ static int read_speedscope(const spp_json *j, const spp_json_value *root, spp_pr
         size_t n;
         const char *type = str_member(j, prof, "type", &n);
         const char *unit = str_member(j, prof, "unit", &n);
-        uint32_t t = spp_profile_thread(p, index, NULL);
+        uint32_t t = read_thread(p, index);
         if (t == SPP_NONE) {
-            rc = SPP_ENOMEM;
+            rc = spp_read_fail(err, errlen, "speedscope: more than %d profiles, or out of memory",
+                               SPP_READ_MAX_THREADS);
             break;
         }
         uint32_t troot = spp_profile_thread_at(p, t)->root;
@@ -243,7 +259,7 @@ static int trace_stacks(spp_profile *p, trace_ev *ev, size_t n)
             break;
         if (new_thread) {
             key = ev[i].key;
-            uint32_t t = spp_profile_thread(p, key, NULL);
+            uint32_t t = read_thread(p, key);
             if (t == SPP_NONE) {
                 rc = SPP_ENOMEM;
                 break;
@@ -314,6 +330,9 @@ static int read_chrometrace(const spp_json *j, const spp_json_value *events, spp
     if (rc == SPP_OK) {
         qsort(ev, n, sizeof(trace_ev), cmp_ev);
         rc = trace_stacks(p, ev, n);
+        if (rc == SPP_ENOMEM)
+            rc = spp_read_fail(err, errlen, "chrometrace: more than %d threads, or out of memory",
+                               SPP_READ_MAX_THREADS);
     }
     free(ev);
     return rc;
