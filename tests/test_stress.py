@@ -169,7 +169,13 @@ def test_generators_coroutines_tasks_exceptions_exec_gc_callbacks(tmp_path, mode
     check_function(r, "use_exceptions")
     check_function(r, "use_exec_eval")
     assert sum(1 for f in r["funcs"] if f.startswith("churned_")) >= 5, sorted(r["funcs"])
-    check_function(r, "use_gc", "GC", min_share=0.4)
+    # The GC line's share of use_gc's samples is the share of its CPU time
+    # that gc.collect() took, as the target measured it (which varies with
+    # the build: ASan's allocator slows make_cycles).
+    check_function(r, "use_gc", "GC", min_share=0)
+    lines = {int(k): v for k, v in r["funcs"]["use_gc"].items()}
+    got = lines.get(r["markers"]["GC"], 0) / sum(lines.values())
+    assert abs(got - r["gc_share"]) < 0.2, (got, r["gc_share"], lines)
     check_function(r, "make_cycles", parents={"use_gc"}, min_count=2)
     # Python called back from C: the Python caller stays above.
     check_function(r, "sort_key", "KEY", parents={"use_sorted"})
