@@ -36,6 +36,16 @@
  * the session knows of the process (its runtime, its layout) dies with it. */
 #define SEIZE_OPTIONS (PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC)
 
+/* --nonblocking: the pages each thread's stack was last read from. */
+#define STACK_PAGES_THREADS 64
+#define SNAPSHOT_TRIES 6
+typedef struct spp_stack_pages {
+    uint64_t tstate;
+    uint64_t used;     /* stack_pages_clock when last used */
+    int n;
+    uint64_t pages[SPP_SNAP_PAGES];
+} spp_stack_pages;
+
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
 typedef struct traced {
@@ -75,6 +85,8 @@ struct spp_session {
     int names_missing;  /* a name was asked for and not there */
     uint64_t names_at;  /* CLOCK_MONOTONIC ns of the last read, 0 for never */
     unsigned names_gen; /* counts reads that changed the table */
+    spp_stack_pages *stack_pages; /* owned, STACK_PAGES_THREADS (--nonblocking) */
+    uint64_t stack_pages_clock;   /* to find the least recently used */
 };
 
 void spp_cli_error(const char *fmt, ...)
@@ -479,9 +491,12 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
     s->have_image = current_image(pid, &s->image) == 0;
     s->pause_idle = 1;
     s->tids = calloc(SPP_CLI_MAX_THREADS, sizeof(traced));
-    if (!s->tids || spp_remote_init(&s->remote, pid) < 0) {
+    if (nonblocking)
+        s->stack_pages = calloc(STACK_PAGES_THREADS, sizeof(spp_stack_pages));
+    if (!s->tids || (nonblocking && !s->stack_pages) || spp_remote_init(&s->remote, pid) < 0) {
         snprintf(err, errlen, "out of memory");
         spp_remote_free(&s->remote);
+        free(s->stack_pages);
         free(s->tids);
         free(s);
         return NULL;
@@ -554,6 +569,7 @@ void spp_session_close(spp_session *s)
     free(s->names);
     free(s->names_next);
     spp_remote_free(&s->remote);
+    free(s->stack_pages);
     free(s->tids);
     free(s);
 }
@@ -687,41 +703,118 @@ static int thread_idle(traced *t)
     return p && p[1] == ' ' && p[2] != 'R';
 }
 
-/* Walks one thread's frames into st. A running thread (--nonblocking) can
- * change its frames while they are read: the walk counts only if the
- * thread's current frame, and what that frame links to, are the same
- * afterwards (read again, uncached: a generator re-entered in between has
- * the same frame but was unlinked meanwhile); otherwise it is tried again,
- * and given up (SPP_ETORN) after a few tries. This narrows the race, it
- * cannot close it: a frame linked and unlinked faster than two reads apart
- * can look the same both times. */
+/* The pages a thread's stack was read from at the last sample, by thread
+ * state: the next snapshot of that thread starts from them. */
+static spp_stack_pages *pages_of(spp_session *s, uint64_t tstate)
+{
+    spp_stack_pages *oldest = &s->stack_pages[0];
+    for (int i = 0; i < STACK_PAGES_THREADS; i++) {
+        if (s->stack_pages[i].tstate == tstate)
+            return &s->stack_pages[i];
+        if (s->stack_pages[i].used < oldest->used)
+            oldest = &s->stack_pages[i];
+    }
+    oldest->tstate = tstate;
+    oldest->n = 0;
+    return oldest;
+}
+
+static int by_address(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Orders the pages the walk read for the next snapshot of the thread:
+ * first those that say where its stack is (the thread state: read first
+ * by the walk), then the pages of its frames in address order, then the
+ * rest (code objects, which a running thread does not change). A frame
+ * read long after the pointer to it may have returned and its place been
+ * taken (a view torn by the copy); the frames right after the pointer, and
+ * callers (below their callees) before callees, keep that window short. */
+static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
+                        const uint64_t *addrs, int nframes)
+{
+    uint64_t frames[2 * SPP_CLI_MAX_DEPTH], log[SPP_SNAP_PAGES];
+    int nf = 0, nlog = spp_remote_logged(remote, log);
+    for (int i = 0; i < nframes; i++) {
+        frames[nf++] = addrs[i] & ~(uint64_t)4095;
+        frames[nf++] = (addrs[i] + 127) & ~(uint64_t)4095; /* the fields read lie in its first 128 bytes */
+    }
+    qsort(frames, (size_t)nf, sizeof(*frames), by_address);
+    if (head > nlog)
+        head = nlog;
+    int n = 0;
+    for (int i = 0; i < head; i++)
+        k->pages[n++] = log[i];
+    qsort(log + head, (size_t)(nlog - head), sizeof(*log), by_address);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = head; i < nlog; i++) {
+            int is_frame = bsearch(&log[i], frames, (size_t)nf, sizeof(*frames), by_address) != NULL;
+            if (is_frame == !pass)
+                k->pages[n++] = log[i];
+        }
+    k->n = n;
+}
+
+/* Walks one thread's frames into st.
+ *
+ * A running thread (--nonblocking) changes its frames while they are read,
+ * so its stack is read from a snapshot: every page the walk needs (the
+ * thread state, the frames, the code objects), read together in one
+ * system call, and the walk counts only if it found all it read in that
+ * snapshot; otherwise the pages it did read make the next snapshot. What a
+ * clean walk shows is the thread's stack as those pages held it, copied a
+ * few microseconds apart at most, not the frames one read apart each (a
+ * frame read after its caller's call returned and its place was taken by
+ * another call would be shown under a caller it never had). Given up
+ * (SPP_ETORN) after a few snapshots, or when the walk finds the frames
+ * inconsistent in all of them. This narrows the race to the copy itself;
+ * it cannot close it. */
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;
     st->truncated = 0;
-    for (int attempt = 0;; attempt++) {
-        if (!th->frame)
-            return 0;
-        uint64_t link = 0, link_after = 0;
-        /* read through the page cache: the walk sees this same value */
-        spp_read(&s->reader, th->frame + (uint64_t)o->frame_previous, &link, sizeof(link));
-        int n = spp_walk(o, &s->reader, th->frame, th->below,
-                         s->nonblocking ? SPP_WALK_RUNNING : 0, s->target.code_type, st->frames,
-                         st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
-        if (!s->nonblocking)
-            return n;
+    if (!s->nonblocking)
+        return th->frame ? spp_walk(o, &s->reader, th->frame, th->below, 0, s->target.code_type,
+                                    st->frames, st->entries, st->addrs, SPP_CLI_MAX_DEPTH,
+                                    &st->truncated)
+                         : 0;
+    spp_stack_pages *known = pages_of(s, th->tstate);
+    known->used = ++s->stack_pages_clock;
+    int n = SPP_ETORN;
+    for (int attempt = 0; attempt < SNAPSHOT_TRIES; attempt++) {
+        if (known->n)
+            spp_remote_snapshot(&s->remote, known->pages, known->n);
+        spp_remote_log_begin(&s->remote);
         uint64_t frame, below;
-        spp_remote_next(&s->remote);
-        if (spp_thread_frame(o, &s->reader, th->tstate, &frame, &below) < 0)
-            return SPP_ETORN;
-        spp_read(&s->reader, frame + (uint64_t)o->frame_previous, &link_after, sizeof(link_after));
-        if (frame == th->frame && below == th->below && link == link_after)
+        int found = spp_thread_frame(o, &s->reader, th->tstate, &frame, &below);
+        int head = spp_remote_nlogged(&s->remote);
+        if (found < 0) {
+            n = SPP_ETORN;
+        } else if (!frame) {
+            n = 0;
+        } else {
+            n = spp_walk(o, &s->reader, frame, below, SPP_WALK_RUNNING, s->target.code_type,
+                         st->frames, st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
+        }
+        int clean = spp_remote_snapshot_clean(&s->remote);
+        /* After a failed try the next snapshot holds the pages of this one
+         * too: a walk cut short by a frame caught being left read fewer
+         * pages than the stack needs (frame objects, 3.9 and 3.10, are
+         * anywhere on the heap). */
+        if (!clean || n < 0)
+            spp_remote_log_pages(&s->remote, known->pages, known->n);
+        order_pages(known, &s->remote, head, st->addrs, n > 0 ? n : 0);
+        spp_remote_snapshot_end(&s->remote);
+        if (clean && n >= 0) {
+            th->frame = frame;
+            th->below = below;
             return n;
-        if (attempt == 3)
-            return SPP_ETORN;
-        th->frame = frame;
-        th->below = below;
+        }
+        st->truncated = 0;
     }
+    return SPP_ETORN;
 }
 
 int spp_session_want_names(spp_session *s)

@@ -23,13 +23,117 @@ int spp_remote_init(spp_remote *r, pid_t pid)
     r->pid = pid;
     r->gen = 1;
     r->pages = calloc(SPP_REMOTE_PAGES, sizeof(spp_remote_page));
-    return r->pages ? SPP_OK : SPP_ENOMEM;
+    r->snap.data = malloc(SPP_SNAP_PAGES * sizeof(*r->snap.data));
+    if (!r->pages || !r->snap.data) {
+        spp_remote_free(r);
+        return SPP_ENOMEM;
+    }
+    return SPP_OK;
 }
 
 void spp_remote_free(spp_remote *r)
 {
     free(r->pages);
+    free(r->snap.data);
     r->pages = NULL;
+    r->snap.data = NULL;
+}
+
+/* Open addressing over page numbers: -1 ends a probe. */
+static unsigned slot_of(uint64_t page) { return (unsigned)((page >> 12) * 0x9e3779b97f4a7c15ull >> 56); }
+
+static int table_find(const int16_t *table, const uint64_t *keys, uint64_t page)
+{
+    for (unsigned i = slot_of(page), k = 0; k < SPP_SNAP_SLOTS; i = (i + 1) & (SPP_SNAP_SLOTS - 1), k++) {
+        if (table[i] < 0)
+            return -1;
+        if (keys[table[i]] == page)
+            return table[i];
+    }
+    return -1;
+}
+
+static void table_add(int16_t *table, uint64_t page, int index)
+{
+    unsigned i = slot_of(page);
+    while (table[i] >= 0)
+        i = (i + 1) & (SPP_SNAP_SLOTS - 1);
+    table[i] = (int16_t)index;
+}
+
+static void log_page(spp_snapshot *sn, uint64_t page)
+{
+    if (table_find(sn->logslot, sn->log, page) >= 0)
+        return;
+    if (sn->nlog == SPP_SNAP_PAGES) {
+        sn->missed++; /* more than a snapshot can hold */
+        return;
+    }
+    sn->log[sn->nlog] = page;
+    table_add(sn->logslot, page, sn->nlog++);
+}
+
+void spp_remote_log_begin(spp_remote *r)
+{
+    r->snap.logging = 1;
+    r->snap.nlog = 0;
+    r->snap.missed = 0;
+    memset(r->snap.logslot, 0xff, sizeof(r->snap.logslot));
+}
+
+void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n)
+{
+    for (int i = 0; i < n; i++)
+        log_page(&r->snap, pages[i]);
+}
+
+int spp_remote_nlogged(const spp_remote *r) { return r->snap.nlog; }
+
+int spp_remote_logged(const spp_remote *r, uint64_t *pages)
+{
+    memcpy(pages, r->snap.log, (size_t)r->snap.nlog * sizeof(*pages));
+    return r->snap.nlog;
+}
+
+int spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
+{
+    spp_snapshot *sn = &r->snap;
+    struct iovec local[SPP_SNAP_PAGES], remote[SPP_SNAP_PAGES];
+    if (n > SPP_SNAP_PAGES)
+        n = SPP_SNAP_PAGES;
+    memset(sn->slot, 0xff, sizeof(sn->slot));
+    sn->n = 0;
+    sn->on = 1;
+    /* One call reads them all; an unreadable page ends its call, and the
+     * rest are read by the next (a few calls at most). */
+    for (int i = 0, calls = 0; i < n && calls < 4; calls++) {
+        int k = 0;
+        for (int j = i; j < n; j++, k++) {
+            local[k].iov_base = sn->data[sn->n + k];
+            local[k].iov_len = 4096;
+            remote[k].iov_base = (void *)(uintptr_t)pages[j];
+            remote[k].iov_len = 4096;
+        }
+        ssize_t got = process_vm_readv(r->pid, local, (unsigned long)k, remote, (unsigned long)k, 0);
+        r->reads++;
+        size_t whole = got > 0 ? (size_t)got / 4096 : 0, part = got > 0 ? (size_t)got % 4096 : 0;
+        for (size_t j = 0; j < whole + (part > 0); j++) {
+            sn->addr[sn->n] = pages[i + (int)j];
+            sn->len[sn->n] = j < whole ? 4096 : (uint32_t)part;
+            table_add(sn->slot, sn->addr[sn->n], sn->n);
+            sn->n++;
+        }
+        i += (int)whole + 1; /* past the page that could not be read (or was cut short) */
+    }
+    return sn->n;
+}
+
+int spp_remote_snapshot_clean(const spp_remote *r) { return r->snap.on && r->snap.missed == 0; }
+
+void spp_remote_snapshot_end(spp_remote *r)
+{
+    r->snap.on = 0;
+    r->snap.logging = 0;
 }
 
 void spp_remote_next(spp_remote *r) { r->gen++; }
@@ -61,6 +165,8 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
         return SPP_EINVAL;
     if (n > 16384) {
         /* Large reads (line tables, long strings) bypass the cache. */
+        if (r->snap.logging)
+            r->snap.missed++;
         int rc = spp_remote_read_raw(r->pid, addr, buf, n);
         r->reads++;
         if (rc < 0)
@@ -69,11 +175,27 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
     }
     while (n > 0) {
         uint64_t page = addr & ~(uint64_t)4095, off = addr - page;
-        const spp_remote_page *p = page_for(r, page);
-        if (!p || off >= p->len)
+        const unsigned char *data;
+        uint32_t len;
+        if (r->snap.logging)
+            log_page(&r->snap, page);
+        int in_snap = r->snap.on ? table_find(r->snap.slot, r->snap.addr, page) : -1;
+        if (in_snap >= 0) {
+            data = r->snap.data[in_snap];
+            len = r->snap.len[in_snap];
+        } else {
+            if (r->snap.on)
+                r->snap.missed++;
+            const spp_remote_page *p = page_for(r, page);
+            if (!p)
+                return SPP_EINVAL;
+            data = p->data;
+            len = p->len;
+        }
+        if (off >= len)
             return SPP_EINVAL;
-        size_t take = p->len - off < n ? p->len - off : n;
-        memcpy(out, p->data + off, take);
+        size_t take = len - off < n ? len - off : n;
+        memcpy(out, data + off, take);
         out += take;
         addr += take;
         n -= take;

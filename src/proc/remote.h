@@ -9,6 +9,8 @@
 #include "../pyabi/reader.h"
 
 #define SPP_REMOTE_PAGES 256
+#define SPP_SNAP_PAGES 128   /* pages a snapshot can hold */
+#define SPP_SNAP_SLOTS 256   /* its lookup table (a power of two > SPP_SNAP_PAGES) */
 
 typedef struct spp_remote_page {
     uint64_t addr;   /* page address */
@@ -17,12 +19,32 @@ typedef struct spp_remote_page {
     unsigned char data[4096];
 } spp_remote_page;
 
+/* A snapshot: pages read together in one process_vm_readv, so that what
+ * they hold was copied within a few microseconds of each other, not one
+ * system call apart each. While one is taken, reads come from it where
+ * they can; every page read is logged, and reading one the snapshot does
+ * not hold (a miss) means the reader's view was not the snapshot's. */
+typedef struct spp_snapshot {
+    int on;                  /* reads are served from the snapshot */
+    int n;                   /* pages in it */
+    int logging;             /* pages read are logged */
+    int nlog;
+    int missed;              /* reads not served from the snapshot (or not logged: log full) */
+    uint64_t addr[SPP_SNAP_PAGES];
+    uint32_t len[SPP_SNAP_PAGES];
+    uint64_t log[SPP_SNAP_PAGES];
+    int16_t slot[SPP_SNAP_SLOTS];    /* page -> index into addr, -1 for none */
+    int16_t logslot[SPP_SNAP_SLOTS]; /* page -> index into log, -1 for none */
+    unsigned char (*data)[4096];     /* owned, SPP_SNAP_PAGES */
+} spp_snapshot;
+
 typedef struct spp_remote {
     pid_t pid;
     uint64_t gen;
     spp_remote_page *pages;  /* owned, SPP_REMOTE_PAGES */
     uint64_t reads;          /* process_vm_readv calls made */
     int last_errno;          /* of the last failed read */
+    spp_snapshot snap;
 } spp_remote;
 
 int spp_remote_init(spp_remote *r, pid_t pid);
@@ -31,6 +53,23 @@ void spp_remote_free(spp_remote *r);
 void spp_remote_next(spp_remote *r);
 /* A reader over r (r must outlive it). */
 spp_reader spp_remote_reader(spp_remote *r);
+/* Starts logging the pages read (forgetting those logged before). */
+void spp_remote_log_begin(spp_remote *r);
+/* The pages logged since spp_remote_log_begin, in the order first read;
+ * returns how many (at most SPP_SNAP_PAGES). */
+int spp_remote_logged(const spp_remote *r, uint64_t *pages);
+int spp_remote_nlogged(const spp_remote *r);
+/* Logs pages as if they had been read. */
+void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n);
+/* Reads the n pages, in the order given, in one system call, and serves
+ * reads from them until spp_remote_snapshot_end. A page that cannot be
+ * read is left out (a read of it is then a miss). Returns how many were
+ * read. */
+int spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
+/* Whether every read since spp_remote_log_begin was served from the
+ * snapshot. */
+int spp_remote_snapshot_clean(const spp_remote *r);
+void spp_remote_snapshot_end(spp_remote *r);
 /* One uncached read. Returns 0, or -errno. */
 int spp_remote_read_raw(pid_t pid, uint64_t addr, void *buf, size_t n);
 

@@ -109,8 +109,14 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
         last_was_shim = skip;
         /* A thread read while it runs can have unlinked a frame (a generator
          * that yielded) between our reading its current frame and reading
-         * that frame's link: a frame in the chain that is not running. */
-        if ((flags & SPP_WALK_RUNNING) && frame_running(o, r, frame, owner) == 0)
+         * that frame's link: a frame in the chain that is not running. The
+         * innermost frame is not running while it is being entered or left
+         * (a frame object's flag is set after it becomes the thread's
+         * frame, and cleared before it stops being it; a generator yielding
+         * says so before it unlinks itself), and is its stack then, as long
+         * as it still links to a caller. */
+        if ((flags & SPP_WALK_RUNNING) && frame_running(o, r, frame, owner) == 0 &&
+            (steps > 0 || !prev))
             return SPP_ETORN;
         if (o->frame_is_entry >= 0) {
             uint8_t entry = 0;
