@@ -502,6 +502,7 @@ spp_session *spp_session_open(pid_t pid, int nonblocking, int *why, char *err, s
         return NULL;
     }
     s->reader = spp_remote_reader(&s->remote);
+    spp_remote_prefetch(&s->remote, 1);
     if (!nonblocking) {
         if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)SEIZE_OPTIONS) < 0) {
             int e = errno;

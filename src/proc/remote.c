@@ -39,6 +39,9 @@ void spp_remote_free(spp_remote *r)
     r->snap.data = NULL;
 }
 
+static void read_pages(spp_remote *r, const uint64_t *pages, unsigned char *const *bufs, int n,
+                       void (*took)(void *ctx, int i, uint32_t len), void *ctx);
+
 /* Open addressing over page numbers: -1 ends a probe. */
 static unsigned slot_of(uint64_t page) { return (unsigned)((page >> 12) * 0x9e3779b97f4a7c15ull >> 56); }
 
@@ -95,37 +98,36 @@ int spp_remote_logged(const spp_remote *r, uint64_t *pages)
     return r->snap.nlog;
 }
 
-int spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
+typedef struct snapped {
+    spp_snapshot *sn;
+    const uint64_t *pages;
+} snapped;
+
+static void took_snapped(void *ctx, int i, uint32_t len)
+{
+    snapped *sp = ctx;
+    spp_snapshot *sn = sp->sn;
+    /* (pages are read in order: page i went to buffer i) */
+    sn->addr[i] = sp->pages[i];
+    sn->len[i] = len;
+    table_add(sn->slot, sp->pages[i], i);
+}
+
+void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
 {
     spp_snapshot *sn = &r->snap;
-    struct iovec local[SPP_SNAP_PAGES], remote[SPP_SNAP_PAGES];
+    unsigned char *bufs[SPP_SNAP_PAGES];
     if (n > SPP_SNAP_PAGES)
         n = SPP_SNAP_PAGES;
     memset(sn->slot, 0xff, sizeof(sn->slot));
-    sn->n = 0;
-    sn->on = 1;
-    /* One call reads them all; an unreadable page ends its call, and the
-     * rest are read by the next (a few calls at most). */
-    for (int i = 0, calls = 0; i < n && calls < 4; calls++) {
-        int k = 0;
-        for (int j = i; j < n; j++, k++) {
-            local[k].iov_base = sn->data[sn->n + k];
-            local[k].iov_len = 4096;
-            remote[k].iov_base = (void *)(uintptr_t)pages[j];
-            remote[k].iov_len = 4096;
-        }
-        ssize_t got = process_vm_readv(r->pid, local, (unsigned long)k, remote, (unsigned long)k, 0);
-        r->reads++;
-        size_t whole = got > 0 ? (size_t)got / 4096 : 0, part = got > 0 ? (size_t)got % 4096 : 0;
-        for (size_t j = 0; j < whole + (part > 0); j++) {
-            sn->addr[sn->n] = pages[i + (int)j];
-            sn->len[sn->n] = j < whole ? 4096 : (uint32_t)part;
-            table_add(sn->slot, sn->addr[sn->n], sn->n);
-            sn->n++;
-        }
-        i += (int)whole + 1; /* past the page that could not be read (or was cut short) */
+    for (int i = 0; i < n; i++) {
+        bufs[i] = sn->data[i];
+        sn->len[i] = 0;
     }
-    return sn->n;
+    sn->n = n;
+    sn->on = 1;
+    snapped sp = {sn, pages};
+    read_pages(r, pages, bufs, n, took_snapped, &sp);
 }
 
 int spp_remote_snapshot_clean(const spp_remote *r) { return r->snap.on && r->snap.missed == 0; }
@@ -136,24 +138,102 @@ void spp_remote_snapshot_end(spp_remote *r)
     r->snap.logging = 0;
 }
 
-void spp_remote_next(spp_remote *r) { r->gen++; }
+static spp_remote_page *slot_for(spp_remote *r, uint64_t page)
+{
+    return &r->pages[(page >> 12) & (SPP_REMOTE_PAGES - 1)];
+}
+
+/* Reads n pages into buffers in as few process_vm_readv calls as it can: one,
+ * unless a page cannot be read, which ends a call (the rest go to the next;
+ * four calls at most). Calls took(ctx, i, len) for each page i read. */
+static void read_pages(spp_remote *r, const uint64_t *pages, unsigned char *const *bufs, int n,
+                       void (*took)(void *ctx, int i, uint32_t len), void *ctx)
+{
+    struct iovec local[SPP_SNAP_PAGES], remote[SPP_SNAP_PAGES];
+    if (n > SPP_SNAP_PAGES)
+        n = SPP_SNAP_PAGES;
+    for (int i = 0, calls = 0; i < n && calls < 4; calls++) {
+        int k = 0;
+        for (int j = i; j < n; j++, k++) {
+            local[k].iov_base = bufs[j];
+            local[k].iov_len = 4096;
+            remote[k].iov_base = (void *)(uintptr_t)pages[j];
+            remote[k].iov_len = 4096;
+        }
+        ssize_t got = process_vm_readv(r->pid, local, (unsigned long)k, remote, (unsigned long)k, 0);
+        r->reads++;
+        size_t whole = got > 0 ? (size_t)got / 4096 : 0, part = got > 0 ? (size_t)got % 4096 : 0;
+        for (size_t j = 0; j < whole + (part > 0); j++)
+            took(ctx, i + (int)j, j < whole ? 4096 : (uint32_t)part);
+        i += (int)whole + 1; /* past the page that could not be read (or was cut short) */
+    }
+}
+
+typedef struct prefetched {
+    spp_remote *r;
+    const uint64_t *pages;
+} prefetched;
+
+static void took_cached(void *ctx, int i, uint32_t len)
+{
+    prefetched *pf = ctx;
+    spp_remote_page *p = slot_for(pf->r, pf->pages[i]);
+    p->addr = pf->pages[i];
+    p->gen = pf->r->gen;
+    p->len = len;
+    p->used = 0;
+}
+
+void spp_remote_next(spp_remote *r)
+{
+    r->gen++;
+    if (!r->prefetch || !r->nused)
+        return;
+    /* One page a cache slot (pages listed were in distinct slots unless one
+     * took another's place since: the later one is kept). */
+    uint64_t pages[SPP_SNAP_PAGES];
+    unsigned char *bufs[SPP_SNAP_PAGES];
+    int n = 0;
+    for (int i = r->nused - 1; i >= 0; i--) {
+        spp_remote_page *p = slot_for(r, r->used[i]);
+        if (p->used == r->gen)
+            continue;
+        p->used = r->gen; /* (taken: cleared when read) */
+        pages[n] = r->used[i];
+        bufs[n++] = p->data;
+    }
+    r->nused = 0;
+    prefetched pf = {r, pages};
+    read_pages(r, pages, bufs, n, took_cached, &pf);
+}
+
+void spp_remote_prefetch(spp_remote *r, int on)
+{
+    r->prefetch = on;
+    r->nused = 0;
+}
 
 static const spp_remote_page *page_for(spp_remote *r, uint64_t page)
 {
-    spp_remote_page *p = &r->pages[(page >> 12) & (SPP_REMOTE_PAGES - 1)];
-    if (p->gen == r->gen && p->addr == page)
-        return p;
-    struct iovec local = {p->data, sizeof(p->data)}, remote = {(void *)(uintptr_t)page, 4096};
-    ssize_t got = process_vm_readv(r->pid, &local, 1, &remote, 1, 0);
-    r->reads++;
-    if (got <= 0) {
-        r->last_errno = got < 0 ? errno : EFAULT;
-        p->gen = 0;
-        return NULL;
+    spp_remote_page *p = slot_for(r, page);
+    if (p->gen != r->gen || p->addr != page) {
+        struct iovec local = {p->data, sizeof(p->data)}, remote = {(void *)(uintptr_t)page, 4096};
+        ssize_t got = process_vm_readv(r->pid, &local, 1, &remote, 1, 0);
+        r->reads++;
+        if (got <= 0) {
+            r->last_errno = got < 0 ? errno : EFAULT;
+            p->gen = 0;
+            return NULL;
+        }
+        p->addr = page;
+        p->gen = r->gen;
+        p->len = (uint32_t)got;
+        p->used = 0;
     }
-    p->addr = page;
-    p->gen = r->gen;
-    p->len = (uint32_t)got;
+    if (r->prefetch && p->used != r->gen && r->nused < SPP_SNAP_PAGES) {
+        p->used = r->gen;
+        r->used[r->nused++] = page;
+    }
     return p;
 }
 

@@ -16,6 +16,7 @@ typedef struct spp_remote_page {
     uint64_t addr;   /* page address */
     uint64_t gen;    /* valid while equal to the reader's gen */
     uint32_t len;    /* bytes readable from addr (a page may be cut short) */
+    uint64_t used;   /* the gen it was last listed for prefetching in */
     unsigned char data[4096];
 } spp_remote_page;
 
@@ -45,12 +46,21 @@ typedef struct spp_remote {
     uint64_t reads;          /* process_vm_readv calls made */
     int last_errno;          /* of the last failed read */
     spp_snapshot snap;
+    /* spp_remote_prefetch: the cached pages read since spp_remote_next, to
+     * be read together by the next one. */
+    int prefetch;
+    int nused;
+    uint64_t used[SPP_SNAP_PAGES];
 } spp_remote;
 
 int spp_remote_init(spp_remote *r, pid_t pid);
 void spp_remote_free(spp_remote *r);
-/* Forgets cached pages: the target may have changed since. */
+/* Forgets cached pages: the target may have changed since. With
+ * prefetching on, the pages read since the last call are read again at
+ * once, in one system call (a sample mostly reads the pages the last one
+ * did). */
 void spp_remote_next(spp_remote *r);
+void spp_remote_prefetch(spp_remote *r, int on);
 /* A reader over r (r must outlive it). */
 spp_reader spp_remote_reader(spp_remote *r);
 /* Starts logging the pages read (forgetting those logged before). */
@@ -61,11 +71,10 @@ int spp_remote_logged(const spp_remote *r, uint64_t *pages);
 int spp_remote_nlogged(const spp_remote *r);
 /* Logs pages as if they had been read. */
 void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n);
-/* Reads the n pages, in the order given, in one system call, and serves
- * reads from them until spp_remote_snapshot_end. A page that cannot be
- * read is left out (a read of it is then a miss). Returns how many were
- * read. */
-int spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
+/* Reads the n pages (at most SPP_SNAP_PAGES), in the order given, in one
+ * system call, and serves reads from them until spp_remote_snapshot_end. A
+ * page that cannot be read is left out (a read of it is then a miss). */
+void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
 /* Whether every read since spp_remote_log_begin was served from the
  * snapshot. */
 int spp_remote_snapshot_clean(const spp_remote *r);
