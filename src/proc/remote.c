@@ -17,18 +17,19 @@ int spp_remote_read_raw(pid_t pid, uint64_t addr, void *buf, size_t n)
     return (size_t)got == n ? 0 : -EFAULT;
 }
 
+_Static_assert((SPP_SNAP_SLOTS & (SPP_SNAP_SLOTS - 1)) == 0 && SPP_SNAP_SLOTS > SPP_SNAP_PAGES &&
+                   SPP_SNAP_PAGES <= 32767,
+               "snapshot tables: a power of two of int16_t slots, never full");
+
 int spp_remote_init(spp_remote *r, pid_t pid)
 {
     memset(r, 0, sizeof(*r));
     r->pid = pid;
     r->gen = 1;
+    memset(r->snap.slot, 0xff, sizeof(r->snap.slot));
+    memset(r->snap.logslot, 0xff, sizeof(r->snap.logslot));
     r->pages = calloc(SPP_REMOTE_PAGES, sizeof(spp_remote_page));
-    r->snap.data = malloc(SPP_SNAP_PAGES * sizeof(*r->snap.data));
-    if (!r->pages || !r->snap.data) {
-        spp_remote_free(r);
-        return SPP_ENOMEM;
-    }
-    return SPP_OK;
+    return r->pages ? SPP_OK : SPP_ENOMEM;
 }
 
 void spp_remote_free(spp_remote *r)
@@ -43,7 +44,10 @@ static void read_pages(spp_remote *r, const uint64_t *pages, unsigned char *cons
                        void (*took)(void *ctx, int i, uint32_t len), void *ctx);
 
 /* Open addressing over page numbers: -1 ends a probe. */
-static unsigned slot_of(uint64_t page) { return (unsigned)((page >> 12) * 0x9e3779b97f4a7c15ull >> 56); }
+static unsigned slot_of(uint64_t page)
+{
+    return (unsigned)((page >> 12) * 0x9e3779b97f4a7c15ull >> 40) & (SPP_SNAP_SLOTS - 1);
+}
 
 static int table_find(const int16_t *table, const uint64_t *keys, uint64_t page)
 {
@@ -64,16 +68,16 @@ static void table_add(int16_t *table, uint64_t page, int index)
     table[i] = (int16_t)index;
 }
 
-static void log_page(spp_snapshot *sn, uint64_t page)
+/* -1 when the log is full. */
+static int log_page(spp_snapshot *sn, uint64_t page)
 {
     if (table_find(sn->logslot, sn->log, page) >= 0)
-        return;
-    if (sn->nlog == SPP_SNAP_PAGES) {
-        sn->missed++; /* more than a snapshot can hold */
-        return;
-    }
+        return 0;
+    if (sn->nlog == SPP_SNAP_PAGES)
+        return -1;
     sn->log[sn->nlog] = page;
     table_add(sn->logslot, page, sn->nlog++);
+    return 0;
 }
 
 void spp_remote_log_begin(spp_remote *r)
@@ -87,7 +91,8 @@ void spp_remote_log_begin(spp_remote *r)
 void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n)
 {
     for (int i = 0; i < n; i++)
-        log_page(&r->snap, pages[i]);
+        if (r->snap.on && table_find(r->snap.slot, r->snap.addr, pages[i]) >= 0)
+            log_page(&r->snap, pages[i]);
 }
 
 int spp_remote_nlogged(const spp_remote *r) { return r->snap.nlog; }
@@ -117,8 +122,10 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
 {
     spp_snapshot *sn = &r->snap;
     unsigned char *bufs[SPP_SNAP_PAGES];
-    if (n > SPP_SNAP_PAGES)
-        n = SPP_SNAP_PAGES;
+    if (!sn->data)
+        sn->data = malloc(SPP_SNAP_PAGES * sizeof(*sn->data));
+    if (n > SPP_SNAP_PAGES || !sn->data)
+        n = sn->data ? SPP_SNAP_PAGES : 0; /* (out of memory: every read a miss) */
     memset(sn->slot, 0xff, sizeof(sn->slot));
     for (int i = 0; i < n; i++) {
         bufs[i] = sn->data[i];
@@ -162,6 +169,8 @@ static void read_pages(spp_remote *r, const uint64_t *pages, unsigned char *cons
         }
         ssize_t got = process_vm_readv(r->pid, local, (unsigned long)k, remote, (unsigned long)k, 0);
         r->reads++;
+        if (got < (ssize_t)k * 4096)
+            r->last_errno = got < 0 ? errno : EFAULT;
         size_t whole = got > 0 ? (size_t)got / 4096 : 0, part = got > 0 ? (size_t)got % 4096 : 0;
         for (size_t j = 0; j < whole + (part > 0); j++)
             took(ctx, i + (int)j, j < whole ? 4096 : (uint32_t)part);
@@ -257,21 +266,24 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
         uint64_t page = addr & ~(uint64_t)4095, off = addr - page;
         const unsigned char *data;
         uint32_t len;
-        if (r->snap.logging)
-            log_page(&r->snap, page);
         int in_snap = r->snap.on ? table_find(r->snap.slot, r->snap.addr, page) : -1;
         if (in_snap >= 0) {
             data = r->snap.data[in_snap];
             len = r->snap.len[in_snap];
         } else {
-            if (r->snap.on)
-                r->snap.missed++;
+            /* A page that cannot be read is not logged, nor a miss: the
+             * reader stops there as it would have in the snapshot. */
             const spp_remote_page *p = page_for(r, page);
             if (!p)
                 return SPP_EINVAL;
+            r->snap.missed += r->snap.on;
             data = p->data;
             len = p->len;
         }
+        /* A walk needing more pages than a snapshot holds ends there (cut
+         * short, as a stack deeper than the walker's cap is). */
+        if (r->snap.logging && log_page(&r->snap, page) < 0)
+            return SPP_EINVAL;
         if (off >= len)
             return SPP_EINVAL;
         size_t take = len - off < n ? len - off : n;

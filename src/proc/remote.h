@@ -9,34 +9,37 @@
 #include "../pyabi/reader.h"
 
 #define SPP_REMOTE_PAGES 256
-#define SPP_SNAP_PAGES 128   /* pages a snapshot can hold */
-#define SPP_SNAP_SLOTS 256   /* its lookup table (a power of two > SPP_SNAP_PAGES) */
+#define SPP_SNAP_PAGES 256   /* pages a snapshot can hold */
+#define SPP_SNAP_SLOTS 512   /* its lookup tables: a power of two > SPP_SNAP_PAGES */
 
 typedef struct spp_remote_page {
     uint64_t addr;   /* page address */
     uint64_t gen;    /* valid while equal to the reader's gen */
     uint32_t len;    /* bytes readable from addr (a page may be cut short) */
-    uint64_t used;   /* the gen it was last listed for prefetching in */
+    uint64_t used;   /* the gen it was last listed for prefetching in (or taken
+                      * for a prefetch: reset when read) */
     unsigned char data[4096];
 } spp_remote_page;
 
-/* A snapshot: pages read together in one process_vm_readv, so that what
- * they hold was copied within a few microseconds of each other, not one
- * system call apart each. While one is taken, reads come from it where
- * they can; every page read is logged, and reading one the snapshot does
- * not hold (a miss) means the reader's view was not the snapshot's. */
+/* A snapshot: pages read together in one process_vm_readv (more only when
+ * one cannot be read), so that what they hold was usually copied within a
+ * few microseconds of each other (the kernel copies them one at a time, and
+ * can be preempted in between), not one system call apart each. While one
+ * is taken, reads come from it where they can; every page read is logged,
+ * and reading a page the snapshot does not hold (a miss) means the
+ * reader's view was not the snapshot's alone. */
 typedef struct spp_snapshot {
     int on;                  /* reads are served from the snapshot */
     int n;                   /* pages in it */
     int logging;             /* pages read are logged */
     int nlog;
-    int missed;              /* reads not served from the snapshot (or not logged: log full) */
+    int missed;              /* reads not served from the snapshot */
     uint64_t addr[SPP_SNAP_PAGES];
     uint32_t len[SPP_SNAP_PAGES];
     uint64_t log[SPP_SNAP_PAGES];
     int16_t slot[SPP_SNAP_SLOTS];    /* page -> index into addr, -1 for none */
     int16_t logslot[SPP_SNAP_SLOTS]; /* page -> index into log, -1 for none */
-    unsigned char (*data)[4096];     /* owned, SPP_SNAP_PAGES */
+    unsigned char (*data)[4096];     /* owned, SPP_SNAP_PAGES (allocated by the first snapshot) */
 } spp_snapshot;
 
 typedef struct spp_remote {
@@ -63,17 +66,20 @@ void spp_remote_next(spp_remote *r);
 void spp_remote_prefetch(spp_remote *r, int on);
 /* A reader over r (r must outlive it). */
 spp_reader spp_remote_reader(spp_remote *r);
-/* Starts logging the pages read (forgetting those logged before). */
+/* Starts logging the pages read (forgetting those logged before). A read
+ * that would log more than SPP_SNAP_PAGES fails. Pages that cannot be read
+ * are not logged. */
 void spp_remote_log_begin(spp_remote *r);
 /* The pages logged since spp_remote_log_begin, in the order first read;
  * returns how many (at most SPP_SNAP_PAGES). */
 int spp_remote_logged(const spp_remote *r, uint64_t *pages);
 int spp_remote_nlogged(const spp_remote *r);
-/* Logs pages as if they had been read. */
+/* Logs those of the pages that the snapshot holds, as if read. */
 void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n);
 /* Reads the n pages (at most SPP_SNAP_PAGES), in the order given, in one
- * system call, and serves reads from them until spp_remote_snapshot_end. A
- * page that cannot be read is left out (a read of it is then a miss). */
+ * system call (a page that cannot be read ends a call: the rest are read by
+ * the next, four calls at most, and any left then are left out), and
+ * serves reads from them until spp_remote_snapshot_end. */
 void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
 /* Whether every read since spp_remote_log_begin was served from the
  * snapshot. */

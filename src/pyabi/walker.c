@@ -10,6 +10,10 @@
 #define MAX_STR_CHARS 4096          /* longer names are truncated */
 #define MAX_LINETABLE (1u << 20)    /* bytes; larger tables are implausible */
 
+/* spp_walk's own flag: walking from a caller's frame (below), which must
+ * be running too. */
+#define WALK_FROM_CALLER 0x100
+
 static int read_ptr(const spp_reader *r, uint64_t addr, uint64_t *out)
 {
     return spp_read(r, addr, out, sizeof(*out));
@@ -116,7 +120,7 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
          * says so before it unlinks itself), and is its stack then, as long
          * as it still links to a caller. */
         if ((flags & SPP_WALK_RUNNING) && frame_running(o, r, frame, owner) == 0 &&
-            (steps > 0 || !prev))
+            (steps > 0 || !prev || (flags & WALK_FROM_CALLER)))
             return SPP_ETORN;
         if (o->frame_is_entry >= 0) {
             uint8_t entry = 0;
@@ -167,8 +171,8 @@ torn:
     /* The innermost eval-loop call was caught linking itself in: the
      * thread is still in C code called from the calling loop's frame, so
      * that frame's chain is its stack. */
-    return spp_walk(o, r, below, SPP_ANY_FRAME, flags, code_type, out, entries, addrs, cap,
-                    truncated);
+    return spp_walk(o, r, below, SPP_ANY_FRAME, flags | WALK_FROM_CALLER, code_type, out, entries,
+                    addrs, cap, truncated);
 }
 
 static void put_utf8(char *buf, size_t *len, size_t cap, uint32_t cp, int *full)

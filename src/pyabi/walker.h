@@ -47,15 +47,17 @@ int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstat
  * not lead there, the innermost eval-loop call was caught linking itself in
  * and the stack is walked from below instead. Returns SPP_ETORN when a whole
  * chain was read but is not a stack (a 3.12+ chain that does not start with
- * a shim frame, or with SPP_WALK_RUNNING a frame that is not running).
+ * a shim frame, or with SPP_WALK_RUNNING a caller that is not running).
  * Async-signal-safe (recursion depth at most one). */
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
              int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs,
              int cap, int *truncated);
 
 /* spp_walk flag: the thread runs while it is read (not stopped, not the
- * caller): every frame in the chain must say it is running. (A stopped
- * thread can legitimately be between marking a frame and linking it.) */
+ * caller): every frame in the chain but the innermost must say it is
+ * running (the innermost may be being entered or left, as long as it links
+ * to a caller). (A stopped thread can legitimately be between marking a
+ * frame and linking it.) */
 #define SPP_WALK_RUNNING 1
 
 /* What a code object says about itself. Strings are owned (malloc'd). */
