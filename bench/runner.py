@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from bench import common  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = os.path.join(HERE, "workloads.py")
+STARVED_S = 30  # an out-of-process profiler still running its target after this is stopped
 SETTLE = 1.0  # seconds between starting the profiler and go: attach, first samples
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TIME = "/usr/bin/time"
@@ -177,8 +179,26 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
     go = "go" if not variant.inproc else "go %s %s %s" % (variant.inproc[0], variant.inproc[1], out)
     target.stdin.write(go + "\n")
     target.stdin.flush()
+    # A profiler pausing its target back to back can starve it (py-spy at 10
+    # kHz, spprof at 20 kHz before it kept the target running between
+    # pauses): after STARVED_S it is stopped with SIGINT, as a user would,
+    # the target finishes, and the run counts with the wall time it took.
+    starved = []
+    guard = None
+    if prof:
+        def stop_profiler():
+            try:
+                with open("/proc/%d/task/%d/children" % (prof.pid, prof.pid)) as f:
+                    os.kill(int(f.read().split()[0]), signal.SIGINT)
+                starved.append(True)
+            except (OSError, IndexError, ValueError):
+                pass
+        guard = threading.Timer(STARVED_S, stop_profiler)
+        guard.start()
     line = target.stdout.readline()
     target.wait()
+    if guard:
+        guard.cancel()
     res = json.loads(line) if line.strip() else {"wall": float("nan"), "cpu": float("nan")}
     if variant.inproc:
         total, work, funcs = count_samples(out, watch=watch)
@@ -202,7 +222,8 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
         # (wait4 of time: the profiler's CPU and time's own, which is nil)
         res.update(samples=total, work_samples=work, funcs=funcs, prof_cpu=ru.ru_utime + ru.ru_stime - cpu0,
                    rss_mb=rss_kb / 1024, obtained=work / (variant.rate * wall),
-                   late=int(m.group(1)) / (variant.rate * wall) if m else None, behind="behind" in stderr)
+                   late=int(m.group(1)) / (variant.rate * wall) if m else None, behind="behind" in stderr,
+                   starved=bool(starved))
         if work == 0:
             print("  warning: %s wrote no samples of the work (exit status %d): %s" % (
                 variant.name, status, stderr.strip()[-300:]), file=sys.stderr)
@@ -213,9 +234,13 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
 def lag(runs):
     """What a tool says of its own lag over some runs: spprof counts samples
     taken more than half a period late (median share of those asked for);
-    py-spy warns when it is more than a second behind (in how many runs)."""
+    py-spy warns when it is more than a second behind (in how many runs).
+    And in how many runs the harness had to stop a profiler that starved
+    its target."""
     late = [r["late"] for r in runs if r.get("late") is not None]
-    if late:
-        return "late %.1f %%" % (100 * common.med(late))
     behind = sum(bool(r.get("behind")) for r in runs)
-    return "behind in %d/%d" % (behind, len(runs)) if behind else ""
+    starved = sum(bool(r.get("starved")) for r in runs)
+    said = ["late %.1f %%" % (100 * common.med(late))] if late else []
+    said += ["behind in %d/%d" % (behind, len(runs))] if behind else []
+    said += ["target starved, profiler stopped after %d s in %d/%d" % (STARVED_S, starved, len(runs))] if starved else []
+    return "; ".join(said)

@@ -858,6 +858,43 @@ def test_nonblocking_keeps_its_samples_and_shows_only_stacks_the_program_had(tmp
     assert in_fib >= 0.05 * samples and leaves >= 0.05 * samples, counts
 
 
+def test_a_rate_the_machine_cannot_keep_up_does_not_stop_the_target(tmp_path):
+    """Each pause costs the target kernel time to stop and resume, and at
+    20 kHz spprof paused it back to back: the benchmark's 2 s of work had
+    had 0.5 s of CPU after 53 s. spprof now lets the target run at least
+    half as long as the last sample took before pausing it again: samples
+    come late instead (counted, and weighted by the time they stand for)."""
+    workloads = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                             "workloads.py")
+    amount = subprocess.check_output([sys.executable, workloads, "recursion", "--calibrate", "0.5"], text=True)
+    target = subprocess.Popen([sys.executable, workloads, "recursion", amount.strip()], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "p.txt"
+    prof = None
+    try:
+        assert target.stdout.readline().strip() == "ready"
+        prof = subprocess.Popen([spprof_exe(), "record", "--pid", str(target.pid), "-r", "20000", "-f", "collapsed",
+                                 "-o", str(out)], stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        t0 = time.monotonic()
+        target.stdin.write("go\n")
+        target.stdin.flush()
+        target.wait(timeout=120)
+        took = time.monotonic() - t0
+        work = json.loads(target.stdout.readline())
+        err = prof.communicate(timeout=60)[1]
+    finally:
+        for p in (target, prof):
+            if p and p.poll() is None:
+                p.kill()
+    assert prof.returncode == 0, err
+    # Paused at most two thirds of the time, plus the cost of each stop:
+    # 0.5 s of work took 1.1-1.6 s here (before: minutes).
+    assert took < 15, (took, work, err)
+    samples = int(re.search(r"\((\d+) samples", err).group(1))
+    assert samples >= 0.5 * 1000, err  # thousands a second still
+
+
 def test_runtime_found_when_the_file_is_gone(tmp_path):
     """A Python whose executable or libpython was deleted (upgraded) while it
     runs has no file to read symbols from: the runtime is found by scanning

@@ -402,6 +402,12 @@ int spp_cmd_record(const spp_cli_opts *o)
     rc.start = start;
     rc.start_real = start_real;
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
+    /* Paused threads do no work: the next pause starts no sooner than half
+     * as long as the last sample took after it ended, so that a rate the
+     * machine cannot keep up costs late samples, not a target paused back to
+     * back (at 20 kHz here, 2 s of work had had 0.5 s of CPU after 53 s: each
+     * stop and resume costs the target kernel time too). */
+    uint64_t not_before = 0;
     uint64_t seed = start ^ (uint64_t)pid ^ 0x9e3779b97f4a7c15ull;
     spp_procs_at(ps, 0)->last = start;
     int exit_status = -1;
@@ -425,8 +431,8 @@ int spp_cmd_record(const spp_cli_opts *o)
                 window_end = now + every; /* far behind: don't send a burst */
             continue;
         }
-        if (now < deadline) {
-            uint64_t until = deadline;
+        if (now < deadline || now < not_before) {
+            uint64_t until = deadline > not_before ? deadline : not_before;
             if (mark && window_end < until)
                 until = window_end;
             if (o->subprocesses && last_discovery + SPP_PROCS_DISCOVERY_NS < until)
@@ -441,6 +447,8 @@ int spp_cmd_record(const spp_cli_opts *o)
         if (spp_procs_sample(ps, threads, 256, add_snapshot, &rc) < 0)
             break; /* the target is gone */
         uint64_t when = now_ns(CLOCK_MONOTONIC);
+        if (!o->nonblocking)
+            not_before = when + (when - now) / 2;
         /* Next deadline: one period on average, jittered by up to a quarter
          * either way so that periodic work in the target is not aliased. */
         uint64_t jitter = period / 2 ? rnd(&seed) % (period / 2) : 0;
