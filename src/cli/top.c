@@ -250,7 +250,11 @@ int spp_cmd_top(const spp_cli_opts *o)
         }
         /* Wait for the next sample, reading keys meanwhile. */
         struct pollfd pfd = {0, POLLIN, 0};
+        /* (At least 1 ms: a target paused back to back makes no progress,
+         * each stop and resume costing it kernel time.) */
         int wait_ms = !ps ? 200 : (int)(period * 1000);
+        if (wait_ms < 1)
+            wait_ms = 1;
         if (poll(&pfd, raw ? 1 : 0, wait_ms) > 0) {
             char c;
             if (read(0, &c, 1) == 1) {
