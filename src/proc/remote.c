@@ -127,10 +127,8 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
     if (n > SPP_SNAP_PAGES || !sn->data)
         n = sn->data ? SPP_SNAP_PAGES : 0; /* (out of memory: every read a miss) */
     memset(sn->slot, 0xff, sizeof(sn->slot));
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         bufs[i] = sn->data[i];
-        sn->len[i] = 0;
-    }
     sn->n = n;
     sn->on = 1;
     snapped sp = {sn, pages};
@@ -226,18 +224,11 @@ static const spp_remote_page *page_for(spp_remote *r, uint64_t page)
 {
     spp_remote_page *p = slot_for(r, page);
     if (p->gen != r->gen || p->addr != page) {
-        struct iovec local = {p->data, sizeof(p->data)}, remote = {(void *)(uintptr_t)page, 4096};
-        ssize_t got = process_vm_readv(r->pid, &local, 1, &remote, 1, 0);
-        r->reads++;
-        if (got <= 0) {
-            r->last_errno = got < 0 ? errno : EFAULT;
-            p->gen = 0;
-            return NULL;
-        }
-        p->addr = page;
-        p->gen = r->gen;
-        p->len = (uint32_t)got;
-        p->used = 0;
+        unsigned char *buf = p->data;
+        prefetched pf = {r, &page};
+        read_pages(r, &page, &buf, 1, took_cached, &pf);
+        if (p->gen != r->gen || p->addr != page)
+            return NULL; /* (not read: took_cached marks a page read) */
     }
     if (r->prefetch && p->used != r->gen && r->nused < SPP_SNAP_PAGES) {
         p->used = r->gen;
