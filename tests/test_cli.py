@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import DATA, TWO_PHASES, check_chrometrace, check_two_phases, go_pprof, pprof_raw
+from conftest import (DATA, TWO_PHASES, build_c, check_chrometrace, check_two_phases, go_pprof,
+                      pprof_raw)
 
 
 def spprof_exe():
@@ -531,6 +532,40 @@ def test_target_exits_before_first_sample(tmp_path):
     assert not (tmp_path / "p.svg").exists()
     r = run(["record", "-o", tmp_path / "p.svg", "--", "/nonexistent/program"])
     assert r.returncode != 0 and "cannot run /nonexistent/program" in r.stderr, r.stderr
+
+
+def python_runtime_file():
+    """The file that holds this interpreter's runtime: its libpython if it
+    maps one, else its executable."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split(None, 5)[-1].strip()
+            if os.path.basename(path).startswith("libpython"):
+                return path
+    return os.path.realpath(sys.executable)
+
+
+def test_record_waits_while_the_loader_maps_python(tmp_path):
+    """The dynamic loader maps libpython in steps: first the whole file from
+    offset 0, then each segment at its own offset. Caught in the first state,
+    the data at _PyRuntime's address is not the runtime (for 3.13+, no
+    debug-offsets cookie); in the second the runtime is there but not
+    started. record keeps waiting through both, as it does for any program
+    not yet running Python; it used to stop at once with "Python 3.13 is not
+    supported" (seen in CI on a 3.13 target). The copy is named for 3.13 so
+    that the 3.13+ reading is taken whichever interpreter runs the test (3.11
+    and 3.12 files also say their own version, and are read by the table)."""
+    fake = tmp_path / "libpython3.13.so.1.0"
+    shutil.copy(python_runtime_file(), fake)
+    helper = build_c(tmp_path, "loading_target", ["tests/c/loading_target.c"])
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    r = run(["record", "-o", tmp_path / "p.json", "--", helper, fake, "1"], env=env)
+    assert r.stdout.split() == ["reserved", "mapped"], (r.stdout, r.stderr)
+    assert r.returncode != 0
+    assert "exited (status 0) before spprof could take a sample" in r.stderr, r.stderr
+    assert "not supported" not in r.stderr, r.stderr
+    assert not (tmp_path / "p.json").exists()
 
 
 @pytest.mark.parametrize("args,message", [

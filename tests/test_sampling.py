@@ -203,13 +203,17 @@ def test_thread_profiler_inside_a_sampled_thread_keeps_it_sampled(script):
         t = threading.Thread(target=worker)
         t.start(); t.join()
         p = spprof.stop()
-        c = {"inside": 0, "after": 0}
+        c = {"inside": 0, "after": 0, "inside_ms": 0, "after_ms": 0}
         for s in p.samples:
-            for k in c:
+            for k in ("inside", "after"):
                 if any(f.function_name == k for f in s.frames):
                     c[k] += s.count
+                    c[k + "_ms"] += s.weight_ns / 1e6
+        c["clock"] = p.clock
         print(json.dumps(c))
     """))
+    # (the sampled milliseconds and the clock are in the message for a
+    # failure's diagnosis: fewer samples at full weight means lost signals)
     assert r["inside"] > 25 and r["after"] > 25, r
 
 

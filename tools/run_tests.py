@@ -55,6 +55,9 @@ def find_pythons():
     return sorted(best.items(), key=lambda kv: (tuple(int(x) for x in re.findall(r"\d+", kv[0])), kv[0]))
 
 
+FAILURES = []  # the pytest summary line of each failed test, by interpreter
+
+
 def run(cmd, **kw):
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, **kw).returncode
@@ -102,8 +105,19 @@ def test_one(ver, python, pytest_args, sanitized_cli=None):
         env.update(sanitizer_env(sanitized_cli))
     # Run from the tests directory so that the installed package is the one
     # imported, not the source tree.
-    rc = run([vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout=600", os.path.join(ROOT, "tests"),
-              *pytest_args], cwd=os.path.join(ROOT, "tests"), env=env)
+    cmd = [vpy, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE", "--timeout=600",
+           os.path.join(ROOT, "tests"), *pytest_args]
+    print("+ " + " ".join(cmd), flush=True)
+    # Echoed as it runs; the failures' summary lines are kept to be repeated
+    # at the end, where a log cut to its tail still shows them.
+    proc = subprocess.Popen(cmd, cwd=os.path.join(ROOT, "tests"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if line.startswith(("FAILED ", "ERROR ")):
+            FAILURES.append("%s%s: %s" % (ver, " ASan" if sanitized_cli else "", line.rstrip()[:400]))
+    rc = proc.wait()
     return "pass" if rc == 0 else "FAIL (pytest exit %d)" % rc
 
 
@@ -202,6 +216,8 @@ def main():
     print("\n" + table)
     if args.update_readme:
         update_readme(table)
+    if FAILURES:
+        print("failures:\n" + "\n".join(FAILURES))
     failed = sum(1 for _, _, r, _ in results if r != "pass")
     print("\ninterpreters: %d passed, %d failed" % (len(results) - failed, failed))
     sys.exit(1 if failed else 0)

@@ -131,6 +131,15 @@ static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const 
             t->version = version;
             return SPP_TARGET_OK;
         }
+        if (((version >> 16) & 0xff) >= 13) {
+            /* Every 3.13+ runtime starts with the cookie, in the file's own
+             * data: without it, the loader has reserved the file's address
+             * range but not yet mapped its data segment there (ld.so maps
+             * a library in several steps). */
+            return fail(err, errlen, SPP_TARGET_NOT_READY,
+                        "PID %2$ld is still loading %1$s (its Python runtime is not mapped yet)",
+                        module, (long)pid);
+        }
     }
     t->version = version;
     const spp_pyoffsets *row = spp_pyoffsets_for_version(version);
@@ -308,7 +317,10 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
         return fail(err, errlen, SPP_TARGET_PERMISSION,
                     "permission denied reading the memory map of PID %s%ld", "", (long)pid);
     rc = SPP_TARGET_NOT_PYTHON;
-    /* By symbol (or, 3.13+, the PyRuntime section) first, then by scanning. */
+    /* By symbol (or, 3.13+, the PyRuntime section) first, then by scanning.
+     * A file still being loaded does not end the search: another may hold
+     * a runtime that is up. */
+    char pending[512] = "";
     for (int pass = 0; pass < 2 && rc == SPP_TARGET_NOT_PYTHON; pass++) {
         for (uint32_t i = 0; i < maps.nfiles && rc == SPP_TARGET_NOT_PYTHON; i++) {
             const spp_mapped_file *file = &maps.files[i];
@@ -363,9 +375,17 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
             rc = use_runtime(t, runtime, version, file->path, err, errlen);
             if (rc == SPP_TARGET_OK)
                 t->code_type = code_type ? code_type : find_code_type(t);
+            if (rc == SPP_TARGET_NOT_READY) {
+                snprintf(pending, sizeof(pending), "%s", err);
+                rc = SPP_TARGET_NOT_PYTHON;
+            }
         }
     }
     spp_maps_free(&maps);
+    if (rc == SPP_TARGET_NOT_PYTHON && pending[0]) {
+        snprintf(err, errlen, "%s", pending);
+        return SPP_TARGET_NOT_READY;
+    }
     if (rc != SPP_TARGET_NOT_PYTHON)
         return rc;
     char comm[64] = "?";
