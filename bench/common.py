@@ -2,6 +2,7 @@
 compare against (installed from PyPI into their own venv, never by hand),
 the spprof command built from this tree, and median/min-max formatting."""
 
+import math
 import os
 import platform
 import signal
@@ -133,6 +134,20 @@ def git_commit():
 
 def med(values):
     return statistics.median(values) if values else float("nan")
+
+
+def median_ci(values):
+    """(low, high): a distribution-free 95 % confidence interval of the
+    median, from the order statistics (the ranks n/2 -+ 0.98 sqrt(n)); with
+    fewer than 6 values it is the whole range."""
+    v = sorted(values)
+    n = len(v)
+    if n < 6:
+        return (v[0], v[-1]) if v else (float("nan"), float("nan"))
+    half = 0.98 * math.sqrt(n)
+    lo = max(0, int(math.floor(n / 2 - half)) - 1)
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))
+    return v[lo], v[hi]
 
 
 def parse(ap, quick, **values):

@@ -2,14 +2,14 @@
 """In-process overhead of spprof on a CPU-bound pure-Python workload.
 
 Method (see BENCHMARKING notes in the README): in one process, the same
-~0.2 s chunk of work runs with the profiler off and on, alternately, flipping
+~0.1 s chunk of work runs with the profiler off and on, alternately, flipping
 which goes first every pair; each chunk's wall time, thread CPU time and
 process CPU time (which includes spprof's drain thread) is compared with its
 neighbour's, and the median ratio over all pairs is reported with min-max.
 start()/stop() happen outside the timed region. Also reports the samples
 really obtained per CPU-second.
 
-    python3 -m bench overhead [--pairs 31] [--chunk 0.2] [--quick] [--write]
+    python3 -m bench overhead [--pairs 101] [--chunk 0.1] [--quick] [--write]
 
 It imports spprof: `python3 -m bench all` runs it on the bench venv's
 Python, where spprof from this tree is installed (bench/common.py).
@@ -24,7 +24,7 @@ import time
 import spprof
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import Report, parse, verdict  # noqa: E402
+from bench.common import Report, median_ci, parse, verdict  # noqa: E402
 from bench import workloads  # noqa: E402
 
 workload = workloads.chunk  # fib(18), n times
@@ -93,8 +93,8 @@ def measure(interval_ms, iterations, pairs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=31)
-    ap.add_argument("--chunk", type=float, default=0.2, help="seconds of CPU per chunk")
+    ap.add_argument("--pairs", type=int, default=101)
+    ap.add_argument("--chunk", type=float, default=0.1, help="seconds of CPU per chunk")
     args = parse(ap, "3 pairs of 0.05 s", pairs=3, chunk=0.05)
     iterations = calibrate(args.chunk)
     workload(iterations)  # warm up
@@ -106,21 +106,30 @@ def main():
 
     def fmt(values):
         med = statistics.median(values)
-        return "%+.2f %% (%+.1f..%+.1f)" % ((med - 1) * 100, (min(values) - 1) * 100, (max(values) - 1) * 100)
+        lo, hi = median_ci(values)
+        return "%+.2f %% [%+.2f..%+.2f] (%+.1f..%+.1f)" % (
+            (med - 1) * 100, (lo - 1) * 100, (hi - 1) * 100, (min(values) - 1) * 100,
+            (max(values) - 1) * 100)
 
     over = {}
     for interval in (1, 10, 100):
         ratios, rates, clock = measure(interval, iterations, args.pairs)
         floor = measure_floor(interval, iterations, args.pairs)
-        over[interval] = (statistics.median(ratios["thread_cpu"]) - 1) * 100
+        over[interval] = [(x - 1) * 100 for x in (statistics.median(ratios["thread_cpu"]),
+                                                   *median_ci(ratios["thread_cpu"]))]
         rep.p("| %d ms | %s | %.0f | %s | %s | %s | %s |" % (
             interval, clock, statistics.median(rates), fmt(ratios["wall"]),
             fmt(ratios["thread_cpu"]), fmt(ratios["process_cpu"]), fmt(floor)))
-    rep.p("\nMedian (min..max) of per-pair ratios, profiler on vs off. Floor: the kernel's cost of the clock and "
-          "signal delivery alone, measured the same way.\n")
+    rep.p("\nMedian [its 95 % confidence interval, from the order statistics] (min..max) of per-pair "
+          "ratios, profiler on vs off. Floor: the kernel's cost of the clock and signal delivery alone, "
+          "measured the same way.\n")
     for interval, limit in ((1, 2.0), (10, 1.0)):
-        rep.p("- thread CPU overhead at %d ms %+.2f %% (target ≤ %.0f %%): **%s**" % (
-            interval, over[interval], limit, verdict(over[interval] <= limit)))
+        med, lo, hi = over[interval]
+        sure = ("the interval is below the target" if hi <= limit else
+                "the interval is above the target" if lo > limit else
+                "the interval includes the target: this run cannot tell")
+        rep.p("- thread CPU overhead at %d ms %+.2f %% [%+.2f..%+.2f] (target ≤ %.0f %%; %s): **%s**" % (
+            interval, med, lo, hi, limit, sure, verdict(med <= limit)))
     rep.p("")
     rep.end(args.write)
 

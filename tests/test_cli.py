@@ -568,6 +568,32 @@ def test_record_waits_while_the_loader_maps_python(tmp_path):
     assert not (tmp_path / "p.json").exists()
 
 
+def test_record_of_a_program_that_exits_while_it_is_probed(tmp_path):
+    """A launched program that exits while spprof reads its memory map or
+    its runtime is reported as exited, with its status: not as a permission
+    problem (a read of a process that just exited fails), and at once (spprof
+    then waited 5 s for the reaped child to die, having sent SIGTERM to its
+    PID, which another process could hold by then). The helper exits within
+    0-3 ms, so the probes land before, during and after its exit."""
+    fake = tmp_path / "libpython3.13.so.1.0"
+    shutil.copy(python_runtime_file(), fake)
+    helper = build_c(tmp_path, "loading_target", ["tests/c/loading_target.c"])
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    messages = set()
+    t0 = time.monotonic()
+    runs = 40
+    for i in range(runs):
+        r = run(["record", "-o", tmp_path / "p.json", "--", helper, fake, "0.00%d" % (i % 4)], env=env)
+        assert r.returncode != 0
+        messages.add(re.sub(r"PID \d+", "PID N", r.stderr.strip()))
+    took = time.monotonic() - t0
+    assert messages == {"spprof: the program exited (status 0) before spprof could take a sample"}, messages
+    # (each run used to take 5 s; the bound is a hang check, not a speed target)
+    assert took < runs * 1.0, took
+    assert not (tmp_path / "p.json").exists()
+
+
 @pytest.mark.parametrize("args,message", [
     (["record", "--rate", "0", "--pid", "1"], "--rate must be a number from 1 to 100000, got '0'"),
     (["record", "--rate", "abc", "--pid", "1"], "--rate must be a number"),

@@ -101,6 +101,7 @@ def test_one(ver, python, pytest_args, sanitized_cli=None):
             "--no-deps", "-Csetup-args=-Dwerror=true", *(SANITIZE if sanitized_cli else []), ROOT]) != 0:
         return "build failed"
     env = dict(os.environ)
+    env["COLUMNS"] = "300"  # (pytest cuts its summary lines to the terminal's width)
     if sanitized_cli:
         env.update(sanitizer_env(sanitized_cli))
     # Run from the tests directory so that the installed package is the one

@@ -108,8 +108,10 @@ spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
         spp_session *s = spp_session_try_python(pid, nonblocking, &why, err, sizeof(err));
         if (s)
             return s;
+        /* (A launched program that exits meanwhile is reported by the
+         * waitpid above, with its status.) */
         if (why != SPP_TARGET_NOT_READY &&
-            (!launched || why != SPP_TARGET_NOT_PYTHON)) {
+            (!launched || (why != SPP_TARGET_NOT_PYTHON && why != SPP_TARGET_NO_PROCESS))) {
             spp_cli_error("%s", err);
             return NULL;
         }

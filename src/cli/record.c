@@ -188,13 +188,25 @@ static int wait_child(pid_t pid)
     }
 }
 
+/* Reaps the launched child if it has ended: 1 if it is gone (reaped now or
+ * before), 0 if it still runs. */
+static int child_gone(pid_t pid)
+{
+    pid_t w = waitpid(pid, NULL, WNOHANG);
+    return w == pid || (w < 0 && errno == ECHILD);
+}
+
 /* Ends a launched child that spprof will not profile: SIGTERM, then
- * SIGKILL if it has not gone within five seconds. */
+ * SIGKILL if it has not gone within five seconds. One already reaped (it
+ * exited while spprof waited for its interpreter) is not signalled: its PID
+ * may be another process's by now. */
 static void end_child(pid_t pid)
 {
+    if (child_gone(pid))
+        return;
     kill(pid, SIGTERM);
     for (int i = 0; i < 50; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid)
+        if (child_gone(pid))
             return;
         struct timespec nap = {0, 100000000};
         nanosleep(&nap, NULL);

@@ -108,9 +108,19 @@ static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const 
                     "permission denied reading the memory of PID %s%ld", "", (long)pid);
     unsigned char debug[SPP_DEBUG_OFFSETS_MAX];
     if (version == 0 || ((version >> 16) & 0xff) >= 13) {
-        if (spp_remote_read_raw(pid, runtime, debug, sizeof(debug)) < 0)
+        rd = spp_remote_read_raw(pid, runtime, debug, sizeof(debug));
+        if (rd == -ESRCH)
+            return fail(err, errlen, SPP_TARGET_NO_PROCESS, "PID %s%ld exited", "", (long)pid);
+        if (rd == -EPERM || rd == -EACCES)
             return fail(err, errlen, SPP_TARGET_PERMISSION,
                         "cannot read the Python runtime of PID %s%ld", "", (long)pid);
+        if (rd < 0) {
+            /* Not mapped where the file says: the memory map changed since
+             * it was read (a library being loaded, or the process exiting). */
+            return fail(err, errlen, SPP_TARGET_NOT_READY,
+                        "PID %2$ld is still loading %1$s (its Python runtime cannot be read yet)",
+                        module, (long)pid);
+        }
         if (memcmp(debug, "xdebugpy", 8) == 0) {
             uint64_t dv;
             memcpy(&dv, debug + 8, sizeof(dv));
