@@ -545,6 +545,24 @@ def python_runtime_file():
     return os.path.realpath(sys.executable)
 
 
+def data_segment_moved(path):
+    """Whether the writable PT_LOAD of an ELF file sits at another address
+    than its file offset: then a mapping of the whole file from offset 0
+    (ld.so's first step) shows the wrong bytes at its data's addresses."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, p_flags, p_offset, p_vaddr = struct.unpack_from("<IIQQ", table, i * phentsize)
+        if p_type == 1 and p_flags & 2:
+            return p_vaddr != p_offset
+    return False
+
+
 def test_record_waits_while_the_loader_maps_python(tmp_path):
     """The dynamic loader maps libpython in steps: first the whole file from
     offset 0, then each segment at its own offset. Caught in the first state,
@@ -552,10 +570,10 @@ def test_record_waits_while_the_loader_maps_python(tmp_path):
     debug-offsets cookie); in the second the runtime is there but not
     started. record keeps waiting through both, as it does for any program
     not yet running Python; it used to stop at once with "Python 3.13 is not
-    supported" (seen in CI on a 3.13 target). The copy is named for 3.13 so
-    that the 3.13+ reading is taken whichever interpreter runs the test (3.11
-    and 3.12 files also say their own version, and are read by the table)."""
-    fake = tmp_path / "libpython3.13.so.1.0"
+    supported" (seen in CI on a 3.13 target). The copy is this interpreter's
+    own runtime file: on 3.13+ the debug-offsets reading is what is tested,
+    on older ones the table's (whose runtime never shows a thread here)."""
+    fake = tmp_path / ("libpython%d.%d.so.1.0" % sys.version_info[:2])
     shutil.copy(python_runtime_file(), fake)
     helper = build_c(tmp_path, "loading_target", ["tests/c/loading_target.c"])
     env = dict(os.environ)
@@ -567,6 +585,30 @@ def test_record_waits_while_the_loader_maps_python(tmp_path):
     assert "not supported" not in r.stderr, r.stderr
     assert not (tmp_path / "p.json").exists()
 
+    # What spprof makes of each state, asked while the helper waits in it.
+    read_as_313 = sys.version_info >= (3, 13)
+    moved = data_segment_moved(fake)
+    proc = subprocess.Popen([str(helper), str(fake), "30"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().split() == ["reserved"]
+        d = run(["dump", "--pid", proc.pid])
+        if read_as_313 and moved:
+            assert d.returncode == 1 and d.stderr == (
+                "spprof: PID %d is still loading %s (its Python runtime is not mapped yet)\n" % (
+                    proc.pid, fake)), d.stderr
+        elif read_as_313:
+            # (a file whose data is at its own offset reads right already)
+            assert d.returncode == 0 and "Python v%d.%d" % sys.version_info[:2] in d.stdout, d
+        proc.send_signal(signal.SIGUSR1)  # (ends the helper's first wait)
+        assert proc.stdout.readline().split() == ["mapped"]
+        d = run(["dump", "--pid", proc.pid])
+        if read_as_313:
+            # its own runtime, mapped, not started: no thread to show
+            assert d.returncode == 0 and "Python v%d.%d" % sys.version_info[:2] in d.stdout, d
+    finally:
+        proc.kill()
+        proc.wait()
+
 
 def test_record_of_a_program_that_exits_while_it_is_probed(tmp_path):
     """A launched program that exits while spprof reads its memory map or
@@ -575,7 +617,7 @@ def test_record_of_a_program_that_exits_while_it_is_probed(tmp_path):
     then waited 5 s for the reaped child to die, having sent SIGTERM to its
     PID, which another process could hold by then). The helper exits within
     0-3 ms, so the probes land before, during and after its exit."""
-    fake = tmp_path / "libpython3.13.so.1.0"
+    fake = tmp_path / ("libpython%d.%d.so.1.0" % sys.version_info[:2])
     shutil.copy(python_runtime_file(), fake)
     helper = build_c(tmp_path, "loading_target", ["tests/c/loading_target.c"])
     env = dict(os.environ)

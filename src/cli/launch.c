@@ -15,6 +15,9 @@
 
 pid_t spp_launch(char **argv)
 {
+    /* An ignored SIGCHLD (inherited through exec) would have the kernel
+     * reap the child: spprof could then not tell that it exited. */
+    signal(SIGCHLD, SIG_DFL);
     /* A pipe closed on exec tells the parent whether exec worked. */
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0) {
@@ -80,6 +83,22 @@ spp_session *spp_session_try_python(pid_t pid, int nonblocking, int *why, char *
     return spp_session_open(pid, nonblocking, why, err, n);
 }
 
+/* Reports a launched program that has ended, with its status: 1 if it
+ * has. */
+static int reported_exit(pid_t pid)
+{
+    int status;
+    if (waitpid(pid, &status, WNOHANG) != pid)
+        return 0;
+    if (WIFEXITED(status))
+        spp_cli_error("the program exited (status %d) before spprof could take a sample",
+                      WEXITSTATUS(status));
+    else
+        spp_cli_error("the program was killed by signal %d before spprof could take a sample",
+                      WTERMSIG(status));
+    return 1;
+}
+
 spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
                                  volatile sig_atomic_t *stop, double give_up)
 {
@@ -91,28 +110,19 @@ spp_session *spp_wait_for_python(pid_t pid, int nonblocking, int launched,
                           (int)pid);
             return NULL;
         }
-        if (launched) {
-            int status;
-            if (waitpid(pid, &status, WNOHANG) == pid) {
-                if (WIFEXITED(status))
-                    spp_cli_error("the program exited (status %d) before spprof could take a "
-                                  "sample", WEXITSTATUS(status));
-                else
-                    spp_cli_error("the program was killed by signal %d before spprof could take "
-                                  "a sample", WTERMSIG(status));
-                return NULL;
-            }
-        }
+        if (launched && reported_exit(pid))
+            return NULL;
         int why;
         char err[512];
         spp_session *s = spp_session_try_python(pid, nonblocking, &why, err, sizeof(err));
         if (s)
             return s;
-        /* (A launched program that exits meanwhile is reported by the
-         * waitpid above, with its status.) */
+        /* A launched program that exits meanwhile is reported with its
+         * status (as a zombie it cannot be read, nor ptrace-seized: EPERM). */
         if (why != SPP_TARGET_NOT_READY &&
             (!launched || (why != SPP_TARGET_NOT_PYTHON && why != SPP_TARGET_NO_PROCESS))) {
-            spp_cli_error("%s", err);
+            if (!(launched && reported_exit(pid)))
+                spp_cli_error("%s", err);
             return NULL;
         }
         /* A launched program may not be Python yet (a shell script, env):

@@ -96,7 +96,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, const char 
 /* With the runtime's address known: the version and the layout (the
  * target's own debug offsets for 3.13+, else the compiled table). */
 static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const char *module,
-                       char *err, size_t errlen)
+                       int writable, char *err, size_t errlen)
 {
     pid_t pid = t->pid;
     t->runtime = runtime;
@@ -114,13 +114,16 @@ static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const 
         if (rd == -EPERM || rd == -EACCES)
             return fail(err, errlen, SPP_TARGET_PERMISSION,
                         "cannot read the Python runtime of PID %s%ld", "", (long)pid);
-        if (rd < 0) {
+        if (rd == -EFAULT) {
             /* Not mapped where the file says: the memory map changed since
              * it was read (a library being loaded, or the process exiting). */
             return fail(err, errlen, SPP_TARGET_NOT_READY,
                         "PID %2$ld is still loading %1$s (its Python runtime cannot be read yet)",
                         module, (long)pid);
         }
+        if (rd < 0)
+            return fail(err, errlen, SPP_TARGET_UNSUPPORTED, "cannot read the memory of PID %2$ld: %1$s",
+                        strerror(-rd), (long)pid);
         if (memcmp(debug, "xdebugpy", 8) == 0) {
             uint64_t dv;
             memcpy(&dv, debug + 8, sizeof(dv));
@@ -143,11 +146,17 @@ static int use_runtime(spp_target *t, uint64_t runtime, uint32_t version, const 
         }
         if (((version >> 16) & 0xff) >= 13) {
             /* Every 3.13+ runtime starts with the cookie, in the file's own
-             * data: without it, the loader has reserved the file's address
-             * range but not yet mapped its data segment there (ld.so maps
-             * a library in several steps). */
-            return fail(err, errlen, SPP_TARGET_NOT_READY,
-                        "PID %2$ld is still loading %1$s (its Python runtime is not mapped yet)",
+             * data. Without it in a read-only mapping, the loader has
+             * reserved the file's address range but not yet mapped its data
+             * segment there (ld.so maps a library in several steps); in a
+             * writable one, this is not a runtime spprof can read. */
+            if (!writable)
+                return fail(err, errlen, SPP_TARGET_NOT_READY,
+                            "PID %2$ld is still loading %1$s (its Python runtime is not mapped yet)",
+                            module, (long)pid);
+            return fail(err, errlen, SPP_TARGET_UNSUPPORTED,
+                        "%s (PID %ld) has no _Py_DebugOffsets at its _PyRuntime: not a CPython "
+                        "3.13+ runtime spprof can read",
                         module, (long)pid);
         }
     }
@@ -382,11 +391,15 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                 t->runtime_scanned = 1;
             }
             t->module_base = file->base;
-            rc = use_runtime(t, runtime, version, file->path, err, errlen);
+            const spp_mapping *rmap = spp_maps_find(&maps, runtime);
+            rc = use_runtime(t, runtime, version, file->path, rmap && rmap->write, err, errlen);
             if (rc == SPP_TARGET_OK)
                 t->code_type = code_type ? code_type : find_code_type(t);
             if (rc == SPP_TARGET_NOT_READY) {
+                /* (what this file's symbols gave must not stay for another) */
                 snprintf(pending, sizeof(pending), "%s", err);
+                memset(&t->types, 0, sizeof(t->types));
+                t->eval_start = t->eval_end = 0;
                 rc = SPP_TARGET_NOT_PYTHON;
             }
         }

@@ -6,11 +6,12 @@
  * address); in the second its runtime is there but not started.
  *
  * Usage: loading_target ELF SECONDS. Maps ELF the first way, prints
- * "reserved", waits SECONDS, maps its segments the second way, prints
- * "mapped", waits SECONDS again and exits 0 (exit 2 on a usage or file
- * error). Not a Python program: it never starts an interpreter. */
+ * "reserved", waits SECONDS (or until SIGUSR1), maps its segments the second
+ * way, prints "mapped", waits SECONDS again and exits 0 (exit 2 on a usage
+ * or file error). Not a Python program: it never starts an interpreter. */
 #include <elf.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +20,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAGE 4096u
 #define MAX_PHDRS 64
 
+static volatile sig_atomic_t cut_short;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    cut_short = 1;
+}
+
+/* Waits SECONDS, or until SIGUSR1. */
 static void pause_for(double seconds)
 {
     struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0) {
+    while (!cut_short && nanosleep(&ts, &ts) != 0) {
     }
+    cut_short = 0;
 }
 
 int main(int argc, char **argv)
@@ -36,6 +46,11 @@ int main(int argc, char **argv)
         return 2;
     }
     double seconds = atof(argv[2]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    const uint64_t PAGE = (uint64_t)sysconf(_SC_PAGESIZE);
     int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
     Elf64_Ehdr eh;
     if (fd < 0 || pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
@@ -59,11 +74,16 @@ int main(int argc, char **argv)
         if (ph[i].p_vaddr + ph[i].p_memsz > hi)
             hi = ph[i].p_vaddr + ph[i].p_memsz;
     }
-    lo &= ~(uint64_t)(PAGE - 1);
-    size_t span = (size_t)(((hi + PAGE - 1) & ~(uint64_t)(PAGE - 1)) - lo);
-    /* Step one: the whole range, from the file's first byte. */
+    if (lo == UINT64_MAX) {
+        fprintf(stderr, "loading_target: %s has no loadable segment\n", argv[1]);
+        return 2;
+    }
+    lo &= ~(PAGE - 1);
+    size_t span = (size_t)(((hi + PAGE - 1) & ~(PAGE - 1)) - lo);
+    /* Step one: the whole range, from the file's first byte, with the
+     * first segment's protection (read-only). */
     char *base = mmap(NULL, span, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (base == MAP_FAILED || lo == UINT64_MAX) {
+    if (base == MAP_FAILED) {
         fprintf(stderr, "loading_target: cannot map %s\n", argv[1]);
         return 2;
     }
@@ -74,21 +94,23 @@ int main(int argc, char **argv)
     for (int i = 0; i < eh.e_phnum; i++) {
         if (ph[i].p_type != PT_LOAD)
             continue;
-        uint64_t start = ph[i].p_vaddr & ~(uint64_t)(PAGE - 1);
+        uint64_t start = ph[i].p_vaddr & ~(PAGE - 1);
         uint64_t delta = ph[i].p_vaddr - start;
         uint64_t file_end = ph[i].p_vaddr + ph[i].p_filesz;
-        uint64_t mem_end = (ph[i].p_vaddr + ph[i].p_memsz + PAGE - 1) & ~(uint64_t)(PAGE - 1);
-        if (mmap(base + (start - lo), (size_t)(delta + ph[i].p_filesz), PROT_READ | PROT_WRITE,
+        uint64_t mem_end = (ph[i].p_vaddr + ph[i].p_memsz + PAGE - 1) & ~(PAGE - 1);
+        int prot = ((ph[i].p_flags & PF_R) ? PROT_READ : 0) | ((ph[i].p_flags & PF_W) ? PROT_WRITE : 0) |
+                   ((ph[i].p_flags & PF_X) ? PROT_EXEC : 0);
+        if (mmap(base + (start - lo), (size_t)(delta + ph[i].p_filesz), prot,
                  MAP_PRIVATE | MAP_FIXED, fd, (off_t)(ph[i].p_offset - delta)) == MAP_FAILED) {
             fprintf(stderr, "loading_target: cannot map a segment of %s\n", argv[1]);
             return 2;
         }
-        uint64_t file_page_end = (file_end + PAGE - 1) & ~(uint64_t)(PAGE - 1);
-        if (ph[i].p_memsz > ph[i].p_filesz) {
+        uint64_t file_page_end = (file_end + PAGE - 1) & ~(PAGE - 1);
+        if (ph[i].p_memsz > ph[i].p_filesz && (prot & PROT_WRITE)) {
             memset(base + (file_end - lo), 0, (size_t)(file_page_end - file_end));
             if (mem_end > file_page_end &&
                 mmap(base + (file_page_end - lo), (size_t)(mem_end - file_page_end),
-                     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1,
+                     prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1,
                      0) == MAP_FAILED) {
                 fprintf(stderr, "loading_target: cannot map the bss of %s\n", argv[1]);
                 return 2;
