@@ -16,8 +16,12 @@
 pid_t spp_launch(char **argv)
 {
     /* An ignored SIGCHLD (inherited through exec) would have the kernel
-     * reap the child: spprof could then not tell that it exited. */
-    signal(SIGCHLD, SIG_DFL);
+     * reap the child: spprof could then not tell that it exited. The
+     * program gets the disposition spprof was started with. */
+    struct sigaction dfl, inherited;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &dfl, &inherited);
     /* A pipe closed on exec tells the parent whether exec worked. */
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0) {
@@ -33,6 +37,7 @@ pid_t spp_launch(char **argv)
     }
     if (pid == 0) {
         close(fds[0]);
+        sigaction(SIGCHLD, &inherited, NULL);
         execvp(argv[0], argv);
         int e = errno;
         ssize_t w = write(fds[1], &e, sizeof(e));

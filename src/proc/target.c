@@ -348,6 +348,9 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
             spp_elf elf;
             int have_elf = spp_elf_open_target(&elf, pid, file->path) == 0;
             uint64_t runtime = 0, code_type = 0, pyver = 0, size;
+            uint64_t eval_start = 0, eval_end = 0;
+            spp_pytypes types;
+            memset(&types, 0, sizeof(types));
             uint32_t version = version_from_name(file->path);
             if (have_elf) {
                 uint64_t bias = elf.type == 3 /* ET_DYN */ ? file->base - elf.load_vaddr : 0;
@@ -357,7 +360,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                 if (spp_elf_symbol(&elf, "PyCode_Type", &code_type, NULL) == 0)
                     code_type += bias;
                 if (runtime)
-                    find_types(&elf, bias, &t->types);
+                    find_types(&elf, bias, &types);
                 uint32_t v;
                 if (spp_elf_symbol(&elf, "Py_Version", &pyver, NULL) == 0 &&
                     spp_remote_read_raw(pid, pyver + bias, &v, sizeof(v)) == 0 && (v >> 24) == 3)
@@ -368,8 +371,8 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                 if (runtime &&
                     spp_elf_symbol(&elf, "_PyEval_EvalFrameDefault", &eval, &eval_size) == 0 &&
                     eval_size) {
-                    t->eval_start = eval + bias;
-                    t->eval_end = t->eval_start + eval_size;
+                    eval_start = eval + bias;
+                    eval_end = eval_start + eval_size;
                 }
                 spp_elf_close(&elf);
             }
@@ -390,6 +393,10 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
                     continue;
                 t->runtime_scanned = 1;
             }
+            /* (what this file's symbols gave, only now that it is tried) */
+            t->types = types;
+            t->eval_start = eval_start;
+            t->eval_end = eval_end;
             t->module_base = file->base;
             const spp_mapping *rmap = spp_maps_find(&maps, runtime);
             rc = use_runtime(t, runtime, version, file->path, rmap && rmap->write, err, errlen);

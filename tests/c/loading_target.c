@@ -80,8 +80,8 @@ int main(int argc, char **argv)
     }
     lo &= ~(PAGE - 1);
     size_t span = (size_t)(((hi + PAGE - 1) & ~(PAGE - 1)) - lo);
-    /* Step one: the whole range, from the file's first byte, with the
-     * first segment's protection (read-only). */
+    /* Step one: the whole range, from the file's first byte, read-only
+     * (ld.so uses the first segment's protection: read-only here too). */
     char *base = mmap(NULL, span, PROT_READ, MAP_PRIVATE, fd, 0);
     if (base == MAP_FAILED) {
         fprintf(stderr, "loading_target: cannot map %s\n", argv[1]);
@@ -100,14 +100,16 @@ int main(int argc, char **argv)
         uint64_t mem_end = (ph[i].p_vaddr + ph[i].p_memsz + PAGE - 1) & ~(PAGE - 1);
         int prot = ((ph[i].p_flags & PF_R) ? PROT_READ : 0) | ((ph[i].p_flags & PF_W) ? PROT_WRITE : 0) |
                    ((ph[i].p_flags & PF_X) ? PROT_EXEC : 0);
-        if (mmap(base + (start - lo), (size_t)(delta + ph[i].p_filesz), prot,
+        if (ph[i].p_filesz > 0 &&
+            mmap(base + (start - lo), (size_t)(delta + ph[i].p_filesz), prot,
                  MAP_PRIVATE | MAP_FIXED, fd, (off_t)(ph[i].p_offset - delta)) == MAP_FAILED) {
             fprintf(stderr, "loading_target: cannot map a segment of %s\n", argv[1]);
             return 2;
         }
         uint64_t file_page_end = (file_end + PAGE - 1) & ~(PAGE - 1);
         if (ph[i].p_memsz > ph[i].p_filesz && (prot & PROT_WRITE)) {
-            memset(base + (file_end - lo), 0, (size_t)(file_page_end - file_end));
+            if (ph[i].p_filesz > 0)
+                memset(base + (file_end - lo), 0, (size_t)(file_page_end - file_end));
             if (mem_end > file_page_end &&
                 mmap(base + (file_page_end - lo), (size_t)(mem_end - file_page_end),
                      prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1,
