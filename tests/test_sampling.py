@@ -160,6 +160,31 @@ print(json.dumps({"names": {k: sorted(v) for k, v in by.items()}, "ids": ids}))
 """
 
 
+def test_no_sample_lands_in_spprofs_own_code_while_stop_runs(script):
+    """stop() names the profile from sys.argv before the engine stops; with a
+    long sys.argv that takes milliseconds of CPU, sampled at 1 ms. No sample
+    may show spprof's own frames (a CI run once caught _command_line)."""
+    r = last_json(script("""
+        import json, os, sys, time
+        import spprof
+
+        sys.argv = [sys.argv[0]] + ["arg%d" % i for i in range(300000)]
+        spprof.start(interval_ms=1)
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        t0 = time.thread_time()
+        p = spprof.stop()
+        took = time.thread_time() - t0
+        own = os.path.dirname(spprof.__file__)
+        bad = [[f.function_name for f in s.frames] for s in p.samples
+               if any(f.filename.startswith(own) for f in s.frames)]
+        print(json.dumps({"bad": bad[:5], "samples": p.sample_count, "stop_ms": took * 1000}))
+    """))
+    assert r["stop_ms"] > 5, r  # stop() ran long enough to be sampled several times
+    assert r["bad"] == [], r
+
+
 def test_all_threads_sampled_with_names(script):
     r = last_json(script(THREADS))
     names = r["names"]

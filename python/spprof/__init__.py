@@ -368,10 +368,19 @@ def _forget_in_child() -> None:
 
 
 _threads.install(_engine)
-# start() and stop() run for a moment with sampling on; their frames are
-# spprof's, not the program's.
-for _f in (start, stop):
-    _engine.hide(_f.__code__)
+# start() and stop() run for a moment with sampling on, and stop() calls
+# _command_line() before the engine stops: their frames are spprof's, not the
+# program's (with the code nested in them: a comprehension is a code object
+# of its own before 3.12).
+def _hide_code(code: Any) -> None:
+    _engine.hide(code)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            _hide_code(const)
+
+
+for _f in (start, stop, _command_line):
+    _hide_code(_f.__code__)
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
