@@ -403,10 +403,7 @@ int spp_target_open(spp_target *t, pid_t pid, char *err, size_t errlen)
             if (rc == SPP_TARGET_OK)
                 t->code_type = code_type ? code_type : find_code_type(t);
             if (rc == SPP_TARGET_NOT_READY) {
-                /* (what this file's symbols gave must not stay for another) */
                 snprintf(pending, sizeof(pending), "%s", err);
-                memset(&t->types, 0, sizeof(t->types));
-                t->eval_start = t->eval_end = 0;
                 rc = SPP_TARGET_NOT_PYTHON;
             }
         }
