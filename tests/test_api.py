@@ -258,11 +258,27 @@ def test_stats_live():
     assert s.collected_samples > 100
     assert s.dropped_samples == 0
     assert s.duration_ms >= 190
-    assert s.clock in ("perf_event", "perf_event_user", "cpu_timer", "wall_timer")
-    if s.clock.startswith("perf_event"):
+    assert s.clock in ("cpu_poll", "perf_event", "perf_event_user", "cpu_timer", "wall_timer")
+    if s.clock in ("cpu_poll", "perf_event"):
         assert 900 <= s.effective_rate_hz <= 1100, s
     assert s.threads >= 1
     assert s.memory_bytes > 0
+
+
+def test_default_clock_leaves_no_thread_behind():
+    """The default clock's polling thread idles a second after stop() (so
+    that a start() soon after need not wait for a new thread), then ends."""
+    import os
+
+    before = set(os.listdir("/proc/self/task"))
+    for _ in range(3):
+        spprof.start(interval_ms=1)
+        burn(0.02)
+        assert spprof.stop().clock == "cpu_poll"
+    deadline = time.monotonic() + 5
+    while set(os.listdir("/proc/self/task")) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(os.listdir("/proc/self/task")) == before
 
 
 def test_aggregate_compression_ratio():

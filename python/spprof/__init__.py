@@ -77,6 +77,7 @@ _CLOCKS = {
     "perf": _engine.MECH_PERF,
     "cpu": _engine.MECH_CPUTIMER,
     "wall": _engine.MECH_WALL,
+    "poll": _engine.MECH_POLL,
 }
 
 
@@ -148,7 +149,7 @@ def start(
         timeline = True
     clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
     if clock not in _CLOCKS:
-        raise ValueError("SPPROF_CLOCK must be one of perf, cpu, wall, auto; got %r" % clock)
+        raise ValueError("SPPROF_CLOCK must be one of poll, perf, cpu, wall, auto; got %r" % clock)
     with _lock:
         if _session is not None:
             raise RuntimeError("profiler is already running; call spprof.stop() first")

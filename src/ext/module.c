@@ -630,6 +630,7 @@ static int exec_module(PyObject *m)
     PyModule_AddIntConstant(m, "MECH_PERF", SPP_MECH_PERF);
     PyModule_AddIntConstant(m, "MECH_CPUTIMER", SPP_MECH_CPUTIMER);
     PyModule_AddIntConstant(m, "MECH_WALL", SPP_MECH_WALL);
+    PyModule_AddIntConstant(m, "MECH_POLL", SPP_MECH_POLL);
     return 0;
 }
 

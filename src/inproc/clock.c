@@ -1,12 +1,15 @@
-/* clock.c - one sampling clock per thread: a perf_event task-clock where the
- * kernel allows it, else a CPU-time POSIX timer, else a wall-clock timer.
- * All of them deliver SPP_SIGNAL to the one thread they measure. */
+/* clock.c - one sampling clock per thread: a spprof thread that polls the
+ * threads' CPU clocks, a perf_event task-clock, a CPU-time POSIX timer, or a
+ * wall-clock timer. All of them deliver SPP_SIGNAL to the one thread they
+ * measure. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,12 +27,16 @@ const char *spp_mechanism_name(int mech)
         return "wall_timer";
     case SPP_MECH_PERF_USER:
         return "perf_event_user";
+    case SPP_MECH_POLL:
+        return "cpu_poll";
     default:
         return "none";
     }
 }
 
-static int arm_perf(spp_slot *s, int idx, int user_only)
+/* Opens a task-clock perf_event for the slot's thread that signals it,
+ * disabled. */
+static int open_perf(spp_slot *s, int idx, int user_only)
 {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof(attr));
@@ -58,12 +65,29 @@ static int arm_perf(spp_slot *s, int idx, int user_only)
     }
     s->fd = fd;
     atomic_store_explicit(&spp_g.fd_slot[fd], (int16_t)(idx + 1), memory_order_release);
-    if (ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0) {
-        int e = errno;
-        atomic_store(&spp_g.fd_slot[fd], 0);
-        close(fd);
-        s->fd = -1;
-        return -e;
+    return 0;
+}
+
+static void close_perf(spp_slot *s)
+{
+    if (s->fd < 0)
+        return;
+    ioctl(s->fd, PERF_EVENT_IOC_DISABLE, 0);
+    if (s->fd < SPP_MAX_FD)
+        atomic_store(&spp_g.fd_slot[s->fd], 0);
+    close(s->fd);
+    s->fd = -1;
+}
+
+static int arm_perf(spp_slot *s, int idx, int user_only)
+{
+    int err = open_perf(s, idx, user_only);
+    if (err < 0)
+        return err;
+    if (ioctl(s->fd, PERF_EVENT_IOC_ENABLE, 0) < 0) {
+        err = -errno;
+        close_perf(s);
+        return err;
     }
     return 0;
 }
@@ -76,16 +100,26 @@ static clockid_t thread_cpu_clock(pid_t tid)
     return (clockid_t)((~(unsigned)tid << 3) | 4 | 2);
 }
 
-static int arm_timer(spp_slot *s, int idx, clockid_t clock)
+/* A POSIX timer on clock that signals the slot's thread with value. */
+static int create_timer(spp_slot *s, int value, clockid_t clock)
 {
     struct sigevent sev;
     memset(&sev, 0, sizeof(sev));
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = SPP_SIGNAL;
-    sev.sigev_value.sival_int = idx;
+    sev.sigev_value.sival_int = value;
     sev._sigev_un._tid = s->tid;
     if (timer_create(clock, &sev, &s->timer) < 0)
         return -errno;
+    s->has_timer = 1;
+    return 0;
+}
+
+static int arm_timer(spp_slot *s, int idx, clockid_t clock)
+{
+    int err = create_timer(s, idx, clock);
+    if (err < 0)
+        return err;
     struct itimerspec its;
     its.it_interval.tv_sec = (time_t)(spp_g.cfg.interval_ns / 1000000000ull);
     its.it_interval.tv_nsec = (long)(spp_g.cfg.interval_ns % 1000000000ull);
@@ -93,10 +127,330 @@ static int arm_timer(spp_slot *s, int idx, clockid_t clock)
     if (timer_settime(s->timer, 0, &its, NULL) < 0) {
         int e = errno;
         timer_delete(s->timer);
+        s->has_timer = 0;
         return -e;
     }
-    s->has_timer = 1;
     return 0;
+}
+
+/* ---- the polling clock (SPP_MECH_POLL) ----
+ *
+ * One spprof thread wakes every interval, reads each sampled thread's CPU
+ * clock, and signals (rt_tgsigqueueinfo, the slot's index in si_value) a
+ * thread that has run for about an interval since its last signal and is
+ * running now. The sampled thread pays for the signal and nothing else: no
+ * timer of its own interrupts it. A perf_event or POSIX CPU timer costs the
+ * thread a timer interrupt and the reprogramming of its CPU's timer at every
+ * expiry, which on a virtual machine is several times a signal's cost
+ * (bench/overhead.py measures both).
+ *
+ * A thread that is not running when its signal falls due is left until a
+ * later look finds it running, so that the signal does not land in the call
+ * it blocks in (whose stack did not spend the CPU time, and which an
+ * interrupting signal could make return early). Each sample is still
+ * weighted by the thread's CPU time since its previous one, measured by the
+ * handler, so a late or missed signal moves time to the next sample and
+ * loses none of it. */
+
+typedef struct {
+    pid_t tid;          /* the thread this state is for; 0: none */
+    int stat_fd;        /* /proc/self/task/TID/stat, -1 if not open */
+    uint64_t due;       /* the thread's CPU time at which a signal is due */
+    uint64_t last_cpu;  /* its CPU time at the previous look */
+    uint64_t sent_cpu;  /* its CPU time when it was last signalled (or deferred) */
+    uint64_t deferred_for; /* the CPU time after which its own clock fires */
+    uint32_t rng;       /* the poller's random state for delays */
+} poll_state;
+
+#define POLL_TICK_SLACK_NS 20000000ull /* five ticks of a 250 Hz kernel */
+
+/* The poller thread outlives a profiling session by a second, idle, so
+ * that start() after stop() need not wait for a new thread to be first
+ * scheduled (up to a scheduler tick, measured). Its looks run under mu:
+ * once spp_poller_stop() has taken mu, it sends no more signals. */
+static struct {
+    int exists;         /* the thread is alive (and detached) */
+    int active;         /* a session wants looks */
+    uint64_t interval;  /* the session's */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
+    int cv_ready;
+    _Atomic uint64_t cpu_ns;  /* the thread's CPU time in this session, after each look */
+    poll_state st[SPP_MAX_THREADS];
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+#define POLL_LINGER_NS 1000000000ull
+
+static uint64_t ts_ns(const struct timespec *ts)
+{
+    return (uint64_t)ts->tv_sec * 1000000000ull + (uint64_t)ts->tv_nsec;
+}
+
+static void deadline_after(struct timespec *ts, uint64_t at)
+{
+    ts->tv_sec = (time_t)(at / 1000000000ull);
+    ts->tv_nsec = (long)(at % 1000000000ull);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts_ns(&ts);
+}
+
+static void poll_forget(poll_state *ps)
+{
+    if (ps->stat_fd >= 0)
+        close(ps->stat_fd);
+    memset(ps, 0, sizeof(*ps));
+    ps->stat_fd = -1;
+}
+
+/* Whether the thread is running or runnable now (state R in its stat
+ * line); when that cannot be read, it is taken as running. */
+static int poll_running(poll_state *ps)
+{
+    if (ps->stat_fd < 0) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)ps->tid);
+        ps->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (ps->stat_fd < 0)
+            return 1;
+    }
+    /* "TID (COMM) S ...": COMM may hold ')' and spaces, so the state is
+     * after the last ')'; COMM is at most 16 bytes. */
+    char buf[96];
+    ssize_t n = pread(ps->stat_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 1;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return !p || p[1] != ' ' || p[2] == 'R';
+}
+
+/* A sample was asked for at CPU time cpu. The next is due an interval
+ * later; after a long wait (a thread that was not running when due), an
+ * interval from now, with no burst to catch up: the weights carry the
+ * time. */
+static void poll_sent(poll_state *ps, uint64_t cpu, uint64_t interval)
+{
+    ps->sent_cpu = cpu;
+    ps->due = cpu >= ps->due + interval ? cpu + interval : ps->due + interval;
+}
+
+/* Hands the thread's next sample to its own clock, after_ns of its CPU
+ * time from now. */
+static void poll_defer(spp_slot *s, poll_state *ps, uint64_t cpu, uint64_t interval, uint64_t after_ns)
+{
+    if (!spp_defer_sample(s, after_ns))
+        return;
+    poll_sent(ps, cpu, interval);
+    ps->deferred_for = after_ns;
+}
+
+/* One look at one thread:
+ *  - running, with a sample due (within half an interval: the looks and a
+ *    busy thread's CPU time advance in step, and a look a little early
+ *    must not skip a whole interval): a signal from here;
+ *  - not run since the previous look (asleep, or waiting for a CPU): its
+ *    own clock will sample it when its CPU time reaches the due point, as
+ *    a perf_event clock would, so that a thread that runs in bursts between
+ *    looks is sampled as often as a busy one;
+ *  - ran, but is asleep now, with a sample due: its own clock samples its
+ *    next turn, a random time into it.
+ * While its own clock has a sample in hand the thread is left alone, looked
+ * at only to notice a signal lost (merged with one already pending). */
+static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval, pid_t pid, uid_t uid)
+{
+    pid_t tid = s->tid;
+    if (ps->tid != tid) {
+        poll_forget(ps);
+        ps->tid = tid;
+        ps->rng = (uint32_t)tid * 2654435761u | 1;
+        ps->due = 0; /* set at the first look */
+    }
+    struct timespec ts;
+    if (clock_gettime(thread_cpu_clock(tid), &ts) < 0)
+        return; /* ended: the drain thread reaps its slot */
+    uint64_t cpu = ts_ns(&ts);
+    if (!ps->due) {
+        /* First look: due an interval of CPU time after the clock was
+         * armed, so that a short-lived thread is sampled too. */
+        ps->due = s->armed_cpu + interval;
+        ps->last_cpu = s->armed_cpu;
+    }
+    int advanced = cpu != ps->last_cpu;
+    ps->last_cpu = cpu;
+    if (atomic_load_explicit(&s->deferred, memory_order_acquire)) {
+        /* Its clock fires within after_ns of CPU time (a tick later for
+         * the CPU-time timer). */
+        uint64_t slack = s->fd >= 0 ? interval : POLL_TICK_SLACK_NS;
+        if (cpu < ps->sent_cpu + ps->deferred_for + slack)
+            return;
+        atomic_store_explicit(&s->deferred, 0, memory_order_release);
+    }
+    if (!advanced) {
+        poll_defer(s, ps, cpu, interval,
+                   ps->due > cpu + 10000 ? ps->due - cpu : spp_defer_delay(&ps->rng));
+        return;
+    }
+    if (cpu + interval / 2 < ps->due)
+        return;
+    if (!poll_running(ps)) {
+        poll_defer(s, ps, cpu, interval, spp_defer_delay(&ps->rng));
+        return;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    si.si_signo = SPP_SIGNAL;
+    si.si_code = SI_QUEUE;
+    si.si_pid = pid;
+    si.si_uid = uid;
+    si.si_value.sival_int = idx;
+    atomic_store_explicit(&s->poll_sent_ns, mono_ns(), memory_order_relaxed);
+    if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, SPP_SIGNAL, &si) == 0)
+        poll_sent(ps, cpu, interval);
+}
+
+static void poll_forget_all(void)
+{
+    for (int i = 0; i < SPP_MAX_THREADS; i++)
+        if (P.st[i].tid)
+            poll_forget(&P.st[i]);
+}
+
+/* One session's looks, with P.mu held; returns when it ends. */
+static void poll_session(pid_t pid, uid_t uid)
+{
+    uint64_t interval = P.interval;
+    uint64_t next = mono_ns();
+    struct timespec cpu;
+    uint64_t cpu0 = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0 ? ts_ns(&cpu) : 0;
+    struct timespec deadline;
+    while (P.active) {
+        next += interval;
+        deadline_after(&deadline, next);
+        while (P.active && pthread_cond_timedwait(&P.cv, &P.mu, &deadline) != ETIMEDOUT)
+            ;
+        if (!P.active)
+            break;
+        for (int i = 0; i < SPP_MAX_THREADS; i++) {
+            spp_slot *s = &spp_g.slots[i];
+            if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ACTIVE &&
+                s->mech == SPP_MECH_POLL)
+                poll_thread(i, s, &P.st[i], interval, pid, uid);
+            else if (P.st[i].tid)
+                poll_forget(&P.st[i]);
+        }
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+            atomic_store_explicit(&P.cpu_ns, ts_ns(&cpu) - cpu0, memory_order_relaxed);
+        uint64_t now = mono_ns();
+        if (now > next + interval)
+            next = now; /* fell behind (a stall): no burst of looks */
+    }
+    poll_forget_all();
+}
+
+static void *poll_main(void *arg)
+{
+    (void)arg;
+    /* Wake on time: the default slack would add 50 us to every look. */
+    prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+    pid_t pid = getpid();
+    uid_t uid = getuid();
+    pthread_mutex_lock(&P.mu);
+    for (;;) {
+        if (P.active) {
+            poll_session(pid, uid);
+            continue;
+        }
+        struct timespec deadline;
+        deadline_after(&deadline, mono_ns() + POLL_LINGER_NS);
+        int rc = 0;
+        while (!P.active && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&P.cv, &P.mu, &deadline);
+        if (!P.active)
+            break;
+    }
+    P.exists = 0;
+    pthread_mutex_unlock(&P.mu);
+    return NULL;
+}
+
+static int poller_start(void)
+{
+    int err = 0;
+    pthread_mutex_lock(&P.mu);
+    if (P.active)
+        goto out;
+    if (!P.cv_ready) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        err = pthread_cond_init(&P.cv, &ca);
+        pthread_condattr_destroy(&ca);
+        if (err)
+            goto out;
+        P.cv_ready = 1;
+    }
+    for (int i = 0; i < SPP_MAX_THREADS; i++) {
+        memset(&P.st[i], 0, sizeof(P.st[i]));
+        P.st[i].stat_fd = -1;
+    }
+    P.interval = spp_g.cfg.interval_ns;
+    atomic_store(&P.cpu_ns, 0);
+    P.active = 1;
+    if (P.exists) {
+        pthread_cond_signal(&P.cv);
+        goto out;
+    }
+    /* The poller must never run the handler itself. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SPP_SIGNAL);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    err = pthread_create(&thread, &attr, poll_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err)
+        P.active = 0;
+    else
+        P.exists = 1;
+out:
+    pthread_mutex_unlock(&P.mu);
+    return -err;
+}
+
+void spp_poller_stop(void)
+{
+    pthread_mutex_lock(&P.mu);
+    if (P.active) {
+        P.active = 0;
+        pthread_cond_signal(&P.cv);
+        poll_forget_all(); /* its files closed before stop() returns */
+    }
+    pthread_mutex_unlock(&P.mu);
+}
+
+uint64_t spp_poller_cpu_ns(void)
+{
+    return atomic_load_explicit(&P.cpu_ns, memory_order_relaxed);
+}
+
+void spp_poller_atfork_child(void)
+{
+    /* The poller thread did not follow the fork; its files did. */
+    for (int i = 0; i < SPP_MAX_THREADS; i++)
+        if (P.st[i].tid && P.st[i].stat_fd >= 0)
+            close(P.st[i].stat_fd);
+    memset(&P, 0, sizeof(P));
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    P.mu = fresh;
 }
 
 clockid_t spp_clock_weight_clock(const spp_slot *s)
@@ -114,6 +468,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
     if (clock_gettime(spp_clock_weight_clock(s), &ts) < 0)
         return -errno; /* the thread is gone */
     s->last_clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    s->armed_cpu = s->last_clock;
     s->weight_clock = spp_clock_weight_clock(s);
     switch (mech) {
     case SPP_MECH_PERF:
@@ -124,6 +479,20 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
         return arm_timer(s, idx, thread_cpu_clock(s->tid));
     case SPP_MECH_WALL:
         return arm_timer(s, idx, CLOCK_MONOTONIC);
+    case SPP_MECH_POLL:
+        /* The thread's own clock, for the samples the poller's signal
+         * cannot take (see spp_defer_sample), left unarmed: a perf_event
+         * task-clock, which can expire at any moment of the thread's CPU
+         * time; else (perf_event refused, or allowed for user time only,
+         * which would move the samples of system calls elsewhere) the
+         * thread's CPU-time timer, which expires on a scheduler tick; if
+         * the kernel refuses both, a sample is taken where it lands. */
+        atomic_store(&s->deferred, 0);
+        s->rng = (uint32_t)s->tid * 2654435761u | 1;
+        if (open_perf(s, idx, 0) < 0 &&
+            create_timer(s, idx | SPP_DEFERRED_SAMPLE, thread_cpu_clock(s->tid)) < 0)
+            s->has_timer = 0;
+        return poller_start();
     default:
         return -EINVAL;
     }
@@ -131,13 +500,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
 
 void spp_clock_disarm(spp_slot *s)
 {
-    if (s->fd >= 0) {
-        ioctl(s->fd, PERF_EVENT_IOC_DISABLE, 0);
-        if (s->fd < SPP_MAX_FD)
-            atomic_store(&spp_g.fd_slot[s->fd], 0);
-        close(s->fd);
-        s->fd = -1;
-    }
+    close_perf(s);
     if (s->has_timer) {
         timer_delete(s->timer);
         s->has_timer = 0;

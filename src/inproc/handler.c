@@ -8,7 +8,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <setjmp.h>
+#include <linux/perf_event.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -157,6 +159,82 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     return n;
 }
 
+/* Whether the signal is being delivered as a system call returns (or is
+ * restarted): the instruction before the interrupted one, or that one, is
+ * `syscall`. A signal from another thread is delivered at the first return
+ * to user mode after it is sent: the interrupt that announces it, or the
+ * exit of a system call made sooner. In code that makes system calls more
+ * often than that interrupt takes to come (tens of microseconds on a
+ * virtual machine) nearly every sample would land at a call's site. */
+static int at_syscall_exit(const void *ucv)
+{
+#if defined(__x86_64__)
+    const ucontext_t *uc = (const ucontext_t *)ucv;
+    uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    uintptr_t off = rip & 4095;
+    /* Within the page of the interrupted instruction, which is mapped. */
+    const unsigned char *p = (const unsigned char *)rip;
+    if (off >= 2 && p[-2] == 0x0f && p[-1] == 0x05)
+        return 1;
+    return off <= 4094 && p[0] == 0x0f && p[1] == 0x05;
+#else
+    (void)ucv;
+    return 0;
+#endif
+}
+
+/* Whether a poller's signal that came at a system call's exit found the
+ * thread inside that call when it was sent: it waited longer than the
+ * interrupt that carries it takes (tens of microseconds). The sample is
+ * then true where it lands: the CPU time was the call's (a large read,
+ * say), which a deferred sample would hand to whatever code runs next. */
+static int in_kernel_when_sent(spp_slot *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t sent = atomic_load_explicit(&s->poll_sent_ns, memory_order_relaxed);
+    return now > sent + SPP_POLL_LONG_CALL_NS;
+}
+
+/* The next value of a xorshift32 state: the random delays of deferred
+ * samples. */
+uint32_t spp_random(uint32_t *state)
+{
+    uint32_t x = *state ? *state : 2463534242u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *state = x;
+}
+
+/* A random delay between the 10 us perf allows and half an interval. */
+uint64_t spp_defer_delay(uint32_t *rng)
+{
+    uint64_t span = spp_g.cfg.interval_ns / 2 > 10000 ? spp_g.cfg.interval_ns / 2 - 10000 : 1;
+    return 10000 + spp_random(rng) % span;
+}
+
+int spp_defer_sample(spp_slot *s, uint64_t after_ns)
+{
+    atomic_store_explicit(&s->deferred, 1, memory_order_release);
+    if (s->fd >= 0) {
+        uint64_t period = after_ns;
+        if (ioctl(s->fd, PERF_EVENT_IOC_PERIOD, &period) == 0 &&
+            ioctl(s->fd, PERF_EVENT_IOC_REFRESH, 1) == 0)
+            return 1;
+    } else if (s->has_timer) {
+        struct itimerspec its;
+        memset(&its, 0, sizeof(its));
+        its.it_value.tv_sec = (time_t)(after_ns / 1000000000ull);
+        its.it_value.tv_nsec = (long)(after_ns % 1000000000ull);
+        if (timer_settime(s->timer, 0, &its, NULL) == 0)
+            return 1;
+    }
+    atomic_store_explicit(&s->deferred, 0, memory_order_release);
+    return 0;
+}
+
 static uint64_t slot_weight(spp_slot *s)
 {
     struct timespec ts;
@@ -176,16 +254,27 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     if (!atomic_load(&spp_g.active))
         goto out;
 
-    int idx = -1;
-    if (si->si_code == SI_TIMER)
-        idx = si->si_value.sival_int;
-    else if (si->si_code > 0 && si->si_fd >= 0 && si->si_fd < SPP_MAX_FD)
+    int idx = -1, polled = 0, deferred = 0;
+    if (si->si_code == SI_TIMER) {
+        idx = si->si_value.sival_int & ~SPP_DEFERRED_SAMPLE;
+        deferred = (si->si_value.sival_int & SPP_DEFERRED_SAMPLE) != 0;
+    } else if (si->si_code == SI_QUEUE && si->si_pid == spp_g.pid) {
+        idx = si->si_value.sival_int; /* the poller's */
+        polled = 1;
+    } else if (si->si_code > 0 && si->si_fd >= 0 && si->si_fd < SPP_MAX_FD) {
         idx = atomic_load_explicit(&spp_g.fd_slot[si->si_fd], memory_order_acquire) - 1;
+        deferred = idx >= 0 && idx < SPP_MAX_THREADS && spp_g.slots[idx].mech == SPP_MECH_POLL;
+    }
     if (idx < 0 || idx >= SPP_MAX_THREADS)
         goto out; /* not one of ours (or a clock already disarmed) */
     spp_slot *s = &spp_g.slots[idx];
     if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ACTIVE ||
         s->tid != (pid_t)syscall(SYS_gettid))
+        goto out;
+    if (deferred)
+        atomic_store_explicit(&s->deferred, 0, memory_order_release);
+    else if (polled && at_syscall_exit(uc) && !in_kernel_when_sent(s) &&
+             spp_defer_sample(s, spp_defer_delay(&s->rng)))
         goto out;
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */

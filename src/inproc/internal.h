@@ -16,6 +16,13 @@
 #define SPP_MAX_NATIVE 128
 #define SPP_MAX_FD 65536
 #define SPP_SIGNAL SIGPROF
+/* In a timer signal's value, beside the slot index: the sample deferred
+ * from a poller's signal that came at a system call's exit. */
+#define SPP_DEFERRED_SAMPLE (1 << 30)
+/* A poller's signal delivered this long after it was sent, at a system
+ * call's exit, found the thread in that call (the interrupt that carries a
+ * signal to a running thread takes 5-30 us on a virtual machine). */
+#define SPP_POLL_LONG_CALL_NS 40000ull
 
 /* The largest record the handler writes. */
 #define SPP_REC_MAX                                                                 \
@@ -33,9 +40,13 @@ typedef struct spp_slot {
     _Atomic int state;
     pid_t tid;
     int mech;
-    int fd;                    /* perf_event fd, -1 if none */
-    timer_t timer;
+    int fd;                    /* perf_event fd, -1 if none (SPP_MECH_POLL: deferred samples') */
+    timer_t timer;             /* POSIX timer; the deferred-sample timer of SPP_MECH_POLL */
     int has_timer;
+    _Atomic int deferred;      /* SPP_MECH_POLL: a sample waits for fd or timer */
+    uint32_t rng;              /* SPP_MECH_POLL: the handler's random state */
+    _Atomic uint64_t poll_sent_ns; /* SPP_MECH_POLL: CLOCK_MONOTONIC at the poller's last signal */
+    uint64_t armed_cpu;        /* weight_clock when the clock was armed */
     clockid_t weight_clock;    /* what a sample's weight measures */
     uint64_t last_clock;       /* weight_clock at the previous sample */
     _Atomic uint64_t dropped;  /* ring full or unreadable stack */
@@ -51,10 +62,11 @@ typedef struct spp_sampler {
     uint32_t ring_bytes;
     uint64_t mono_to_real;     /* add to CLOCK_MONOTONIC to get CLOCK_REALTIME */
     uint64_t start_real, start_mono;
+    pid_t pid;                 /* getpid() at start: the sender of the poller's signals */
     struct sigaction old_action;
     int handler_installed;
-    _Atomic int in_handler;
-    _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */    /* handlers running now; stop waits for zero */
+    _Atomic int in_handler;       /* handlers running now; stop waits for zero */
+    _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */
 
     pthread_mutex_t lock;      /* guards slots' setup/teardown, profile, drain */
     pthread_t drain_thread;
@@ -75,6 +87,17 @@ int spp_native_init(void);
  * faulting read (chaining every other fault). Idempotent. */
 void spp_fault_guard_install(void);
 
+/* SPP_MECH_POLL: hands the thread's next sample to its own clock (a
+ * perf_event task-clock, else its CPU-time timer), which signals it once
+ * after after_ns of its CPU time; 0 if neither can be armed. Async-signal-
+ * safe: the handler defers a sample whose signal came at a system call's
+ * exit, the poller one due while the thread sleeps. */
+int spp_defer_sample(spp_slot *s, uint64_t after_ns);
+/* A random delay for a deferred sample: 10 us (perf's least) to half an
+ * interval of CPU time, so that the moment has nothing to do with where
+ * the thread's system calls or wake-ups are. */
+uint64_t spp_defer_delay(uint32_t *rng);
+
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
 int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
 void spp_clock_disarm(spp_slot *s);
@@ -82,5 +105,13 @@ void spp_clock_disarm(spp_slot *s);
  * the thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
  * wall-clock timer. */
 clockid_t spp_clock_weight_clock(const spp_slot *s);
+/* Ends the polling clock's session, if any: after this it sends no more
+ * signals (its thread idles a second, then exits). Called under
+ * spp_g.lock. */
+void spp_poller_stop(void);
+/* The poller's CPU time in this session so far. */
+uint64_t spp_poller_cpu_ns(void);
+/* Forgets the poller in a forked child (it did not follow the fork). */
+void spp_poller_atfork_child(void);
 
 #endif

@@ -329,6 +329,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         rc = SPP_EINVAL;
         goto fail;
     }
+    spp_g.pid = getpid();
     spp_g.start_real = now_ns(CLOCK_REALTIME);
     spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
     spp_g.mono_to_real = spp_g.start_real - spp_g.start_mono;
@@ -413,8 +414,9 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
     /* The first thread picks the mechanism, trying them from the truest to
      * the least; later threads use the same one so that all weights mean
      * the same thing (falling back only if it fails for them). */
-    static const int order[] = {SPP_MECH_PERF, SPP_MECH_CPUTIMER, SPP_MECH_PERF_USER, SPP_MECH_WALL};
-    int tries[4], ntries = 0;
+    static const int order[] = {SPP_MECH_POLL, SPP_MECH_PERF, SPP_MECH_CPUTIMER, SPP_MECH_PERF_USER,
+                                SPP_MECH_WALL};
+    int tries[6], ntries = 0;
     if (spp_g.mech)
         tries[ntries++] = spp_g.mech;
     if (spp_g.cfg.mechanism) {
@@ -422,7 +424,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         if (spp_g.cfg.mechanism == SPP_MECH_PERF)
             tries[ntries++] = SPP_MECH_PERF_USER;
     } else {
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             if (order[i] != spp_g.mech)
                 tries[ntries++] = order[i];
     }
@@ -486,6 +488,7 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
             atomic_store(&s->state, SLOT_EXITED);
         }
     }
+    spp_poller_stop();
     atomic_store(&spp_g.active, 0);
     /* A handler that started before the clocks stopped may still be writing
      * into a ring; the rings are freed only after it is done. Our handler
@@ -562,6 +565,7 @@ void spp_sampler_get_stats(spp_sampler_stats *st)
         if (spp_g.drain_running && pthread_getcpuclockid(spp_g.drain_thread, &drain_clock) == 0 &&
             clock_gettime(drain_clock, &ts) == 0)
             st->own_ns += (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        st->own_ns += spp_poller_cpu_ns();
         st->elapsed_ns = now_ns(CLOCK_MONOTONIC) - spp_g.start_mono;
     }
     pthread_mutex_unlock(&spp_g.lock);
@@ -579,6 +583,7 @@ void spp_sampler_atfork_child(void)
             atomic_store(&spp_g.fd_slot[i], 0);
         }
     memset(spp_g.slots, 0, sizeof(spp_g.slots));
+    spp_poller_atfork_child();
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     spp_g.lock = fresh;
     if (spp_g.kick_fd >= 0)

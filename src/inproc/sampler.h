@@ -23,6 +23,7 @@ enum spp_mechanism {
     SPP_MECH_CPUTIMER = 2,/* timer_create on the thread's CPU clock (tick-bound) */
     SPP_MECH_WALL = 3,    /* timer_create on CLOCK_MONOTONIC */
     SPP_MECH_PERF_USER = 4, /* perf_event task-clock counting user time only */
+    SPP_MECH_POLL = 5,    /* a spprof thread polls CPU clocks and signals */
 };
 
 const char *spp_mechanism_name(int mech);
