@@ -2,17 +2,21 @@
 """In-process overhead of spprof on a CPU-bound pure-Python workload.
 
 Method (see BENCHMARKING notes in the README): in one process, the same
-~0.1 s chunk of work runs with the profiler off and on, alternately, flipping
-which goes first every pair; each chunk's wall time, thread CPU time and
-process CPU time (which includes spprof's drain thread) is compared with its
-neighbour's, and the median ratio over all pairs is reported with min-max.
+~0.1 s chunk of work runs unprofiled, under each clock compared (the
+default, cpu_poll, and perf_event) and under each clock's floor (the same
+clock and signal, with a handler that records nothing), one chunk of each
+per round, in an order that rotates round by round; each chunk's wall time,
+thread CPU time and process CPU time (which includes spprof's own threads)
+is compared with the unprofiled chunk of its round, and the median ratio
+over the rounds is reported with its 95 % confidence interval and min-max.
 start()/stop() happen outside the timed region. Also reports the samples
 really obtained per CPU-second.
 
     python3 -m bench overhead [--pairs 101] [--chunk 0.1] [--quick] [--write]
 
-It imports spprof: `python3 -m bench all` runs it on the bench venv's
-Python, where spprof from this tree is installed (bench/common.py).
+(--pairs: the rounds per interval.) It runs on the bench venv's Python,
+where spprof from this tree is installed (bench/common.py), re-executing
+itself there if started elsewhere.
 """
 
 import argparse
@@ -21,11 +25,17 @@ import statistics
 import sys
 import time
 
-import spprof
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # noqa: E402
 from bench.common import Report, median_ci, parse, verdict  # noqa: E402
 from bench import workloads  # noqa: E402
+
+if os.path.realpath(sys.prefix) != os.path.realpath(common.VENV):
+    # spprof built from this tree lives in the bench venv: run there.
+    python = common.target_python()
+    os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
+
+import spprof  # noqa: E402
 
 workload = workloads.chunk  # fib(18), n times
 
@@ -40,55 +50,60 @@ def timed(iterations):
     return (time.perf_counter() - w0, time.thread_time() - c0, time.process_time() - p0)
 
 
+# The clocks compared: the default (SPPROF_CLOCK unset) and perf_event.
+CLOCKS = {"default": "", "perf_event": "perf"}
+
+
 class EmptyHandler:
     """The same clock and signal with a handler that records nothing: the
     cost of being interrupted at this rate on this machine, which no
     signal-based sampler can go below."""
 
-    def __init__(self, interval_ms):
+    def __init__(self, interval_ms, clock):
         from spprof import _spprof
         self.engine, self.interval_ms = _spprof, interval_ms
+        self.mechanism = spprof._CLOCKS[CLOCKS[clock]]
 
     def __enter__(self):
-        self.engine.start(int(self.interval_ms * 1e6), 64 << 20, False, 0, True)
+        self.engine.start(int(self.interval_ms * 1e6), 64 << 20, False, self.mechanism, True)
         self.engine.add_thread()
 
     def __exit__(self, *exc):
         self.engine.stop("", self.interval_ms)
 
 
-def measure_floor(interval_ms, iterations, pairs):
-    ratios = []
-    for i in range(pairs):
-        order = (False, True) if i % 2 == 0 else (True, False)
+def measure(interval_ms, iterations, rounds):
+    """Each round runs one chunk per variant, off included, in an order
+    that rotates round by round; each variant's ratios are against the
+    unprofiled chunk of the same round, so every clock is compared in the
+    same minutes. Variants: each clock, and each clock's floor."""
+    variants = ["off"] + ["%s %s" % (kind, c) for c in CLOCKS for kind in ("on", "floor")]
+    ratios = {v: {"wall": [], "thread_cpu": [], "process_cpu": []} for v in variants[1:]}
+    rates = {c: [] for c in CLOCKS}
+    names = {}
+    for i in range(rounds):
+        k = i % len(variants)
         res = {}
-        for on in order:
-            if on:
-                with EmptyHandler(interval_ms):
-                    res[on] = timed(iterations)
-            else:
-                res[on] = timed(iterations)
-        ratios.append(res[True][1] / res[False][1])
-    return ratios
-
-
-def measure(interval_ms, iterations, pairs):
-    ratios = {"wall": [], "thread_cpu": [], "process_cpu": []}
-    rates = []
-    for i in range(pairs):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        res = {}
-        for on in order:
-            if on:
-                spprof.start(interval_ms=interval_ms)
-                res[on] = timed(iterations)
-                prof = spprof.stop()
-                rates.append(prof.sample_count / res[on][1])
-            else:
-                res[on] = timed(iterations)
-        for k, idx in (("wall", 0), ("thread_cpu", 1), ("process_cpu", 2)):
-            ratios[k].append(res[True][idx] / res[False][idx])
-    return ratios, rates, prof.clock
+        for v in variants[k:] + variants[:k]:
+            if v == "off":
+                res[v] = timed(iterations)
+                continue
+            kind, clock = v.split(" ", 1)
+            if kind == "floor":
+                with EmptyHandler(interval_ms, clock):
+                    res[v] = timed(iterations)
+                continue
+            os.environ["SPPROF_CLOCK"] = CLOCKS[clock]
+            spprof.start(interval_ms=interval_ms)
+            res[v] = timed(iterations)
+            prof = spprof.stop()
+            names[clock] = prof.clock
+            rates[clock].append(prof.sample_count / res[v][1])
+        for v in variants[1:]:
+            for key, idx in (("wall", 0), ("thread_cpu", 1), ("process_cpu", 2)):
+                ratios[v][key].append(res[v][idx] / res["off"][idx])
+    os.environ.pop("SPPROF_CLOCK", None)
+    return ratios, rates, names
 
 
 def main():
@@ -99,7 +114,9 @@ def main():
     iterations = calibrate(args.chunk)
     workload(iterations)  # warm up
     rep = Report("overhead", "spprof in-process overhead, paired chunks", sys.argv[1:])
-    rep.p("Workload: fib(18) loop, %.2f s CPU per chunk, %d alternating pairs per interval.\n" % (args.chunk, args.pairs))
+    rep.p("Workload: fib(18) loop, %.2f s CPU per chunk; per interval %d rounds, each running one chunk "
+          "unprofiled, one under each clock and one under each clock's floor, in an order that rotates "
+          "round by round.\n" % (args.chunk, args.pairs))
     rep.p("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | "
           "floor: same clock, empty handler (thread CPU) |")
     rep.p("|---|---|---|---|---|---|---|")
@@ -113,23 +130,33 @@ def main():
 
     over = {}
     for interval in (1, 10, 100):
-        ratios, rates, clock = measure(interval, iterations, args.pairs)
-        floor = measure_floor(interval, iterations, args.pairs)
-        over[interval] = [(x - 1) * 100 for x in (statistics.median(ratios["thread_cpu"]),
-                                                   *median_ci(ratios["thread_cpu"]))]
-        rep.p("| %d ms | %s | %.0f | %s | %s | %s | %s |" % (
-            interval, clock, statistics.median(rates), fmt(ratios["wall"]),
-            fmt(ratios["thread_cpu"]), fmt(ratios["process_cpu"]), fmt(floor)))
+        ratios, rates, names = measure(interval, iterations, args.pairs)
+        for clock in CLOCKS:
+            on = ratios["on " + clock]
+            over[clock, interval] = {k: [(x - 1) * 100 for x in (statistics.median(v), *median_ci(v))]
+                                     for k, v in on.items()}
+            rep.p("| %d ms | %s%s | %.0f | %s | %s | %s | %s |" % (
+                interval, names[clock], " (default)" if clock == "default" else "",
+                statistics.median(rates[clock]), fmt(on["wall"]), fmt(on["thread_cpu"]),
+                fmt(on["process_cpu"]), fmt(ratios["floor " + clock]["thread_cpu"])))
     rep.p("\nMedian [its 95 % confidence interval, from the order statistics] (min..max) of per-pair "
           "ratios, profiler on vs off. Floor: the kernel's cost of the clock and signal delivery alone, "
-          "measured the same way.\n")
+          "measured the same way. Thread CPU is the profiled thread's own; process CPU adds spprof's "
+          "threads (the drain thread, and for cpu_poll the thread that looks at the clocks), which run "
+          "on another CPU when there is one.\n")
     for interval, limit in ((1, 2.0), (10, 1.0)):
-        med, lo, hi = over[interval]
+        med, lo, hi = over["default", interval]["thread_cpu"]
+        wall = over["default", interval]["wall"][0]
+        proc = over["default", interval]["process_cpu"][0]
         sure = ("the interval is below the target" if hi <= limit else
                 "the interval is above the target" if lo > limit else
                 "the interval includes the target: this run cannot tell")
-        rep.p("- thread CPU overhead at %d ms %+.2f %% [%+.2f..%+.2f] (target ≤ %.0f %%; %s): **%s**" % (
-            interval, med, lo, hi, limit, sure, verdict(med <= limit)))
+        rep.p("- thread CPU overhead at %d ms with the default clock (%s) %+.2f %% [%+.2f..%+.2f] "
+              "(target ≤ %.0f %%; %s; wall %+.2f %%, process CPU %+.2f %%): **%s**" % (
+                  interval, names["default"], med, lo, hi, limit, sure, wall, proc, verdict(med <= limit)))
+    for interval in (1, 10):
+        rep.p("- the same rounds at %d ms, thread CPU: the default clock %+.2f %%, perf_event %+.2f %%" % (
+            interval, over["default", interval]["thread_cpu"][0], over["perf_event", interval]["thread_cpu"][0]))
     rep.p("")
     rep.end(args.write)
 

@@ -265,20 +265,19 @@ def test_stats_live():
     assert s.memory_bytes > 0
 
 
-def test_default_clock_leaves_no_thread_behind():
-    """The default clock's polling thread idles a second after stop() (so
-    that a start() soon after need not wait for a new thread), then ends."""
-    import os
-
+def test_polling_clock_leaves_no_thread_behind(monkeypatch):
+    """The polling clock's thread ends with each session: none is left
+    after stop() (a program that forks then is single-threaded again)."""
+    monkeypatch.setenv("SPPROF_CLOCK", "poll")
     before = set(os.listdir("/proc/self/task"))
+    fds = set(os.listdir("/proc/self/fd"))
     for _ in range(3):
         spprof.start(interval_ms=1)
-        burn(0.02)
-        assert spprof.stop().clock == "cpu_poll"
-    deadline = time.monotonic() + 5
-    while set(os.listdir("/proc/self/task")) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert set(os.listdir("/proc/self/task")) == before
+        burn(0.05)
+        p = spprof.stop()
+        assert p.clock == "cpu_poll" and p.sample_count >= 20, p.sample_count
+        assert set(os.listdir("/proc/self/task")) == before
+        assert set(os.listdir("/proc/self/fd")) == fds
 
 
 def test_aggregate_compression_ratio():

@@ -396,6 +396,9 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
                             "an ITIMER_PROF timer (setitimer) is armed in this process: its "
                             "SIGPROF signals are the program's; spprof does not take them over "
                             "(disarm it with signal.setitimer(signal.ITIMER_PROF, 0) first)");
+    if (rc == SPP_EINVAL && errno == EINVAL)
+        return PyErr_Format(PyExc_ValueError, "interval_ns must be between 100000 and 10000000000, got %llu",
+                            interval_ns);
     if (rc == SPP_EINVAL)
         return PyErr_Format(PyExc_RuntimeError, "profiler is already running");
     if (rc == SPP_ENOSYS)

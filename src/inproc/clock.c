@@ -154,7 +154,6 @@ static int arm_timer(spp_slot *s, int idx, clockid_t clock)
 
 typedef struct {
     pid_t tid;          /* the thread this state is for; 0: none */
-    int stat_fd;        /* /proc/self/task/TID/stat, -1 if not open */
     uint64_t due;       /* the thread's CPU time at which a signal is due */
     uint64_t last_cpu;  /* its CPU time at the previous look */
     uint64_t sent_cpu;  /* its CPU time when it was last signalled (or deferred) */
@@ -164,22 +163,20 @@ typedef struct {
 
 #define POLL_TICK_SLACK_NS 20000000ull /* five ticks of a 250 Hz kernel */
 
-/* The poller thread outlives a profiling session by a second, idle, so
- * that start() after stop() need not wait for a new thread to be first
- * scheduled (up to a scheduler tick, measured). Its looks run under mu:
+/* One poller thread per profiling session. Its looks run with mu held:
  * once spp_poller_stop() has taken mu, it sends no more signals. */
 static struct {
-    int exists;         /* the thread is alive (and detached) */
-    int active;         /* a session wants looks */
-    uint64_t interval;  /* the session's */
+    pthread_t thread;
+    int running;        /* a poller thread exists (joinable) */
+    int active;         /* the session wants looks; cleared to stop it */
+    int started;        /* the thread has begun (start() waits for it) */
+    uint64_t interval;
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
     int cv_ready;
-    _Atomic uint64_t cpu_ns;  /* the thread's CPU time in this session, after each look */
+    _Atomic uint64_t cpu_ns;  /* the thread's CPU time, after each look */
     poll_state st[SPP_MAX_THREADS];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-#define POLL_LINGER_NS 1000000000ull
 
 static uint64_t ts_ns(const struct timespec *ts)
 {
@@ -199,29 +196,22 @@ static uint64_t mono_ns(void)
     return ts_ns(&ts);
 }
 
-static void poll_forget(poll_state *ps)
-{
-    if (ps->stat_fd >= 0)
-        close(ps->stat_fd);
-    memset(ps, 0, sizeof(*ps));
-    ps->stat_fd = -1;
-}
-
 /* Whether the thread is running or runnable now (state R in its stat
- * line); when that cannot be read, it is taken as running. */
-static int poll_running(poll_state *ps)
+ * line); when that cannot be read, it is taken as running. The file is
+ * opened for each question: a descriptor kept per thread would double
+ * what spprof takes of the program's RLIMIT_NOFILE. */
+static int poll_running(pid_t tid)
 {
-    if (ps->stat_fd < 0) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)ps->tid);
-        ps->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (ps->stat_fd < 0)
-            return 1;
-    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
     /* "TID (COMM) S ...": COMM may hold ')' and spaces, so the state is
      * after the last ')'; COMM is at most 16 bytes. */
     char buf[96];
-    ssize_t n = pread(ps->stat_fd, buf, sizeof(buf) - 1, 0);
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
     if (n <= 0)
         return 1;
     buf[n] = 0;
@@ -258,17 +248,17 @@ static void poll_defer(spp_slot *s, poll_state *ps, uint64_t cpu, uint64_t inter
  *    a perf_event clock would, so that a thread that runs in bursts between
  *    looks is sampled as often as a busy one;
  *  - ran, but is asleep now, with a sample due: its own clock samples its
- *    next turn, a random time into it.
+ *    next turn, a random time into it (a signal would cut its sleep short:
+ *    select, poll and nanosleep return EINTR to a handled signal).
  * While its own clock has a sample in hand the thread is left alone, looked
  * at only to notice a signal lost (merged with one already pending). */
 static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval, pid_t pid, uid_t uid)
 {
     pid_t tid = s->tid;
     if (ps->tid != tid) {
-        poll_forget(ps);
+        memset(ps, 0, sizeof(*ps));
         ps->tid = tid;
         ps->rng = (uint32_t)tid * 2654435761u | 1;
-        ps->due = 0; /* set at the first look */
     }
     struct timespec ts;
     if (clock_gettime(thread_cpu_clock(tid), &ts) < 0)
@@ -297,7 +287,7 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
     }
     if (cpu + interval / 2 < ps->due)
         return;
-    if (!poll_running(ps)) {
+    if (!poll_running(tid)) {
         poll_defer(s, ps, cpu, interval, spp_defer_delay(&ps->rng));
         return;
     }
@@ -313,20 +303,20 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
         poll_sent(ps, cpu, interval);
 }
 
-static void poll_forget_all(void)
+static void *poll_main(void *arg)
 {
-    for (int i = 0; i < SPP_MAX_THREADS; i++)
-        if (P.st[i].tid)
-            poll_forget(&P.st[i]);
-}
-
-/* One session's looks, with P.mu held; returns when it ends. */
-static void poll_session(pid_t pid, uid_t uid)
-{
-    uint64_t interval = P.interval;
-    uint64_t next = mono_ns();
+    (void)arg;
+    /* Wake on time: the default slack would add 50 us to every look. */
+    prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+    pid_t pid = getpid();
+    uid_t uid = getuid();
     struct timespec cpu;
     uint64_t cpu0 = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0 ? ts_ns(&cpu) : 0;
+    pthread_mutex_lock(&P.mu);
+    P.started = 1;
+    pthread_cond_broadcast(&P.cv);
+    uint64_t interval = P.interval;
+    uint64_t next = mono_ns();
     struct timespec deadline;
     while (P.active) {
         next += interval;
@@ -340,8 +330,8 @@ static void poll_session(pid_t pid, uid_t uid)
             if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ACTIVE &&
                 s->mech == SPP_MECH_POLL)
                 poll_thread(i, s, &P.st[i], interval, pid, uid);
-            else if (P.st[i].tid)
-                poll_forget(&P.st[i]);
+            else
+                P.st[i].tid = 0;
         }
         if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
             atomic_store_explicit(&P.cpu_ns, ts_ns(&cpu) - cpu0, memory_order_relaxed);
@@ -349,40 +339,18 @@ static void poll_session(pid_t pid, uid_t uid)
         if (now > next + interval)
             next = now; /* fell behind (a stall): no burst of looks */
     }
-    poll_forget_all();
-}
-
-static void *poll_main(void *arg)
-{
-    (void)arg;
-    /* Wake on time: the default slack would add 50 us to every look. */
-    prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
-    pid_t pid = getpid();
-    uid_t uid = getuid();
-    pthread_mutex_lock(&P.mu);
-    for (;;) {
-        if (P.active) {
-            poll_session(pid, uid);
-            continue;
-        }
-        struct timespec deadline;
-        deadline_after(&deadline, mono_ns() + POLL_LINGER_NS);
-        int rc = 0;
-        while (!P.active && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&P.cv, &P.mu, &deadline);
-        if (!P.active)
-            break;
-    }
-    P.exists = 0;
     pthread_mutex_unlock(&P.mu);
     return NULL;
 }
 
+/* Starts this session's poller thread, and waits until it runs: a new
+ * thread can otherwise wait up to a scheduler tick for a CPU (measured),
+ * and a short profile would miss its first samples. */
 static int poller_start(void)
 {
     int err = 0;
     pthread_mutex_lock(&P.mu);
-    if (P.active)
+    if (P.running)
         goto out;
     if (!P.cv_ready) {
         pthread_condattr_t ca;
@@ -394,33 +362,25 @@ static int poller_start(void)
             goto out;
         P.cv_ready = 1;
     }
-    for (int i = 0; i < SPP_MAX_THREADS; i++) {
-        memset(&P.st[i], 0, sizeof(P.st[i]));
-        P.st[i].stat_fd = -1;
-    }
+    memset(P.st, 0, sizeof(P.st));
     P.interval = spp_g.cfg.interval_ns;
     atomic_store(&P.cpu_ns, 0);
     P.active = 1;
-    if (P.exists) {
-        pthread_cond_signal(&P.cv);
-        goto out;
-    }
+    P.started = 0;
     /* The poller must never run the handler itself. */
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SPP_SIGNAL);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    err = pthread_create(&thread, &attr, poll_main, NULL);
+    err = pthread_create(&P.thread, NULL, poll_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (err)
+    if (err) {
         P.active = 0;
-    else
-        P.exists = 1;
+        goto out;
+    }
+    P.running = 1;
+    while (!P.started)
+        pthread_cond_wait(&P.cv, &P.mu);
 out:
     pthread_mutex_unlock(&P.mu);
     return -err;
@@ -429,11 +389,23 @@ out:
 void spp_poller_stop(void)
 {
     pthread_mutex_lock(&P.mu);
-    if (P.active) {
-        P.active = 0;
-        pthread_cond_signal(&P.cv);
-        poll_forget_all(); /* its files closed before stop() returns */
-    }
+    int running = P.running;
+    P.active = 0;
+    P.running = 0;
+    if (running)
+        pthread_cond_broadcast(&P.cv);
+    pthread_mutex_unlock(&P.mu);
+    if (running)
+        pthread_join(P.thread, NULL);
+}
+
+void spp_poller_lock(void)
+{
+    pthread_mutex_lock(&P.mu);
+}
+
+void spp_poller_unlock(void)
+{
     pthread_mutex_unlock(&P.mu);
 }
 
@@ -444,10 +416,7 @@ uint64_t spp_poller_cpu_ns(void)
 
 void spp_poller_atfork_child(void)
 {
-    /* The poller thread did not follow the fork; its files did. */
-    for (int i = 0; i < SPP_MAX_THREADS; i++)
-        if (P.st[i].tid && P.st[i].stat_fd >= 0)
-            close(P.st[i].stat_fd);
+    /* The poller thread did not follow the fork. */
     memset(&P, 0, sizeof(P));
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     P.mu = fresh;
@@ -479,7 +448,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
         return arm_timer(s, idx, thread_cpu_clock(s->tid));
     case SPP_MECH_WALL:
         return arm_timer(s, idx, CLOCK_MONOTONIC);
-    case SPP_MECH_POLL:
+    case SPP_MECH_POLL: {
         /* The thread's own clock, for the samples the poller's signal
          * cannot take (see spp_defer_sample), left unarmed: a perf_event
          * task-clock, which can expire at any moment of the thread's CPU
@@ -492,7 +461,11 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
         if (open_perf(s, idx, 0) < 0 &&
             create_timer(s, idx | SPP_DEFERRED_SAMPLE, thread_cpu_clock(s->tid)) < 0)
             s->has_timer = 0;
-        return poller_start();
+        int err = poller_start();
+        if (err < 0)
+            spp_clock_disarm(s);
+        return err;
+    }
     default:
         return -EINVAL;
     }
@@ -500,9 +473,15 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
 
 void spp_clock_disarm(spp_slot *s)
 {
+    /* A POLL slot's clock is armed by the poller too, under its lock. */
+    int poll = s->mech == SPP_MECH_POLL;
+    if (poll)
+        spp_poller_lock();
     close_perf(s);
     if (s->has_timer) {
         timer_delete(s->timer);
         s->has_timer = 0;
     }
+    if (poll)
+        spp_poller_unlock();
 }

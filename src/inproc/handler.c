@@ -166,40 +166,67 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * exit of a system call made sooner. In code that makes system calls more
  * often than that interrupt takes to come (tens of microseconds on a
  * virtual machine) nearly every sample would land at a call's site. */
-static int at_syscall_exit(const void *ucv)
+static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
 {
 #if defined(__x86_64__)
     const ucontext_t *uc = (const ucontext_t *)ucv;
     uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
     uintptr_t off = rip & 4095;
-    /* Within the page of the interrupted instruction, which is mapped. */
-    const unsigned char *p = (const unsigned char *)rip;
-    if (off >= 2 && p[-2] == 0x0f && p[-1] == 0x05)
-        return 1;
-    return off <= 4094 && p[0] == 0x0f && p[1] == 0x05;
+    /* Within the page of the interrupted instruction, which is mapped,
+     * but may be execute-only (protection keys): read under the guard. */
+    const volatile unsigned char *p = (const volatile unsigned char *)rip;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return 0;
+    probe = &jb;
+    int yes = (off >= 2 && p[-2] == 0x0f && p[-1] == 0x05) ||
+              (off <= 4094 && p[0] == 0x0f && p[1] == 0x05);
+    probe = NULL;
+    return yes;
 #else
     (void)ucv;
     return 0;
 #endif
 }
 
-/* Whether a poller's signal that came at a system call's exit found the
- * thread inside that call when it was sent: it waited longer than the
- * interrupt that carries it takes (tens of microseconds). The sample is
- * then true where it lands: the CPU time was the call's (a large read,
- * say), which a deferred sample would hand to whatever code runs next. */
-static int in_kernel_when_sent(spp_slot *s)
+/* How long the poller's signals take to reach a thread that is running
+ * user code (the interrupt that carries them): a moving average, in ns,
+ * of the signals that did not come at a system call's exit. It moves with
+ * the machine (5-30 us here on a quiet day, 25-100 us on a busy one). */
+static _Atomic uint64_t signal_flight_ns = 20000;
+
+static uint64_t since_sent(spp_slot *s)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     uint64_t sent = atomic_load_explicit(&s->poll_sent_ns, memory_order_relaxed);
-    return now > sent + SPP_POLL_LONG_CALL_NS;
+    return now > sent ? now - sent : 0;
+}
+
+/* Whether a poller's signal that came at a system call's exit found the
+ * thread inside that call when it was sent: it took three times as long
+ * as signals usually take to come. The sample is then true where it
+ * lands: the CPU time was the call's (a large read, say), which a deferred
+ * sample would hand to whatever code runs next. */
+static int in_kernel_when_sent(spp_slot *s)
+{
+    uint64_t flight = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
+    return since_sent(s) > 3 * (flight > SPP_POLL_MIN_FLIGHT_NS ? flight : SPP_POLL_MIN_FLIGHT_NS);
+}
+
+static void learn_flight(spp_slot *s)
+{
+    uint64_t lat = since_sent(s);
+    if (lat > 1000000)
+        return; /* a stall, not a flight */
+    uint64_t old = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
+    atomic_store_explicit(&signal_flight_ns, old - old / 16 + lat / 16, memory_order_relaxed);
 }
 
 /* The next value of a xorshift32 state: the random delays of deferred
  * samples. */
-uint32_t spp_random(uint32_t *state)
+static uint32_t spp_random(uint32_t *state)
 {
     uint32_t x = *state ? *state : 2463534242u;
     x ^= x << 13;
@@ -217,7 +244,10 @@ uint64_t spp_defer_delay(uint32_t *rng)
 
 int spp_defer_sample(spp_slot *s, uint64_t after_ns)
 {
-    atomic_store_explicit(&s->deferred, 1, memory_order_release);
+    /* One deferred sample at a time: arming the clock again would ask it
+     * for two (PERF_EVENT_IOC_REFRESH adds to the count left). */
+    if (atomic_exchange_explicit(&s->deferred, 1, memory_order_acq_rel))
+        return 1;
     if (s->fd >= 0) {
         uint64_t period = after_ns;
         if (ioctl(s->fd, PERF_EVENT_IOC_PERIOD, &period) == 0 &&
@@ -273,9 +303,12 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         goto out;
     if (deferred)
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
-    else if (polled && at_syscall_exit(uc) && !in_kernel_when_sent(s) &&
-             spp_defer_sample(s, spp_defer_delay(&s->rng)))
-        goto out;
+    else if (polled && s->mech == SPP_MECH_POLL) {
+        if (!at_syscall_exit(uc))
+            learn_flight(s);
+        else if (!in_kernel_when_sent(s) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
+            goto out;
+    }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */
     uint64_t weight = slot_weight(s);

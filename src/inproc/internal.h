@@ -19,10 +19,9 @@
 /* In a timer signal's value, beside the slot index: the sample deferred
  * from a poller's signal that came at a system call's exit. */
 #define SPP_DEFERRED_SAMPLE (1 << 30)
-/* A poller's signal delivered this long after it was sent, at a system
- * call's exit, found the thread in that call (the interrupt that carries a
- * signal to a running thread takes 5-30 us on a virtual machine). */
-#define SPP_POLL_LONG_CALL_NS 40000ull
+/* The least a poller's signal is taken to need to reach a running thread
+ * (see handler.c's signal_flight_ns). */
+#define SPP_POLL_MIN_FLIGHT_NS 10000ull
 
 /* The largest record the handler writes. */
 #define SPP_REC_MAX                                                                 \
@@ -105,10 +104,13 @@ void spp_clock_disarm(spp_slot *s);
  * the thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
  * wall-clock timer. */
 clockid_t spp_clock_weight_clock(const spp_slot *s);
-/* Ends the polling clock's session, if any: after this it sends no more
- * signals (its thread idles a second, then exits). Called under
- * spp_g.lock. */
+/* Ends the polling clock's session, if any, and waits for its thread to
+ * end: after this it sends no more signals. Called under spp_g.lock. */
 void spp_poller_stop(void);
+/* The poller's lock: held while it looks, and while a POLL slot's clock
+ * is disarmed (the poller arms it too). Taken after spp_g.lock. */
+void spp_poller_lock(void);
+void spp_poller_unlock(void);
 /* The poller's CPU time in this session so far. */
 uint64_t spp_poller_cpu_ns(void);
 /* Forgets the poller in a forked child (it did not follow the fork). */

@@ -298,6 +298,11 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         errno = EEXIST;
         goto out;
     }
+    if (cfg->interval_ns < 100000 || cfg->interval_ns > 10000000000ull) {
+        rc = SPP_EINVAL; /* (the Python API allows 1 ms to 1 s) */
+        errno = EINVAL;
+        goto out;
+    }
     if (cfg->native && spp_native_init() < 0) {
         rc = SPP_ENOSYS;
         goto out;
@@ -414,7 +419,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
     /* The first thread picks the mechanism, trying them from the truest to
      * the least; later threads use the same one so that all weights mean
      * the same thing (falling back only if it fails for them). */
-    static const int order[] = {SPP_MECH_POLL, SPP_MECH_PERF, SPP_MECH_CPUTIMER, SPP_MECH_PERF_USER,
+    static const int order[] = {SPP_MECH_PERF, SPP_MECH_POLL, SPP_MECH_CPUTIMER, SPP_MECH_PERF_USER,
                                 SPP_MECH_WALL};
     int tries[6], ntries = 0;
     if (spp_g.mech)
@@ -424,7 +429,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         if (spp_g.cfg.mechanism == SPP_MECH_PERF)
             tries[ntries++] = SPP_MECH_PERF_USER;
     } else {
-        for (int i = 0; i < 5; i++)
+        for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
             if (order[i] != spp_g.mech)
                 tries[ntries++] = order[i];
     }
@@ -484,8 +489,10 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
     for (int i = 0; i < SPP_MAX_THREADS; i++) {
         spp_slot *s = &spp_g.slots[i];
         if (atomic_load(&s->state) == SLOT_ACTIVE) {
-            spp_clock_disarm(s);
+            /* (EXITED first: a handler starting now leaves the slot's
+             * clock alone) */
             atomic_store(&s->state, SLOT_EXITED);
+            spp_clock_disarm(s);
         }
     }
     spp_poller_stop();
