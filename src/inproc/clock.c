@@ -280,6 +280,15 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
             return;
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
     }
+    if (atomic_load_explicit(&s->signal_out, memory_order_acquire)) {
+        /* The last signal is still on its way (a thread in a long system
+         * call gets it when the call returns): another would merge with
+         * it and mislead the handler about when it was sent. Given up if
+         * the thread ran long without taking it (it blocks SIGPROF). */
+        if (cpu < ps->sent_cpu + 2 * interval + POLL_TICK_SLACK_NS)
+            return;
+        atomic_store_explicit(&s->signal_out, 0, memory_order_release);
+    }
     if (!advanced) {
         poll_defer(s, ps, cpu, interval,
                    ps->due > cpu + 10000 ? ps->due - cpu : spp_defer_delay(&ps->rng));
@@ -298,9 +307,20 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
     si.si_pid = pid;
     si.si_uid = uid;
     si.si_value.sival_int = idx;
-    atomic_store_explicit(&s->poll_sent_ns, mono_ns(), memory_order_relaxed);
-    if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, SPP_SIGNAL, &si) == 0)
-        poll_sent(ps, cpu, interval);
+    /* The handler measures how long the thread ran between the signal's
+     * leaving and its coming from the thread's CPU time read just after
+     * the send (not before: this thread may be preempted between the two,
+     * and that time would count as the signal's). Until that is stored it
+     * reads SPP_SENT_UNKNOWN, taken as a signal that came at once. */
+    atomic_store_explicit(&s->poll_sent_cpu, SPP_SENT_UNKNOWN, memory_order_relaxed);
+    atomic_store_explicit(&s->signal_out, 1, memory_order_release);
+    if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, SPP_SIGNAL, &si) < 0) {
+        atomic_store_explicit(&s->signal_out, 0, memory_order_release);
+        return;
+    }
+    if (clock_gettime(thread_cpu_clock(tid), &ts) == 0)
+        atomic_store_explicit(&s->poll_sent_cpu, ts_ns(&ts), memory_order_relaxed);
+    poll_sent(ps, cpu, interval);
 }
 
 static void *poll_main(void *arg)
@@ -457,6 +477,8 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
          * thread's CPU-time timer, which expires on a scheduler tick; if
          * the kernel refuses both, a sample is taken where it lands. */
         atomic_store(&s->deferred, 0);
+        atomic_store(&s->signal_out, 0);
+        atomic_store(&s->poll_sent_cpu, 0);
         s->rng = (uint32_t)s->tid * 2654435761u | 1;
         if (open_perf(s, idx, 0) < 0 &&
             create_timer(s, idx | SPP_DEFERRED_SAMPLE, thread_cpu_clock(s->tid)) < 0)

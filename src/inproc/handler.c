@@ -123,6 +123,18 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
     }
 }
 
+/* After a fault caught by a guarded read: the fault handler ran with
+ * SIGSEGV and SIGBUS blocked and siglongjmp kept that mask, so a second
+ * fault in the same handler would end the process. */
+static void unblock_fault_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGSEGV);
+    sigaddset(&set, SIGBUS);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 void spp_fault_guard_install(void)
 {
     struct sigaction cur;
@@ -140,15 +152,16 @@ void spp_fault_guard_install(void)
 }
 
 /* Walks the thread's Python frames; < 0 if a read faulted or the chain was
- * caught half-linked (SPP_ETORN). (The signal mask
- * that the fault left blocked is restored when spp_handler returns.) */
+ * caught half-linked (SPP_ETORN). */
 static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64_t tstate,
                                                   spp_rawframe *py, uint8_t *entries,
                                                   int *truncated)
 {
     sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
+    if (sigsetjmp(jb, 0)) {
+        unblock_fault_signals();
         return -1;
+    }
     probe = &jb;
     uint64_t frame = 0, below;
     int n = 0;
@@ -176,8 +189,10 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
      * but may be execute-only (protection keys): read under the guard. */
     const volatile unsigned char *p = (const volatile unsigned char *)rip;
     sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
+    if (sigsetjmp(jb, 0)) {
+        unblock_fault_signals();
         return 0;
+    }
     probe = &jb;
     int yes = (off >= 2 && p[-2] == 0x0f && p[-1] == 0x05) ||
               (off <= 4094 && p[0] == 0x0f && p[1] == 0x05);
@@ -190,38 +205,39 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
 }
 
 /* How long the poller's signals take to reach a thread that is running
- * user code (the interrupt that carries them): a moving average, in ns,
- * of the signals that did not come at a system call's exit. It moves with
- * the machine (5-30 us here on a quiet day, 25-100 us on a busy one). */
+ * user code, in the thread's own CPU time (the interrupt that carries
+ * them; a thread waiting for a CPU meanwhile adds none): a moving average,
+ * in ns, of the signals that did not come at a system call's exit. It
+ * moves with the machine (5-30 us here on a quiet day, 25-100 us on a
+ * busy one). */
 static _Atomic uint64_t signal_flight_ns = 20000;
 
-static uint64_t since_sent(spp_slot *s)
+/* The thread's CPU time since the poller read it and sent the signal. */
+static uint64_t ran_since_sent(spp_slot *s, uint64_t cpu_now)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    uint64_t sent = atomic_load_explicit(&s->poll_sent_ns, memory_order_relaxed);
-    return now > sent ? now - sent : 0;
+    uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
+    return sent != SPP_SENT_UNKNOWN && cpu_now > sent ? cpu_now - sent : 0;
 }
 
 /* Whether a poller's signal that came at a system call's exit found the
- * thread inside that call when it was sent: it took three times as long
- * as signals usually take to come. The sample is then true where it
+ * thread inside that call when it was sent: the thread ran three times as
+ * long as signals usually take to come. The sample is then true where it
  * lands: the CPU time was the call's (a large read, say), which a deferred
  * sample would hand to whatever code runs next. */
-static int in_kernel_when_sent(spp_slot *s)
+static int in_kernel_when_sent(spp_slot *s, uint64_t cpu_now)
 {
     uint64_t flight = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
-    return since_sent(s) > 3 * (flight > SPP_POLL_MIN_FLIGHT_NS ? flight : SPP_POLL_MIN_FLIGHT_NS);
+    return ran_since_sent(s, cpu_now) >
+           3 * (flight > SPP_POLL_MIN_FLIGHT_NS ? flight : SPP_POLL_MIN_FLIGHT_NS);
 }
 
-static void learn_flight(spp_slot *s)
+static void learn_flight(spp_slot *s, uint64_t cpu_now)
 {
-    uint64_t lat = since_sent(s);
-    if (lat > 1000000)
-        return; /* a stall, not a flight */
+    uint64_t ran = ran_since_sent(s, cpu_now);
+    if (ran > 1000000)
+        return; /* not a flight (a signal merged with an older one) */
     uint64_t old = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
-    atomic_store_explicit(&signal_flight_ns, old - old / 16 + lat / 16, memory_order_relaxed);
+    atomic_store_explicit(&signal_flight_ns, old - old / 16 + ran / 16, memory_order_relaxed);
 }
 
 /* The next value of a xorshift32 state: the random delays of deferred
@@ -265,12 +281,18 @@ int spp_defer_sample(spp_slot *s, uint64_t after_ns)
     return 0;
 }
 
-static uint64_t slot_weight(spp_slot *s)
+/* The slot's weight clock now (its thread's CPU time, or the time). */
+static uint64_t weight_clock_now(const spp_slot *s, int *ok)
 {
     struct timespec ts;
-    if (clock_gettime(s->weight_clock, &ts) < 0)
+    *ok = clock_gettime(s->weight_clock, &ts) == 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t slot_weight(spp_slot *s, uint64_t now, int ok)
+{
+    if (!ok)
         return spp_g.cfg.interval_ns;
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     uint64_t w = now > s->last_clock ? now - s->last_clock : 0;
     s->last_clock = now;
     return w;
@@ -301,17 +323,21 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ACTIVE ||
         s->tid != (pid_t)syscall(SYS_gettid))
         goto out;
-    if (deferred)
+    int clock_ok;
+    uint64_t clock_now = weight_clock_now(s, &clock_ok);
+    if (deferred) {
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
-    else if (polled && s->mech == SPP_MECH_POLL) {
+    } else if (polled && s->mech == SPP_MECH_POLL) {
+        atomic_store_explicit(&s->signal_out, 0, memory_order_release);
         if (!at_syscall_exit(uc))
-            learn_flight(s);
-        else if (!in_kernel_when_sent(s) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
+            learn_flight(s, clock_now);
+        else if (!in_kernel_when_sent(s, clock_now) &&
+                 spp_defer_sample(s, spp_defer_delay(&s->rng)))
             goto out;
     }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */
-    uint64_t weight = slot_weight(s);
+    uint64_t weight = slot_weight(s, clock_now, clock_ok);
 
     uint64_t tstate;
     if (spp_g.cfg.tss_key >= 0) {

@@ -22,6 +22,8 @@
 /* The least a poller's signal is taken to need to reach a running thread
  * (see handler.c's signal_flight_ns). */
 #define SPP_POLL_MIN_FLIGHT_NS 10000ull
+/* poll_sent_cpu while the poller has not yet stored it. */
+#define SPP_SENT_UNKNOWN UINT64_MAX
 
 /* The largest record the handler writes. */
 #define SPP_REC_MAX                                                                 \
@@ -44,7 +46,8 @@ typedef struct spp_slot {
     int has_timer;
     _Atomic int deferred;      /* SPP_MECH_POLL: a sample waits for fd or timer */
     uint32_t rng;              /* SPP_MECH_POLL: the handler's random state */
-    _Atomic uint64_t poll_sent_ns; /* SPP_MECH_POLL: CLOCK_MONOTONIC at the poller's last signal */
+    _Atomic uint64_t poll_sent_cpu; /* SPP_MECH_POLL: the thread's CPU time at the poller's last signal */
+    _Atomic int signal_out;    /* SPP_MECH_POLL: that signal is not handled yet */
     uint64_t armed_cpu;        /* weight_clock when the clock was armed */
     clockid_t weight_clock;    /* what a sample's weight measures */
     uint64_t last_clock;       /* weight_clock at the previous sample */

@@ -453,6 +453,13 @@ out:
     return rc;
 }
 
+static void wait_for_handlers(void)
+{
+    struct timespec pause = {0, 100000};
+    while (atomic_load(&spp_g.in_handler) > 0)
+        nanosleep(&pause, NULL);
+}
+
 int spp_sampler_remove_thread(pid_t tid)
 {
     /* The caller is usually the thread itself: keep the handler off it while
@@ -465,6 +472,7 @@ int spp_sampler_remove_thread(pid_t tid)
     int idx = find_slot(tid);
     if (idx >= 0) {
         atomic_store(&spp_g.slots[idx].state, SLOT_EXITED);
+        wait_for_handlers(); /* (one in another thread may be arming this slot's clock) */
         spp_clock_disarm(&spp_g.slots[idx]);
     }
     pthread_mutex_unlock(&spp_g.lock);
@@ -472,12 +480,6 @@ int spp_sampler_remove_thread(pid_t tid)
     return idx >= 0 ? SPP_OK : SPP_EINVAL;
 }
 
-static void wait_for_handlers(void)
-{
-    struct timespec pause = {0, 100000};
-    while (atomic_load(&spp_g.in_handler) > 0)
-        nanosleep(&pause, NULL);
-}
 
 spp_profile *spp_sampler_stop(const spp_meta *meta)
 {
@@ -486,22 +488,20 @@ spp_profile *spp_sampler_stop(const spp_meta *meta)
         pthread_mutex_unlock(&spp_g.lock);
         return NULL;
     }
-    for (int i = 0; i < SPP_MAX_THREADS; i++) {
-        spp_slot *s = &spp_g.slots[i];
-        if (atomic_load(&s->state) == SLOT_ACTIVE) {
-            /* (EXITED first: a handler starting now leaves the slot's
-             * clock alone) */
-            atomic_store(&s->state, SLOT_EXITED);
-            spp_clock_disarm(s);
-        }
-    }
+    for (int i = 0; i < SPP_MAX_THREADS; i++)
+        if (atomic_load(&spp_g.slots[i].state) == SLOT_ACTIVE)
+            atomic_store(&spp_g.slots[i].state, SLOT_EXITED);
     spp_poller_stop();
     atomic_store(&spp_g.active, 0);
-    /* A handler that started before the clocks stopped may still be writing
-     * into a ring; the rings are freed only after it is done. Our handler
-     * stays installed: a signal still pending would otherwise kill the
-     * process with SIGPROF's default action. */
+    /* A handler that started before the slots were closed may still be
+     * writing into a ring, or arming its slot's clock (cpu_poll): the
+     * clocks are closed, and the rings freed, only after it is done. Our
+     * handler stays installed: a signal still pending would otherwise
+     * kill the process with SIGPROF's default action. */
     wait_for_handlers();
+    for (int i = 0; i < SPP_MAX_THREADS; i++)
+        if (atomic_load(&spp_g.slots[i].state) == SLOT_EXITED)
+            spp_clock_disarm(&spp_g.slots[i]);
     spp_g.drain_stop = 1;
     pthread_mutex_unlock(&spp_g.lock);
     uint64_t one = 1;
