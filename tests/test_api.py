@@ -276,6 +276,11 @@ def test_polling_clock_leaves_no_thread_behind(monkeypatch):
         burn(0.05)
         p = spprof.stop()
         assert p.clock == "cpu_poll" and p.sample_count >= 20, p.sample_count
+        # (stop() has joined the thread; the kernel takes its entry out of
+        # /proc a moment after the join returns, at the end of its exit)
+        deadline = time.monotonic() + 1
+        while set(os.listdir("/proc/self/task")) != before and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert set(os.listdir("/proc/self/task")) == before
         assert set(os.listdir("/proc/self/fd")) == fds
 
