@@ -252,12 +252,14 @@ def test_profile_decorator(tmp_path):
 def test_stats_live():
     assert spprof.stats() is None
     spprof.start(interval_ms=1)
-    burn(0.2)
+    # (0.5 s: over 0.2 s one stall of this VM, 0.5-7 ms twice a second and
+    # longer on a busy host, moved the rate by 10 %: 894/s in a CI run)
+    burn(0.5)
     s = spprof.stats()
     spprof.stop()
-    assert s.collected_samples > 100
+    assert s.collected_samples > 250
     assert s.dropped_samples == 0
-    assert s.duration_ms >= 190
+    assert s.duration_ms >= 490
     assert s.clock in ("cpu_poll", "perf_event", "perf_event_user", "cpu_timer", "wall_timer")
     if s.clock in ("cpu_poll", "perf_event"):
         assert 900 <= s.effective_rate_hz <= 1100, s
