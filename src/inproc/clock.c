@@ -144,13 +144,11 @@ static int arm_timer(spp_slot *s, int idx, clockid_t clock)
  * expiry, which on a virtual machine is several times a signal's cost
  * (bench/overhead.py measures both).
  *
- * A thread that is not running when its signal falls due is left until a
- * later look finds it running, so that the signal does not land in the call
- * it blocks in (whose stack did not spend the CPU time, and which an
- * interrupting signal could make return early). Each sample is still
- * weighted by the thread's CPU time since its previous one, measured by the
- * handler, so a late or missed signal moves time to the next sample and
- * loses none of it. */
+ * A sample a signal from here cannot take truthfully (see poll_thread and
+ * the handler's at_syscall_exit) is handed to the thread's own clock, once.
+ * Each sample is weighted by the thread's CPU time since its previous one,
+ * measured by the handler, so a late or missed sample moves time to the
+ * next and loses none of it. */
 
 typedef struct {
     pid_t tid;          /* the thread this state is for; 0: none */
@@ -387,13 +385,7 @@ static int poller_start(void)
     atomic_store(&P.cpu_ns, 0);
     P.active = 1;
     P.started = 0;
-    /* The poller must never run the handler itself. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SPP_SIGNAL);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    err = pthread_create(&P.thread, NULL, poll_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    err = spp_create_thread(&P.thread, poll_main);
     if (err) {
         P.active = 0;
         goto out;

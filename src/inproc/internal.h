@@ -100,6 +100,11 @@ int spp_defer_sample(spp_slot *s, uint64_t after_ns);
  * the thread's system calls or wake-ups are. */
 uint64_t spp_defer_delay(uint32_t *rng);
 
+/* sampler.c: creates one of spprof's own threads (drain, poller), which
+ * must never run the handler: SPP_SIGNAL stays blocked in it. Returns
+ * pthread_create's error. */
+int spp_create_thread(pthread_t *thread, void *(*main)(void *));
+
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
 int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
 void spp_clock_disarm(spp_slot *s);

@@ -346,14 +346,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         rc = SPP_ENOMEM;
         goto fail;
     }
-    /* The drain thread must never run the handler: block the signal while
-     * creating it (the new thread inherits the mask). */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SPP_SIGNAL);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int err = pthread_create(&spp_g.drain_thread, NULL, drain_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int err = spp_create_thread(&spp_g.drain_thread, drain_main);
     if (err) {
         close(spp_g.kick_fd);
         spp_g.kick_fd = -1;
@@ -453,6 +446,18 @@ out:
     return rc;
 }
 
+int spp_create_thread(pthread_t *thread, void *(*main)(void *))
+{
+    /* Block the signal while creating it: the new thread inherits the mask. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SPP_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int err = pthread_create(thread, NULL, main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
 static void wait_for_handlers(void)
 {
     struct timespec pause = {0, 100000};
@@ -479,7 +484,6 @@ int spp_sampler_remove_thread(pid_t tid)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return idx >= 0 ? SPP_OK : SPP_EINVAL;
 }
-
 
 spp_profile *spp_sampler_stop(const spp_meta *meta)
 {
