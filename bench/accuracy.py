@@ -28,7 +28,11 @@ RATE = 1000
 
 
 def variants(py315):
-    vs = [Variant("spprof in-process 1 ms", inproc=("spprof", 1)),
+    # In-process: the default clock (perf_event here, where the bench runs as
+    # root) and cpu_poll (what an unprivileged program gets where the kernel
+    # keeps perf_event from counting system time).
+    vs = [Variant("spprof in-process 1 ms", inproc=("spprof", 1), env={"SPPROF_CLOCK": ""}),
+          Variant("spprof in-process 1 ms cpu_poll", inproc=("spprof", 1), env={"SPPROF_CLOCK": "poll"}),
           Variant("spprof record 1 kHz", "spprof", RATE),
           Variant("spprof record --nonblocking 1 kHz", "spprof", RATE, ["--nonblocking"]),
           Variant("py-spy 1 kHz", "py-spy", RATE), Variant("py-spy --nonblocking 1 kHz", "py-spy", RATE, ["--nonblocking"]),

@@ -2,7 +2,8 @@
 every tool: the benchmarks that compare tools on targets all go through
 run_once().
 
-A run starts the target (always the same interpreter, argv and environment),
+A run starts the target (always the same interpreter, argv and environment,
+but for the variables a variant sets),
 attaches an out-of-process profiler with its PID and leaves it SETTLE
 seconds, then says go (naming the in-process profiler, if any, which the
 target starts itself); when the target has exited and the profiler has
@@ -93,11 +94,12 @@ def count_samples(path, per_line=False, watch=()):
 class Variant:
     """A way of running the target: no profiler, an out-of-process tool
     (`tool` at `rate` Hz with `flags`), or an in-process one (`inproc` =
-    (tool, interval in ms))."""
+    (tool, interval in ms)); `env`: variables set in the target's
+    environment (SPPROF_CLOCK, say)."""
 
-    def __init__(self, name, tool=None, rate=None, flags=(), inproc=None, python=None):
+    def __init__(self, name, tool=None, rate=None, flags=(), inproc=None, python=None, env=None):
         self.name, self.tool, self.rate, self.flags = name, tool, rate, list(flags)
-        self.inproc, self.python = inproc, python
+        self.inproc, self.python, self.env = inproc, python, dict(env or {})
 
     def command(self, exe, pid, out):
         if self.tool is None:
@@ -158,7 +160,7 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
     """One run; see the module's docstring. Returns a dict."""
     py = variant.python or python
     target = subprocess.Popen([py, WORKLOADS, workload, str(amount)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, **variant.env))
     assert target.stdout.readline().strip() == "ready"
     tmp = tempfile.mkdtemp(prefix="spprof-bench-")
     out, err_path, rss_path = (os.path.join(tmp, n) for n in ("profile.txt", "stderr", "rss"))
