@@ -469,3 +469,17 @@ def test_the_imported_extension_is_the_build_under_test():
         assert cli, "the sanitized run must name its command in SPPROF_CLI"
         with open(cli, "rb") as f:
             assert b"__asan_init" in f.read(), cli
+
+
+def test_import_leaves_the_network_modules_for_upload():
+    """`import spprof` must stay light for programs that never upload:
+    urllib.request brings http.client, email, ssl and libcrypto, which made
+    the import take 12 MB and 25 ms more. Profile.upload() imports them."""
+    import subprocess
+    import sys
+
+    heavy = ("ssl", "http.client", "urllib.request", "email.message")
+    code = ("import sys, spprof; print(','.join(m for m in %r if m in sys.modules))" % (heavy,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", out.stdout
