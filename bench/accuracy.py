@@ -92,6 +92,8 @@ def main():
             v.name, "%.0f" % n if n is not None else "-", fmt3(1), fmt3(2), common.fmt_range(errs, fmt="%.1f"),
             judged))
     rep.p("")
+    rep.p(runner.clocks_used(vs, res))
+    rep.p("")
     rep.end(args.write)
     return 0
 

@@ -57,7 +57,7 @@ def main():
           "tools alternating; median (min-max) of samples of the work obtained over those asked for (rate × "
           "the work's wall time out of process; rate × its thread's CPU time in-process, "
           "where spprof samples CPU time). In brackets what the tool says of its own lag.\n" % (args.work, args.rounds))
-    cells, highest, series = {}, {}, {}
+    cells, highest, series, inproc_res = {}, {}, {}, {}
     for rate in rates:
         vs = variants_at(rate, py315)
         print("  %d Hz: %d tools, %d rounds ..." % (rate, len(vs), args.rounds), file=sys.stderr, flush=True)
@@ -66,6 +66,7 @@ def main():
         for v in vs:
             rs = res[v.name]
             if v.inproc:
+                inproc_res.setdefault(v.name, []).extend(rs)
                 # The main thread's CPU: the process's includes spprof's drain thread.
                 obtained = [r["work_samples"] / (rate * r["thread_cpu"]) for r in rs]
             else:
@@ -81,6 +82,7 @@ def main():
         rep.p("| %s | %s | %s |" % (name, " | ".join(row.get(r, "not offered") for r in rates),
                                     "%d Hz" % highest[name] if highest.get(name) else "below %d Hz" % rates[0]))
     rep.p("")
+    rep.p(runner.clocks_used([v for v in variants_at(1000, None) if v.inproc], inproc_res))
     for nb in ("", " --nonblocking"):
         s, y = highest.get("spprof record" + nb, 0), highest.get("py-spy" + nb, 0)
         rep.p("- highest rate with ≥ 99 %% obtained, spprof record%s %s Hz vs py-spy%s %s Hz (target ≥ 2×): "

@@ -66,6 +66,18 @@ def function_of(frame):
     return parts[1] if len(parts) == 3 else frame
 
 
+def clocks_used(vs, results):
+    """A report line naming the clock each in-process spprof variant ran
+    under ("" when none ran): the default one is what the kernel allows the
+    bench's user (perf_event for root), which the row names do not say."""
+    parts = []
+    for v in vs:
+        if v.inproc and v.inproc[0] == "spprof":
+            seen = sorted({r.get("clock") or "?" for r in results.get(v.name, [])})
+            parts.append("%s: %s" % (v.name, ", ".join(seen)))
+    return "- clocks of the in-process runs: " + "; ".join(parts) if parts else ""
+
+
 def count_samples(path, per_line=False, watch=()):
     """(all samples, samples of the timed work, {function in watch: samples
     whose stack holds it}) of a folded-stacks file. per_line: every line is

@@ -214,6 +214,7 @@ class InProcess:
         if self.tool == "spprof":
             prof = self.mod.stop()
             res["samples"] = prof.sample_count
+            res["clock"] = prof.clock
             prof.save(self.out, format="collapsed")
         elif self.tool == "pyinstrument":
             self.prof.stop()

@@ -517,17 +517,19 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     for the call's time), not hand it on as it does a signal that merely
     met a short call on its way, or the read's line would get a fraction
     of its share (a quarter to a third of perf_event's, measured when it
-    did). Each run measures the reads' share of work's CPU time itself
-    (the reads' cost moves from run to run: 0.10-0.55 of it under one
-    workload). Both clocks must come within 10 points of it: here perf_event
-    came within 3 and the polling clock 0-6 under (7-9 with both CPUs busy
-    with other work), as it hands on a signal sent in a call's last
-    stretch."""
+    did). Each run measures the reads' share of work's CPU time itself: it
+    moves from run to run (about a third here, 0.29-0.38; with an earlier
+    loop four times as long, 0.10-0.55). perf_event must come within 10
+    points of it (it came within 4). The polling clock hands on a signal
+    sent in a call's last stretch, so it errs low only: 0-6 points under
+    on a quiet machine, 5-9 with both CPUs busy with other work; it must
+    come within 10 under and 5 over."""
     shares = line_shares_perf_and_poll(script, BIG_READS, str(tmp_path))
     for clock in ("perf", "poll"):
         truth = shares[clock + "_measured"]["READ"]
         assert truth > 0.15, shares  # the reads do take time
-        assert abs(shares[clock]["READ"] - truth) < 0.10, (clock, shares)
+        low, high = (0.10, 0.10) if clock == "perf" else (0.10, 0.05)
+        assert truth - low < shares[clock]["READ"] < truth + high, (clock, shares)
 
 
 PARALLEL = """

@@ -230,9 +230,10 @@ static uint64_t ran_since_sent(spp_slot *s, uint64_t cpu_now)
  * lets the slower signals of a busy one pile up at short calls' exits;
  * two keep those apart. Measured with test_sampling's targets (a 4 MiB
  * read, a loop calling every 3 us): at one flight time the read's share
- * came within 4 points of its measured share, and the loop's call got
- * 0.36 of its samples in one run of four (perf_event: 0.18); at two, 0-6
- * points under and 0.18-0.19; at three, 7-9 points under. */
+ * came within 4 points of its measured share, and the loop's calling
+ * line got 0.36 of the loop's samples in one run of four (perf_event:
+ * 0.18); at two, 0-6 points under and 0.18-0.19; at three, 7-9 points
+ * under. */
 static int in_kernel_when_sent(spp_slot *s, uint64_t cpu_now)
 {
     uint64_t flight = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
