@@ -28,6 +28,18 @@ def spprof_exe():
     return exe
 
 
+def wait_traced_by(pid, prof, timeout=30):
+    """Waits until spprof (the process prof) has attached to pid with ptrace."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        assert prof.poll() is None, prof.communicate()[1]
+        with open("/proc/%d/status" % pid) as f:
+            if "TracerPid:\t%d\n" % prof.pid in f.read():
+                return
+        time.sleep(0.01)
+    pytest.fail("spprof had not attached to PID %d after %d s" % (pid, timeout))
+
+
 def run(args, timeout=120, **kw):
     return subprocess.run([spprof_exe(), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kw)
@@ -170,6 +182,7 @@ def sleeper():
 
 t = threading.Thread(target=sleeper, name="sleeper", daemon=True)
 t.start()
+time.sleep(0.1)             # (the GIL free: the sleeper goes to sleep)
 print("ready", flush=True)
 print(t.native_id, flush=True)
 while True:
@@ -182,6 +195,21 @@ def context_switches(pid, tid):
         return sum(int(l.split()[1]) for l in f if l.split(":")[0].endswith("voluntary_ctxt_switches"))
 
 
+def wait_asleep(pid, tid, timeout=30):
+    """Waits until the thread sleeps and has not run for 0.1 s: on a loaded
+    machine it may still be on its way to the syscall when the target says
+    it is ready, and running then, it would rightly be sampled."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        before = context_switches(pid, tid)
+        time.sleep(0.1)
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "S" and context_switches(pid, tid) == before:
+            return
+    pytest.fail("thread %d of PID %d did not go to sleep in %d s" % (tid, pid, timeout))
+
+
 def test_idle_threads_are_not_woken_unless_idle_is_asked(tmp_path):
     """Without --idle an idle thread's stack is left out, so it is not
     paused: a thread asleep in one syscall stays asleep (no context switch),
@@ -191,6 +219,7 @@ def test_idle_threads_are_not_woken_unless_idle_is_asked(tmp_path):
     proc = start_target(path)
     try:
         tid = int(proc.stdout.readline())
+        wait_asleep(proc.pid, tid)
         out = tmp_path / "p.txt"
         before = context_switches(proc.pid, tid)
         r = run(["record", "--pid", proc.pid, "-r", "200", "-d", "1", "-f", "collapsed", "-o", out])
@@ -966,19 +995,23 @@ def test_a_rate_the_machine_cannot_keep_up_does_not_stop_the_target(tmp_path):
     20 kHz spprof paused it back to back: the benchmark's 2 s of work had
     had 0.5 s of CPU after 53 s. spprof now lets the target run at least
     half as long as the last sample took before pausing it again: samples
-    come late instead (counted, and weighted by the time they stand for)."""
+    come late instead (counted, and weighted by the time they stand for).
+    How many a second it still takes depends on the machine (bench/rates.py
+    measures it); that the late samples' weights still add up to the time
+    the work took does not."""
     workloads = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
                              "workloads.py")
     amount = subprocess.check_output([sys.executable, workloads, "recursion", "--calibrate", "0.5"], text=True)
     target = subprocess.Popen([sys.executable, workloads, "recursion", amount.strip()], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
-    out = tmp_path / "p.txt"
+    out = tmp_path / "p.json"
     prof = None
     try:
         assert target.stdout.readline().strip() == "ready"
-        prof = subprocess.Popen([spprof_exe(), "record", "--pid", str(target.pid), "-r", "20000", "-f", "collapsed",
+        prof = subprocess.Popen([spprof_exe(), "record", "--pid", str(target.pid), "-r", "20000", "-f", "speedscope",
                                  "-o", str(out)], stderr=subprocess.PIPE, text=True)
-        time.sleep(1)
+        wait_traced_by(target.pid, prof)
+        time.sleep(0.2)
         t0 = time.monotonic()
         target.stdin.write("go\n")
         target.stdin.flush()
@@ -994,8 +1027,16 @@ def test_a_rate_the_machine_cannot_keep_up_does_not_stop_the_target(tmp_path):
     # Paused at most two thirds of the time, plus the cost of each stop:
     # 0.5 s of work took 1.1-1.6 s here (before: minutes).
     assert took < 15, (took, work, err)
-    samples = int(re.search(r"\((\d+) samples", err).group(1))
-    assert samples >= 0.5 * 1000, err  # thousands a second still
+    doc = json.loads(out.read_text())
+    frames = doc["shared"]["frames"]
+    chunk = {i for i, f in enumerate(frames) if f["name"] == "chunk"}
+    assert len(doc["profiles"]) == 1 and doc["profiles"][0]["unit"] == "nanoseconds", doc["profiles"]
+    prof_ = doc["profiles"][0]
+    in_work = sum(w for s, w in zip(prof_["samples"], prof_["weights"]) if chunk & set(s)) / 1e9
+    # Every sample while the work ran stands for the time since the one
+    # before: together, the time the work took (seen within 0.2 % of it
+    # here, at 2,000-11,000 samples, the other CPU idle or busy).
+    assert 0.9 * work["wall"] - 0.05 <= in_work <= 1.1 * work["wall"] + 0.05, (in_work, work, err)
 
 
 def test_runtime_found_when_the_file_is_gone(tmp_path):
