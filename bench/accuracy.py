@@ -28,12 +28,8 @@ RATE = 1000
 
 
 def variants(py315):
-    # In-process: the default clock (perf_event here, where the bench runs as
-    # root) and cpu_poll (what an unprivileged program gets where the kernel
-    # keeps perf_event from counting system time).
-    vs = [Variant("spprof in-process 1 ms", inproc=("spprof", 1), env={"SPPROF_CLOCK": ""}),
-          Variant("spprof in-process 1 ms cpu_poll", inproc=("spprof", 1), env={"SPPROF_CLOCK": "poll"}),
-          Variant("spprof record 1 kHz", "spprof", RATE),
+    vs = runner.inproc_variants("spprof in-process 1 ms", 1)
+    vs += [Variant("spprof record 1 kHz", "spprof", RATE),
           Variant("spprof record --nonblocking 1 kHz", "spprof", RATE, ["--nonblocking"]),
           Variant("py-spy 1 kHz", "py-spy", RATE), Variant("py-spy --nonblocking 1 kHz", "py-spy", RATE, ["--nonblocking"]),
           Variant("austin 1 kHz", "austin", RATE), Variant("pyinstrument 1 ms", inproc=("pyinstrument", 1)),

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 from bench.common import Report, median_ci, parse, verdict  # noqa: E402
 from bench import workloads  # noqa: E402
+from bench.runner import CLOCKS  # noqa: E402
 
 if os.path.realpath(sys.prefix) != os.path.realpath(common.VENV):
     # spprof built from this tree lives in the bench venv: run there.
@@ -50,10 +51,6 @@ def timed(iterations):
     return (time.perf_counter() - w0, time.thread_time() - c0, time.process_time() - p0)
 
 
-# The clocks compared: the default (SPPROF_CLOCK unset: perf_event where
-# the kernel allows it) and the polling clock (what an unprivileged
-# program gets).
-CLOCKS = {"default": "", "cpu_poll": "poll"}
 
 
 class EmptyHandler:

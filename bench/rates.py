@@ -11,7 +11,7 @@ time; its API takes an interval of 1 to 1000 ms, so 5 and 10 kHz are not
 offered. Samples are those of the timed work (stacks through `chunk`). The
 highest rate with >= 99 % obtained is compared with py-spy's (target: >= 2x).
 
-    python3 -m bench rates [--rounds 3] [--work 2] [--quick] [--write]
+    python3 -m bench rates [--rounds 3] [--work 2] [--asked 1000] [--quick] [--write]
 """
 
 import argparse
@@ -24,10 +24,6 @@ from bench.common import verdict  # noqa: E402
 from bench.runner import Variant, lag  # noqa: E402
 
 RATES = (100, 1000, 5000, 10000)
-# spprof in-process under the default clock (perf_event here, where the
-# bench runs as root) and under cpu_poll (what an unprivileged program gets
-# where the kernel keeps perf_event from counting system time).
-INPROC = (("spprof in-process", ""), ("spprof in-process cpu_poll", "poll"))
 
 
 def variants_at(rate, py315):
@@ -35,8 +31,7 @@ def variants_at(rate, py315):
           Variant("py-spy", "py-spy", rate), Variant("py-spy --nonblocking", "py-spy", rate, ["--nonblocking"]),
           Variant("austin", "austin", rate)]
     if rate <= 1000 and 1000 % rate == 0:
-        for name, clock in INPROC:
-            vs.append(Variant(name, inproc=("spprof", 1000 // rate), rate=rate, env={"SPPROF_CLOCK": clock}))
+        vs += runner.inproc_variants("spprof in-process", 1000 // rate, rate=rate)
     if py315:
         vs.append(Variant("Tachyon (CPython 3.15)", "tachyon", rate, python=py315))
     return vs
@@ -47,22 +42,38 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=float, default=2.0, help="seconds of CPU of unprofiled work per run")
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
-    args = common.parse(ap, "1 round, 0.3 s of work, 1 kHz and 10 kHz", rounds=1, work=0.3, rates="1000,10000")
+    # At 100 Hz, 2 s of work asks for 200 samples, and the jitter of the
+    # sampling intervals (a quarter of a period either way, which every
+    # tool needs to keep from aliasing) alone spreads a count of 200 by
+    # +-1.5 %: more than the 1 % a verdict tells apart. Lower rates get
+    # longer work instead (+-0.5 % at 1,000).
+    ap.add_argument("--asked", type=int, default=1000,
+                    help="fewest samples asked for per run: the work is lengthened at low rates")
+    args = common.parse(ap, "1 round, 0.3 s of work, 1 kHz and 10 kHz", rounds=1, work=0.3, rates="1000,10000",
+                        asked=0)
     exe, python, settle = runner.setup(args)
     py315 = exe.get("tachyon")
     rates = [int(r) for r in args.rates.split(",") if r]
     amounts = runner.amounts("recursion", args.work, python, exe)
     rep = common.Report("rates", "Rate fidelity: samples obtained / asked", sys.argv[1:])
-    rep.p("The one-thread pure-Python recursion (about %.1f s of CPU of work), %d runs per tool and rate, the "
+    def work_at(rate):
+        return max(args.work, args.asked / rate)
+
+    longer = ", ".join("%.0f s at %d Hz" % (work_at(r), r) for r in rates if work_at(r) > args.work)
+    rep.p("The one-thread pure-Python recursion (about %.1f s of CPU of work%s, so that a run asks for at least "
+          "%d samples), %d runs per tool and rate, the "
           "tools alternating; median (min-max) of samples of the work obtained over those asked for (rate × "
           "the work's wall time out of process; rate × its thread's CPU time in-process, "
-          "where spprof samples CPU time). In brackets what the tool says of its own lag.\n" % (args.work, args.rounds))
+          "where spprof samples CPU time). In brackets what the tool says of its own lag.\n" % (
+              args.work, "; " + longer if longer else "", args.asked, args.rounds))
     cells, highest, series, inproc_res = {}, {}, {}, {}
     for rate in rates:
         vs = variants_at(rate, py315)
-        print("  %d Hz: %d tools, %d rounds ..." % (rate, len(vs), args.rounds), file=sys.stderr, flush=True)
+        scale = work_at(rate) / args.work
+        print("  %d Hz: %d tools, %d rounds, %.1f s of work ..." % (rate, len(vs), args.rounds, work_at(rate)),
+              file=sys.stderr, flush=True)
         res = common.alternate(vs, args.rounds, lambda v: runner.run_once(
-            v, exe, "recursion", amounts[v.python or python], python, settle=settle))
+            v, exe, "recursion", round(amounts[v.python or python] * scale), python, settle=settle))
         for v in vs:
             rs = res[v.name]
             if v.inproc:
@@ -88,7 +99,7 @@ def main():
         rep.p("- highest rate with ≥ 99 %% obtained, spprof record%s %s Hz vs py-spy%s %s Hz (target ≥ 2×): "
               "**%s**%s" % (nb, s, nb, y, verdict(s >= 2 * y and s > 0),
                             " (both at the top step: the steps bound it)" if s == y == rates[-1] else ""))
-    for name, _ in INPROC:
+    for name in [v.name for v in runner.inproc_variants("spprof in-process", 1)]:
         if 1000 in rates and name in series:
             got = dict(series[name]).get(1000, 0)
             rep.p("- %s at 1 ms really takes 1,000 samples per CPU-second: %.1f %% (≥ 99 %%): **%s**" % (

@@ -132,6 +132,20 @@ class Variant:
         return cmd + self.flags
 
 
+# The clocks spprof in-process is compared under, by label: the default
+# (SPPROF_CLOCK unset: perf_event where the kernel allows it, as for root,
+# which the bench runs as) and cpu_poll (what an unprivileged program gets
+# where the kernel keeps perf_event from counting system time).
+CLOCKS = {"default": "", "cpu_poll": "poll"}
+
+
+def inproc_variants(name, interval_ms, rate=None):
+    """spprof in-process at interval_ms under each of CLOCKS, the default one
+    named `name`, the others `name` and the clock's label."""
+    return [Variant(name if label == "default" else "%s %s" % (name, label), inproc=("spprof", interval_ms),
+                    rate=rate, env={"SPPROF_CLOCK": clock}) for label, clock in CLOCKS.items()]
+
+
 def tools(names):
     """{tool: command} for the tools named, installing peers on first use;
     "tachyon" maps to a CPython 3.15, or is left out when there is none."""
