@@ -9,9 +9,11 @@ thread, many times a second. A sampler's share of a function is its samples
 whose stack holds it over the samples holding any of the three; pyinstrument
 and yappi give times, shared the same way. The error of a run is the largest
 of the three absolute differences, in percentage points. Target: <= 2 pp at
->= 1,000 samples.
+>= 1,000 samples. Counting alone moves a share by sqrt(p(1-p)/n): about 1 pp
+at 2,000 samples, as much as the bias the target is there to find, so the
+work is long enough for about 8,000 at 1 kHz (0.5 pp).
 
-    python3 -m bench accuracy [--rounds 3] [--work 3] [--quick] [--write]
+    python3 -m bench accuracy [--rounds 3] [--work 10] [--quick] [--write]
 """
 
 import argparse
@@ -47,7 +49,7 @@ def shares(values):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--work", type=float, default=3.0, help="seconds of CPU of unprofiled work per run")
+    ap.add_argument("--work", type=float, default=10.0, help="seconds of CPU of unprofiled work per run")
     args = common.parse(ap, "1 round, 0.3 s of work", rounds=1, work=0.3)
     exe, python, settle = runner.setup(args)
     vs = variants(exe.get("tachyon"))

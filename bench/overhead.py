@@ -51,8 +51,6 @@ def timed(iterations):
     return (time.perf_counter() - w0, time.thread_time() - c0, time.process_time() - p0)
 
 
-
-
 class EmptyHandler:
     """The same clock and signal with a handler that records nothing: the
     cost of being interrupted at this rate on this machine, which no

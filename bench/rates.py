@@ -42,11 +42,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=float, default=2.0, help="seconds of CPU of unprofiled work per run")
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
-    # At 100 Hz, 2 s of work asks for 200 samples, and the jitter of the
-    # sampling intervals (a quarter of a period either way, which every
-    # tool needs to keep from aliasing) alone spreads a count of 200 by
-    # +-1.5 %: more than the 1 % a verdict tells apart. Lower rates get
-    # longer work instead (+-0.5 % at 1,000).
+    # At 100 Hz, 2 s of work asks for 200 samples, and intervals jittered
+    # by up to a quarter of a period either way (spprof's, against
+    # aliasing) alone spread a count of n by 0.144/sqrt(n): 1.0 % at 200
+    # (one standard deviation), as much as the 1 % a verdict tells apart.
+    # Lower rates get longer work instead (0.46 % at 1,000).
     ap.add_argument("--asked", type=int, default=1000,
                     help="fewest samples asked for per run: the work is lengthened at low rates")
     args = common.parse(ap, "1 round, 0.3 s of work, 1 kHz and 10 kHz", rounds=1, work=0.3, rates="1000,10000",
@@ -56,6 +56,7 @@ def main():
     rates = [int(r) for r in args.rates.split(",") if r]
     amounts = runner.amounts("recursion", args.work, python, exe)
     rep = common.Report("rates", "Rate fidelity: samples obtained / asked", sys.argv[1:])
+
     def work_at(rate):
         return max(args.work, args.asked / rate)
 
