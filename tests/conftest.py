@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -310,3 +311,15 @@ def run_c_test(tmp_path, name):
     formats = sorted(os.path.join("src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
                      if f.endswith(".c"))  # every writer: writer.c names them all
     run_c(build_c(tmp_path, name, ["src/core/profile.c", *formats, "tests/c/%s.c" % name], ["-lm"]))
+
+
+def wait_traced_by(pid, prof, timeout=30):
+    """Waits until spprof (the process prof) has attached to pid with ptrace."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        assert prof.poll() is None, prof.communicate()[1]
+        with open("/proc/%d/status" % pid) as f:
+            if "TracerPid:\t%d\n" % prof.pid in f.read():
+                return
+        time.sleep(0.01)
+    pytest.fail("spprof had not attached to PID %d after %d s" % (pid, timeout))

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import (DATA, TWO_PHASES, build_c, check_chrometrace, check_two_phases, go_pprof,
-                      pprof_raw)
+                      pprof_raw, wait_traced_by)
 
 
 def spprof_exe():
@@ -26,18 +26,6 @@ def spprof_exe():
     if not os.access(exe, os.X_OK):
         pytest.fail("the spprof command is not installed next to %s" % sys.executable)
     return exe
-
-
-def wait_traced_by(pid, prof, timeout=30):
-    """Waits until spprof (the process prof) has attached to pid with ptrace."""
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        assert prof.poll() is None, prof.communicate()[1]
-        with open("/proc/%d/status" % pid) as f:
-            if "TracerPid:\t%d\n" % prof.pid in f.read():
-                return
-        time.sleep(0.01)
-    pytest.fail("spprof had not attached to PID %d after %d s" % (pid, timeout))
 
 
 def run(args, timeout=120, **kw):
@@ -195,19 +183,26 @@ def context_switches(pid, tid):
         return sum(int(l.split()[1]) for l in f if l.split(":")[0].endswith("voluntary_ctxt_switches"))
 
 
-def wait_asleep(pid, tid, timeout=30):
-    """Waits until the thread sleeps and has not run for 0.1 s: on a loaded
-    machine it may still be on its way to the syscall when the target says
-    it is ready, and running then, it would rightly be sampled."""
+def wait_asleep(pid, tid=None, timeout=30):
+    """Waits until the thread (without tid: every thread of pid) sleeps and
+    has not run for 0.1 s: on a loaded machine it may still be on its way
+    to the syscall when the target says it is ready, and running then, it
+    would rightly be sampled, or dumped as running."""
     until = time.monotonic() + timeout
     while time.monotonic() < until:
-        before = context_switches(pid, tid)
-        time.sleep(0.1)
-        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        if state == "S" and context_switches(pid, tid) == before:
-            return
-    pytest.fail("thread %d of PID %d did not go to sleep in %d s" % (tid, pid, timeout))
+        try:
+            tids = [tid] if tid else [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+            before = [context_switches(pid, t) for t in tids]
+            time.sleep(0.1)
+            states = []
+            for t in tids:
+                with open("/proc/%d/task/%d/stat" % (pid, t)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            if states == ["S"] * len(tids) and [context_switches(pid, t) for t in tids] == before:
+                return
+        except FileNotFoundError:
+            pass  # a thread ended meanwhile: look again
+    pytest.fail("PID %d (thread %s) did not go to sleep in %d s" % (pid, tid or "any", timeout))
 
 
 def test_idle_threads_are_not_woken_unless_idle_is_asked(tmp_path):
@@ -364,7 +359,7 @@ def test_dump_text_and_json(tmp_path):
     path.write_text(textwrap.dedent(DUMP_TARGET))
     proc = start_target(path)
     try:
-        time.sleep(0.2)
+        wait_asleep(proc.pid)
         r = run(["dump", "--pid", proc.pid])
         assert r.returncode == 0, r.stderr
         line = line_of(textwrap.dedent(DUMP_TARGET), "# BLOCKED")
@@ -458,7 +453,7 @@ def test_dump_locals_text_and_json(tmp_path):
     want = expected_locals()
     assert want[-3][1] == re.escape("'" + "x" * 124 + "...")   # the bound itself
     try:
-        time.sleep(0.2)
+        wait_asleep(proc.pid)
         r = run(["dump", "--pid", proc.pid, "--locals"])
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
@@ -789,8 +784,7 @@ def test_top_in_tmux_shows_hot_function_and_quits(busy):
         own = float(rows[0].split("%")[0])
         assert own > 40, screen
         top.keys("2")
-        time.sleep(1.0)
-        screen = top.screen()
+        screen = top.wait_for(lambda s: "Sort: total" in s)
         assert "Sort: total" in screen, screen
         top.quit()
         assert proc.poll() is None, "the target must keep running"

@@ -75,9 +75,12 @@ def test_rate_at_1ms_matches_cpu_time(script, clock):
     )
     expected = r["cpu_ms"] / 1.0
     if clock == "poll":
-        # Its looks come every millisecond of wall time: a stalled looking
-        # thread passes over some (88.7 % in one CI run on a busy host).
-        assert 0.8 * expected <= r["samples"] <= 1.1 * expected, r
+        # Its looks come every millisecond of wall time: a looking thread
+        # that waits for a CPU passes over some (88.7 % in one CI run on a
+        # busy host, 67-80 % here with two busy processes on the two CPUs;
+        # the weights carry the time). How near 1,000 a second it comes is
+        # bench/rates.py's to measure; here, that it is not the 250 Hz tick.
+        assert 0.5 * expected <= r["samples"] <= 1.1 * expected, r
     else:
         assert abs(r["samples"] - expected) / expected < 0.10, r
 
@@ -88,7 +91,9 @@ def test_unprivileged_default_clock_samples_at_the_asked_rate(tmp_path):
     one, which samples a busy thread about 1,000 times per CPU-second at
     1 ms where a CPU-time timer fires on the 250 Hz tick; the weights and
     shares stay true. (Its looks come every millisecond of wall time: a
-    stalled looking thread passes over some, hence 80 %, not 90 %.)"""
+    looking thread that waits for a CPU passes over some, 20-33 % with two
+    busy processes on this 2-CPU machine; at half the asked rate it is
+    still twice the tick's.)"""
     import shutil
     import subprocess
     import sys
@@ -101,7 +106,7 @@ def test_unprivileged_default_clock_samples_at_the_asked_rate(tmp_path):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["clock"] == "cpu_poll", r
-    assert 0.8 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
+    assert 0.5 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
     assert abs(r["sampled_ms"] - r["cpu_ms"]) / r["cpu_ms"] < 0.10, r
     truth = r["t_hot"] / (r["t_hot"] + r["t_cold"])
     assert abs(r["w"]["hot"] / (r["w"]["hot"] + r["w"]["cold"]) - truth) < 0.03, r

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from conftest import wait_traced_by
 from test_cli import folded, share, spprof_exe
 
 pytestmark = pytest.mark.stress
@@ -167,6 +168,7 @@ def test_target_killed_mid_recording(tmp_path, how):
                                   text=True)
         pid = int(readline(target.stdout))
         proc = record(["--pid", pid, "-r", "200", "-f", "raw", "-o", out])
+        wait_traced_by(pid, proc)
     try:
         time.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
