@@ -11,7 +11,7 @@ and yappi give times, shared the same way. The error of a run is the largest
 of the three absolute differences, in percentage points. Target: <= 2 pp at
 >= 1,000 samples. Counting alone moves a share by sqrt(p(1-p)/n): about 1 pp
 at 2,000 samples, as much as the bias the target is there to find, so the
-work is long enough for about 8,000 at 1 kHz (0.5 pp).
+work is long enough for 8,000-12,000 at 1 kHz (0.5 pp).
 
     python3 -m bench accuracy [--rounds 3] [--work 10] [--quick] [--write]
 """
