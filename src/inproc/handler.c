@@ -216,7 +216,7 @@ static _Atomic uint64_t signal_flight_ns = 20000;
 static uint64_t ran_since_sent(spp_slot *s, uint64_t cpu_now)
 {
     uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
-    return sent != SPP_SENT_UNKNOWN && cpu_now > sent ? cpu_now - sent : 0;
+    return sent < SPP_SENT_OFF_CPU && cpu_now > sent ? cpu_now - sent : 0;
 }
 
 /* Whether a poller's signal that came at a system call's exit found the
@@ -339,7 +339,11 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
     } else if (polled && s->mech == SPP_MECH_POLL) {
         atomic_store_explicit(&s->signal_out, 0, memory_order_release);
-        if (!at_syscall_exit(uc))
+        if (atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed) == SPP_SENT_OFF_CPU)
+            ; /* taken where it was stopped (by the poller, on a CPU the
+                 * two share): a random moment, at a call's exit as often
+                 * as the call had the CPU */
+        else if (!at_syscall_exit(uc))
             learn_flight(s, clock_now);
         else if (!in_kernel_when_sent(s, clock_now) &&
                  spp_defer_sample(s, spp_defer_delay(&s->rng)))

@@ -24,6 +24,10 @@
 #define SPP_POLL_MIN_FLIGHT_NS 10000ull
 /* poll_sent_cpu while the poller has not yet stored it. */
 #define SPP_SENT_UNKNOWN UINT64_MAX
+/* poll_sent_cpu of a signal sent to a thread that was not on a CPU from
+ * the poller's look until after the send: it takes the signal where it
+ * stopped, with no flight (see handler.c's in_kernel_when_sent). */
+#define SPP_SENT_OFF_CPU (UINT64_MAX - 1)
 
 /* The largest record the handler writes. */
 #define SPP_REC_MAX                                                                 \
