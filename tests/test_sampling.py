@@ -447,6 +447,21 @@ os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 """
 
 
+def expect_one_cpu_skew_on_old_kernels(request, cpus):
+    """On one CPU the polling clock keeps a sample where the thread was
+    stopped only if the kernel gives its thread a 0.1 ms slice (EEVDF,
+    Linux 6.12+); on older kernels such samples are judged as any other
+    and long calls get less than their share (README, How it samples).
+    There the one-CPU runs are expected to fail, and still run."""
+    import platform
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", platform.release())
+    if cpus == "one" and m and (int(m.group(1)), int(m.group(2))) < (6, 12):
+        request.applymarker(pytest.mark.xfail(
+            reason="Linux %s gives no 0.1 ms slice (6.12+)" % platform.release(), strict=False))
+
+
 def line_shares_perf_and_poll(script, source, *args, cpus="all"):
     """source (defining work) profiled under perf_event and under the
     polling clock: {"perf": {tag: share}, "poll": {tag: share}}, and what
@@ -480,7 +495,7 @@ def work(budget):
 
 
 @pytest.mark.parametrize("cpus", ["all", "one"])
-def test_polling_clock_keeps_lines_true_in_code_dense_with_system_calls(script, cpus):
+def test_polling_clock_keeps_lines_true_in_code_dense_with_system_calls(script, cpus, request):
     """A loop that makes a system call every few microseconds: a signal
     sent from another thread is delivered at the next return to user mode,
     which here is nearly always that call's exit, sooner than the
@@ -496,6 +511,7 @@ def test_polling_clock_keeps_lines_true_in_code_dense_with_system_calls(script, 
     calls where the scheduler finds its slice spent (there the call's line
     got 0.48-0.56, perf_event's 0.18, until the poller asked for a short
     slice; since, 0.21-0.25)."""
+    expect_one_cpu_skew_on_old_kernels(request, cpus)
     shares = line_shares_perf_and_poll(script, SYSCALL_DENSE, cpus=cpus)
     assert shares["perf"]["BODY"] > 0.35, shares
     assert abs(shares["poll"]["BODY"] - shares["perf"]["BODY"]) < 0.10, shares
@@ -507,11 +523,14 @@ import json, os, sys, tempfile, time
 import spprof
 
 # 4 MiB from the page cache: a kernel copy of some 0.3 ms, which no signal
-# cuts short (a read of /dev/zero stops at a pending signal).
+# cuts short (a read of /dev/zero stops at a pending signal), into the same
+# buffer each time: a new 4 MiB object would add the allocator's work (under
+# ASan, an mmap, a page fault per page and a munmap: 0.94 of the time).
 tf = tempfile.NamedTemporaryFile(dir=sys.argv[1])
 tf.write(os.urandom(4 << 20))
 tf.flush()
 fd = os.open(tf.name, os.O_RDONLY)
+buf = bytearray(4 << 20)
 
 MEASURED = {}
 
@@ -522,7 +541,7 @@ def work(budget):
     read = 0.0
     t0 = start
     while t0 < end:
-        os.pread(fd, 4 << 20, 0)  # READ
+        os.preadv(fd, [buf], 0)  # READ
         t1 = time.thread_time()
         read += t1 - t0
         for i in range(5000):
@@ -533,7 +552,8 @@ def work(budget):
 
 
 @pytest.mark.parametrize("cpus", ["all", "one"])
-def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp_path, cpus):
+def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp_path, cpus,
+                                                                     request):
     """Large reads from the page cache between short Python loops. A signal
     reaches a thread that is inside a system call only as the call
     returns: the polling clock must keep that sample at the call (it stood
@@ -550,6 +570,7 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     (not running) when the signal left, and takes it where it stopped: the
     sample is kept wherever that is (handed on as a call's, the reads got
     0.14-0.20 of 0.31-0.33; kept, 0-3 points under)."""
+    expect_one_cpu_skew_on_old_kernels(request, cpus)
     shares = line_shares_perf_and_poll(script, BIG_READS, str(tmp_path), cpus=cpus)
     for clock in ("perf", "poll"):
         truth = shares[clock + "_measured"]["READ"]

@@ -76,8 +76,14 @@ def check_sane(r, cpu_bound=True):
     if r["clock"] == "perf_event":
         # About one sample per CPU millisecond (expiries that come while a
         # signal is pending merge into one sample, weighted for both: on a
-        # loaded machine up to a third of them).
-        assert r["samples"] + r["dropped"] >= 0.5 * r["sampled_ms"] - 10, r
+        # loaded machine up to a third of them). Threads that run in bursts
+        # of tens of microseconds between waits get fewer where timer
+        # interrupts come late (the eintr scenario: 0.7-0.85 per ms here on
+        # a quiet day, 16 samples for 91 ms once in CI); their weights still
+        # add up to their CPU time (above), and the rate of busy threads is
+        # test_sampling's and bench/rates.py's to check.
+        if cpu_bound:
+            assert r["samples"] + r["dropped"] >= 0.5 * r["sampled_ms"] - 10, r
         assert r["samples"] <= 1.1 * r["sampled_ms"] + 5, r
 
 

@@ -174,6 +174,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
     int cv_ready;
+    int short_slice;    /* the poller has the shortest slice (prefer_short_slice) */
     _Atomic uint64_t cpu_ns;  /* the thread's CPU time, after each look */
     poll_state st[SPP_MAX_THREADS];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -314,7 +315,11 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
      * reads SPP_SENT_UNKNOWN, taken as a signal that came at once. A
      * thread whose CPU time has not moved since the look was not on a CPU
      * meanwhile (a running thread's clock moves every nanosecond): it
-     * takes the signal where it was stopped, SPP_SENT_OFF_CPU. */
+     * takes the signal where it was stopped, SPP_SENT_OFF_CPU, a random
+     * moment where this thread has the shortest slice (it stopped the
+     * thread as its timer fired, on a CPU the two share). Elsewhere the
+     * thread ran on until the scheduler found its slice spent, mostly in
+     * its own system calls, and the sample is judged as any other. */
     atomic_store_explicit(&s->poll_sent_cpu, SPP_SENT_UNKNOWN, memory_order_relaxed);
     atomic_store_explicit(&s->signal_out, 1, memory_order_release);
     if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, SPP_SIGNAL, &si) < 0) {
@@ -323,24 +328,28 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, uint64_t interval,
     }
     if (clock_gettime(thread_cpu_clock(tid), &ts) == 0) {
         uint64_t after = ts_ns(&ts);
-        atomic_store_explicit(&s->poll_sent_cpu, after == cpu ? SPP_SENT_OFF_CPU : after,
+        atomic_store_explicit(&s->poll_sent_cpu,
+                              after == cpu && P.short_slice ? SPP_SENT_OFF_CPU : after,
                               memory_order_relaxed);
     }
     poll_sent(ps, cpu, interval);
 }
 
-/* Asks the scheduler for the shortest time slice (0.1 ms; EEVDF, Linux
- * 6.12+; older kernels ignore it): a task with a shorter slice than the
- * running one takes its CPU as it wakes, rather than when that one's slice
- * runs out. Sharing a CPU with the thread it samples (a one-CPU container,
- * or a scheduler that packs tasks on few CPUs), the poller then stops that
- * thread at the random moment its timer fires, not where the thread's
- * slice is found spent, which is mostly in its own system calls (those
- * that read a CPU clock update it): measured on one CPU, the calling line
- * of test_sampling's syscall-dense loop got 0.48-0.56 of its samples
- * without this (perf_event: 0.18), 0.22-0.25 with it. The attribute of a
- * SCHED_OTHER thread at its own nice value needs no privilege. */
-static void prefer_short_slice(void)
+/* Asks the scheduler for its shortest time slice, 0.1 ms, and says whether
+ * the poller has it. Under EEVDF (Linux 6.12+) a task whose slice is
+ * shorter than the running task's takes the CPU as it wakes; otherwise it
+ * waits until the running task's slice runs out (6.6-6.11 always wait;
+ * older kernels ignore the request). When the poller shares a CPU with the
+ * thread it samples (a one-CPU container, or a scheduler that packs tasks
+ * on few CPUs), it then stops that thread at the random moment its timer
+ * fires, not where the thread's slice is found spent, which is mostly
+ * inside the thread's own system calls (those that read a CPU clock update
+ * it). Measured on one CPU: the calling line of test_sampling's
+ * syscall-dense loop got 0.48-0.56 of its samples without this, 0.21-0.25
+ * with it (perf_event: 0.18). Only a poller of the default policy asks:
+ * the request would change another policy, or need privilege to. At its
+ * own nice value, SCHED_OTHER's needs none. */
+static int prefer_short_slice(void)
 {
     struct {
         uint32_t size, policy;
@@ -349,13 +358,21 @@ static void prefer_short_slice(void)
         uint32_t priority;
         uint64_t runtime, deadline, period;
     } attr; /* struct sched_attr, its first version */
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        return 0;
     memset(&attr, 0, sizeof(attr));
     attr.size = sizeof(attr);
     attr.policy = SCHED_OTHER;
     attr.nice = getpriority(PRIO_PROCESS, 0);
     attr.runtime = 100000; /* the slice, in ns */
-#ifdef SYS_sched_setattr
-    (void)syscall(SYS_sched_setattr, 0, &attr, 0);
+#if defined(SYS_sched_setattr) && defined(SYS_sched_getattr)
+    if (syscall(SYS_sched_setattr, 0, &attr, 0) < 0)
+        return 0;
+    memset(&attr, 0, sizeof(attr));
+    return syscall(SYS_sched_getattr, 0, &attr, sizeof(attr), 0) == 0 &&
+           attr.policy == SCHED_OTHER && attr.runtime == 100000;
+#else
+    return 0;
 #endif
 }
 
@@ -364,7 +381,7 @@ static void *poll_main(void *arg)
     (void)arg;
     /* Wake on time: the default slack would add 50 us to every look. */
     prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
-    prefer_short_slice();
+    P.short_slice = prefer_short_slice();
     pid_t pid = getpid();
     uid_t uid = getuid();
     struct timespec cpu;

@@ -212,10 +212,10 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
  * busy one). */
 static _Atomic uint64_t signal_flight_ns = 20000;
 
-/* The thread's CPU time since the poller read it and sent the signal. */
-static uint64_t ran_since_sent(spp_slot *s, uint64_t cpu_now)
+/* The thread's CPU time since the poller read it and sent the signal
+ * (sent: the slot's poll_sent_cpu). */
+static uint64_t ran_since_sent(uint64_t sent, uint64_t cpu_now)
 {
-    uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
     return sent < SPP_SENT_OFF_CPU && cpu_now > sent ? cpu_now - sent : 0;
 }
 
@@ -234,16 +234,16 @@ static uint64_t ran_since_sent(spp_slot *s, uint64_t cpu_now)
  * line got 0.36 of the loop's samples in one run of four (perf_event:
  * 0.18); at two, 0-6 points under and 0.18-0.19; at three, 7-9 points
  * under. */
-static int in_kernel_when_sent(spp_slot *s, uint64_t cpu_now)
+static int in_kernel_when_sent(uint64_t sent, uint64_t cpu_now)
 {
     uint64_t flight = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
-    return ran_since_sent(s, cpu_now) >
+    return ran_since_sent(sent, cpu_now) >
            2 * (flight > SPP_POLL_MIN_FLIGHT_NS ? flight : SPP_POLL_MIN_FLIGHT_NS);
 }
 
-static void learn_flight(spp_slot *s, uint64_t cpu_now)
+static void learn_flight(uint64_t sent, uint64_t cpu_now)
 {
-    uint64_t ran = ran_since_sent(s, cpu_now);
+    uint64_t ran = ran_since_sent(sent, cpu_now);
     if (ran > 1000000)
         return; /* not a flight (a signal merged with an older one) */
     uint64_t old = atomic_load_explicit(&signal_flight_ns, memory_order_relaxed);
@@ -339,13 +339,14 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
     } else if (polled && s->mech == SPP_MECH_POLL) {
         atomic_store_explicit(&s->signal_out, 0, memory_order_release);
-        if (atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed) == SPP_SENT_OFF_CPU)
+        uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
+        if (sent == SPP_SENT_OFF_CPU)
             ; /* taken where it was stopped (by the poller, on a CPU the
                  * two share): a random moment, at a call's exit as often
                  * as the call had the CPU */
         else if (!at_syscall_exit(uc))
-            learn_flight(s, clock_now);
-        else if (!in_kernel_when_sent(s, clock_now) &&
+            learn_flight(sent, clock_now);
+        else if (!in_kernel_when_sent(sent, clock_now) &&
                  spp_defer_sample(s, spp_defer_delay(&s->rng)))
             goto out;
     }

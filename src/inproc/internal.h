@@ -25,8 +25,10 @@
 /* poll_sent_cpu while the poller has not yet stored it. */
 #define SPP_SENT_UNKNOWN UINT64_MAX
 /* poll_sent_cpu of a signal sent to a thread that was not on a CPU from
- * the poller's look until after the send: it takes the signal where it
- * stopped, with no flight (see handler.c's in_kernel_when_sent). */
+ * the poller's look until after the send, by a poller with the shortest
+ * slice: it takes the signal where the poller stopped it, with no flight,
+ * and spp_handler keeps that sample wherever it lands (see clock.c's
+ * poll_thread). */
 #define SPP_SENT_OFF_CPU (UINT64_MAX - 1)
 
 /* The largest record the handler writes. */
