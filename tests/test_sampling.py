@@ -561,7 +561,7 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     met a short call on its way, or the read's line would get a fraction
     of its share (a quarter to a third of perf_event's, measured when it
     did). Each run measures the reads' share of work's CPU time itself: it
-    moves from run to run (about a third here, 0.29-0.38; with an earlier
+    moves from run to run (0.30-0.46 here; with an earlier
     loop four times as long, 0.10-0.55). perf_event must come within 10
     points of it (it came within 4). The polling clock hands on a signal
     sent in a call's last stretch, so it errs low only: 0-6 points under
