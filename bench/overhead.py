@@ -3,7 +3,8 @@
 
 Method (see BENCHMARKING notes in the README): in one process, the same
 ~0.1 s chunk of work runs unprofiled, under each clock compared (the
-default, perf_event where the kernel allows it, and cpu_poll) and under each clock's floor (the same
+default, perf_event where the kernel allows it, the same with the SIGPROF it sent
+before spprof used sigtrap, and cpu_poll) and under each clock's floor (the same
 clock and signal, with a handler that records nothing), one chunk of each
 per round, in an order that rotates round by round; each chunk's wall time,
 thread CPU time and process CPU time (which includes spprof's own threads)
@@ -30,6 +31,12 @@ from bench import common  # noqa: E402
 from bench.common import Report, median_ci, parse, verdict  # noqa: E402
 from bench import workloads  # noqa: E402
 from bench.runner import CLOCKS  # noqa: E402
+
+# The clocks compared: each of CLOCKS, and the default one signalling as it
+# did before spprof used perf_event's sigtrap (SIGPROF from O_ASYNC, which
+# the kernel sends from an interrupt of its own), in the same rounds.
+VARIANTS = {label: {"SPPROF_CLOCK": clock} for label, clock in CLOCKS.items()}
+VARIANTS["default, SIGPROF"] = {"SPPROF_CLOCK": CLOCKS["default"], "SPPROF_PERF_SIGNAL": "SIGPROF"}
 
 if os.path.realpath(sys.prefix) != os.path.realpath(common.VENV):
     # spprof built from this tree lives in the bench venv: run there.
@@ -59,14 +66,34 @@ class EmptyHandler:
     def __init__(self, interval_ms, clock):
         from spprof import _spprof
         self.engine, self.interval_ms = _spprof, interval_ms
-        self.mechanism = spprof._CLOCKS[CLOCKS[clock]]
+        self.mechanism = spprof._CLOCKS[VARIANTS[clock]["SPPROF_CLOCK"]]
+        self.clock = clock
 
     def __enter__(self):
-        self.engine.start(int(self.interval_ms * 1e6), 64 << 20, False, self.mechanism, True)
+        with variant_env(self.clock):
+            self.engine.start(int(self.interval_ms * 1e6), 64 << 20, False, self.mechanism, True)
         self.engine.add_thread()
 
     def __exit__(self, *exc):
         self.engine.stop("", self.interval_ms)
+
+
+class variant_env:
+    """The environment of one of VARIANTS, around a start()."""
+
+    def __init__(self, clock):
+        self.env = VARIANTS[clock]
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def measure(interval_ms, iterations, rounds):
@@ -74,9 +101,9 @@ def measure(interval_ms, iterations, rounds):
     that rotates round by round; each variant's ratios are against the
     unprofiled chunk of the same round, so every clock is compared in the
     same minutes. Variants: each clock, and each clock's floor."""
-    variants = ["off"] + ["%s %s" % (kind, c) for c in CLOCKS for kind in ("on", "floor")]
+    variants = ["off"] + ["%s %s" % (kind, c) for c in VARIANTS for kind in ("on", "floor")]
     ratios = {v: {"wall": [], "thread_cpu": [], "process_cpu": []} for v in variants[1:]}
-    rates = {c: [] for c in CLOCKS}
+    rates = {c: [] for c in VARIANTS}
     names = {}
     for i in range(rounds):
         k = i % len(variants)
@@ -90,16 +117,15 @@ def measure(interval_ms, iterations, rounds):
                 with EmptyHandler(interval_ms, clock):
                     res[v] = timed(iterations)
                 continue
-            os.environ["SPPROF_CLOCK"] = CLOCKS[clock]
-            spprof.start(interval_ms=interval_ms)
+            with variant_env(clock):
+                spprof.start(interval_ms=interval_ms)
             res[v] = timed(iterations)
             prof = spprof.stop()
-            names[clock] = prof.clock
+            names[clock] = prof.clock + (" (SIGPROF from O_ASYNC)" if "SIGPROF" in clock else "")
             rates[clock].append(prof.sample_count / res[v][1])
         for v in variants[1:]:
             for key, idx in (("wall", 0), ("thread_cpu", 1), ("process_cpu", 2)):
                 ratios[v][key].append(res[v][idx] / res["off"][idx])
-    os.environ.pop("SPPROF_CLOCK", None)
     return ratios, rates, names
 
 
@@ -128,7 +154,7 @@ def main():
     over = {}
     for interval in (1, 10, 100):
         ratios, rates, names = measure(interval, iterations, args.pairs)
-        for clock in CLOCKS:
+        for clock in VARIANTS:
             on = ratios["on " + clock]
             over[clock, interval] = {k: [(x - 1) * 100 for x in (statistics.median(v), *median_ci(v))]
                                      for k, v in on.items()}
@@ -152,9 +178,11 @@ def main():
               "(target ≤ %.0f %%; %s; wall %+.2f %%, process CPU %+.2f %%): **%s**" % (
                   interval, names["default"], med, lo, hi, limit, sure, wall, proc, verdict(med <= limit)))
     for interval in (1, 10):
-        rep.p("- the same rounds at %d ms, thread CPU: the default clock (%s) %+.2f %%, cpu_poll %+.2f %%" % (
-            interval, names["default"], over["default", interval]["thread_cpu"][0],
-            over["cpu_poll", interval]["thread_cpu"][0]))
+        rep.p("- the same rounds at %d ms, thread CPU: the default clock (%s) %+.2f %%, the same clock "
+              "signalling with SIGPROF from O_ASYNC %+.2f %%, cpu_poll %+.2f %%" % (
+                  interval, names["default"], over["default", interval]["thread_cpu"][0],
+                  over["default, SIGPROF", interval]["thread_cpu"][0],
+                  over["cpu_poll", interval]["thread_cpu"][0]))
     rep.p("")
     rep.end(args.write)
 

@@ -499,3 +499,90 @@ def test_import_leaves_the_network_modules_for_upload():
         return set(filter(None, out.stdout.strip().split(",")))
 
     assert loaded(", spprof") - loaded("") == set()
+
+
+FOREIGN_SIGTRAP = """
+    import json, os, signal, sys, time
+    import spprof
+
+    def burn(s):
+        end = time.thread_time() + s
+        while time.thread_time() < end:
+            pass
+
+    def caught(sig):
+        with open("/proc/self/status") as f:
+            mask = next(int(l.split()[1], 16) for l in f if l.startswith("SigCgt:"))
+        return bool(mask >> (sig - 1) & 1)
+
+    before = sys.argv[1]
+    got = []
+    if before == "ignored":
+        signal.signal(signal.SIGTRAP, signal.SIG_IGN)
+    elif before == "handler":
+        signal.signal(signal.SIGTRAP, lambda *a: got.append(1))
+    spprof.start(interval_ms=1)
+    burn(0.2)
+    st = spprof.stats()
+    report = {"clock": st.clock, "samples": st.collected_samples, "ms": st.sampled_time_ms,
+              "trap_handled": caught(signal.SIGTRAP), "release": os.uname().release}
+    print(json.dumps(report), flush=True)
+    os.kill(os.getpid(), signal.SIGTRAP)  # from elsewhere, while profiling
+    burn(0.05)
+    p = spprof.stop()
+    print(json.dumps({"survived": True, "got": len(got), "samples": p.sample_count}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("before", ["default", "ignored", "handler"])
+def test_a_sigtrap_from_elsewhere_does_what_it_did_without_spprof(script, before):
+    """The default clock signals with SIGTRAP (perf_event's sigtrap, cheaper
+    than its O_ASYNC SIGPROF): a SIGTRAP that is not the clock's still dumps
+    core, is ignored, or reaches the program's handler, as before spprof;
+    with a handler of the program's, spprof leaves SIGTRAP to it and signals
+    with SIGPROF, at the same rate."""
+    import signal
+    import re
+
+    proc = script(FOREIGN_SIGTRAP, before, check=False)
+    lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert lines, proc.stderr
+    r = lines[0]
+    assert r["clock"] == "perf_event", r
+    assert 150 <= r["ms"] <= 260 and r["samples"] >= 150, r  # 0.2 s at 1 kHz
+    release = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", r["release"]).groups())
+    if before != "handler" and release >= (5, 13):
+        assert r["trap_handled"], r  # spprof's, for perf_event's sigtrap
+    if before == "default":
+        assert proc.returncode == -signal.SIGTRAP, (proc.returncode, proc.stdout, proc.stderr)
+        assert len(lines) == 1, lines
+        return
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    end = lines[1]
+    assert end["survived"] and end["got"] == (1 if before == "handler" else 0), end
+    assert end["samples"] >= 180, end  # sampling went on through it
+
+
+@pytest.mark.parametrize("faulthandler_on", [False, True])
+def test_a_crash_in_the_program_still_ends_it_as_without_spprof(script, faulthandler_on):
+    """spprof's SIGSEGV guard (for its own reads of frames a thread may be
+    tearing down) hands the program's own faults on: to faulthandler when it
+    is on, else to the default action, a crash by SIGSEGV."""
+    import signal
+
+    proc = script("""
+        import ctypes, faulthandler, sys, time
+        import spprof
+        if sys.argv[1] == "True":
+            faulthandler.enable()
+        spprof.start(interval_ms=1)
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        print("crashing", flush=True)
+        ctypes.string_at(0)
+        print("survived", flush=True)
+    """, faulthandler_on, check=False)
+    assert proc.stdout.split() == ["crashing"], proc.stdout
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-2000:])
+    assert ("Fatal Python error: Segmentation fault" in proc.stderr) == faulthandler_on, proc.stderr

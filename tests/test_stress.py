@@ -12,6 +12,7 @@ runs this suite alone."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,15 +237,28 @@ def test_start_stop_10000_cycles_some_stopped_from_another_thread(tmp_path, mode
 def test_program_with_its_own_sigprof(tmp_path, mode):
     """spprof refuses to start when SIGPROF is the program's (its own
     handler, or an armed ITIMER_PROF); a handler installed while profiling
-    takes SIGPROF over, and stop() says so."""
+    for the signal spprof's clock sends takes it over, and stop() says so;
+    with the default clock on SIGTRAP, a SIGPROF handler is left alone."""
     r = json.loads(run_target(tmp_path, "sigprof", mode).stdout)
     assert "SIGPROF already has a handler" in r["handler"], r
     assert "ITIMER_PROF" in r["itimer"] and "setitimer" in r["itimer"], r
-    t = r["taken_over"]
-    assert t["samples"] >= 20, t  # the samples before the takeover are kept
-    assert t["user_handler_calls"] >= 1, t  # the program's handler runs
-    assert any("installed its own SIGPROF handler" in w for w in t["warnings"]), t
+    for clock, t in r["taken_over"].items():
+        assert t["samples"] >= 20, t  # the samples before the takeover are kept
+        assert t["user_handler_calls"] >= 1, t  # the program's handler runs
+        assert any("installed its own %s handler" % t["signal"] in w for w in t["warnings"]), t
+    assert r["taken_over"]["cpu"]["signal"] == "SIGPROF", r
+    if r["taken_over"]["default"]["clock"] == "perf_event" and kernel_at_least(5, 13):
+        # perf_event's sigtrap (Linux 5.13+) is what the default clock uses.
+        assert r["taken_over"]["default"]["signal"] == "SIGTRAP", r
+        b = r["sigprof_beside_trap"]
+        assert b["trap"] and b["user_handler_calls"] == 0 and b["warnings"] == [], b
+        assert b["after_handler"] >= 20, b  # 0.05 s at 1 ms, still sampled
     assert r["after"] >= 20, r
+
+
+def kernel_at_least(major, minor):
+    release = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    return release >= (major, minor)
 
 
 @pytest.mark.parametrize("mode", MODES)

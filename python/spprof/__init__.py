@@ -19,6 +19,7 @@ import functools
 import math
 import numbers
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -191,8 +192,8 @@ def stop() -> Profile:
     result = Profile(data, session.interval_ms, names)
     if handler_replaced:
         warnings.warn(
-            "spprof: the program installed its own SIGPROF handler while profiling; "
-            "sampling stopped then, and the profile ends there",
+            "spprof: the program installed its own %s handler while profiling; "
+            "sampling stopped then, and the profile ends there" % signal.Signals(handler_replaced).name,
             RuntimeWarning,
             stacklevel=2,
         )

@@ -476,7 +476,7 @@ static PyObject *m_handler_replaced(PyObject *mod, PyObject *unused)
 {
     (void)mod;
     (void)unused;
-    return PyBool_FromLong(spp_sampler_handler_replaced());
+    return PyLong_FromLong(spp_sampler_handler_replaced());
 }
 
 static PyObject *m_stats(PyObject *mod, PyObject *unused)
@@ -602,7 +602,7 @@ static PyMethodDef methods[] = {
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
     {"stats", m_stats, METH_NOARGS, "live statistics"},
     {"handler_replaced", m_handler_replaced, METH_NOARGS,
-     "whether the program replaced spprof's SIGPROF handler while sampling"},
+     "the signal whose spprof handler the program replaced while sampling, or 0"},
     {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},
     {"addr2line", m_addr2line, METH_VARARGS, NULL},
     {"layout", m_layout, METH_NOARGS, NULL},

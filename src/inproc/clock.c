@@ -1,7 +1,8 @@
 /* clock.c - one sampling clock per thread: a spprof thread that polls the
  * threads' CPU clocks, a perf_event task-clock, a CPU-time POSIX timer, or a
  * wall-clock timer. All of them deliver SPP_SIGNAL to the one thread they
- * measure. */
+ * measure, but a perf_event clock, which delivers SPP_TRAP_SIGNAL where the
+ * kernel can. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -37,8 +38,9 @@ const char *spp_mechanism_name(int mech)
 }
 
 /* Opens a task-clock perf_event for the slot's thread that signals it,
- * disabled. */
-static int open_perf(spp_slot *s, int idx, int user_only)
+ * disabled: with SPP_TRAP_SIGNAL when trap is set and the kernel knows
+ * sigtrap, else with SPP_SIGNAL (O_ASYNC). */
+static int open_perf(spp_slot *s, int idx, int user_only, int trap)
 {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof(attr));
@@ -54,18 +56,30 @@ static int open_perf(spp_slot *s, int idx, int user_only)
      * code that spends its time in system calls too rarely, so it is a
      * later fallback (SPP_MECH_PERF_USER) than the tick-bound CPU timer. */
     attr.exclude_kernel = user_only;
+#ifdef PERF_ATTR_SIZE_VER7
+    if (trap) {
+        attr.sigtrap = 1;
+        attr.remove_on_exec = 1; /* (sigtrap requires it) */
+        attr.sig_data = SPP_TRAP_COOKIE | (uint64_t)idx;
+    }
+#else
+    trap = 0; /* built with headers from before Linux 5.13 */
+#endif
     int fd = (int)syscall(SYS_perf_event_open, &attr, s->tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0 && trap && (errno == EINVAL || errno == E2BIG))
+        return open_perf(s, idx, user_only, 0); /* a kernel before 5.13 */
     if (fd < 0)
         return -errno;
     struct f_owner_ex owner = {F_OWNER_TID, s->tid};
-    if (fd >= SPP_MAX_FD || fcntl(fd, F_SETOWN_EX, &owner) < 0 ||
-        fcntl(fd, F_SETSIG, SPP_SIGNAL) < 0 ||
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0) {
+    if (fd >= SPP_MAX_FD ||
+        (!trap && (fcntl(fd, F_SETOWN_EX, &owner) < 0 || fcntl(fd, F_SETSIG, SPP_SIGNAL) < 0 ||
+                   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0))) {
         int e = fd >= SPP_MAX_FD ? EMFILE : errno;
         close(fd);
         return -e;
     }
     s->fd = fd;
+    s->trap = trap;
     atomic_store_explicit(&spp_g.fd_slot[fd], (int16_t)(idx + 1), memory_order_release);
     return 0;
 }
@@ -83,7 +97,7 @@ static void close_perf(spp_slot *s)
 
 static int arm_perf(spp_slot *s, int idx, int user_only)
 {
-    int err = open_perf(s, idx, user_only);
+    int err = open_perf(s, idx, user_only, spp_g.use_trap);
     if (err < 0)
         return err;
     if (ioctl(s->fd, PERF_EVENT_IOC_ENABLE, 0) < 0) {
@@ -499,6 +513,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
 {
     (void)thread;
     s->fd = -1;
+    s->trap = 0;
     s->has_timer = 0;
     s->mech = mech;
     struct timespec ts;
@@ -507,11 +522,16 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
     s->last_clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     s->armed_cpu = s->last_clock;
     s->weight_clock = spp_clock_weight_clock(s);
+    if (mech != SPP_MECH_PERF && mech != SPP_MECH_PERF_USER)
+        atomic_store(&spp_g.uses_signal, 1);
     switch (mech) {
     case SPP_MECH_PERF:
-        return arm_perf(s, idx, 0);
-    case SPP_MECH_PERF_USER:
-        return arm_perf(s, idx, 1);
+    case SPP_MECH_PERF_USER: {
+        int err = arm_perf(s, idx, mech == SPP_MECH_PERF_USER);
+        if (err == 0 && !s->trap)
+            atomic_store(&spp_g.uses_signal, 1);
+        return err;
+    }
     case SPP_MECH_CPUTIMER:
         return arm_timer(s, idx, thread_cpu_clock(s->tid));
     case SPP_MECH_WALL:
@@ -528,7 +548,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
         atomic_store(&s->signal_out, 0);
         atomic_store(&s->poll_sent_cpu, 0);
         s->rng = (uint32_t)s->tid * 2654435761u | 1;
-        if (open_perf(s, idx, 0) < 0 &&
+        if (open_perf(s, idx, 0, 0) < 0 &&
             create_timer(s, idx | SPP_DEFERRED_SAMPLE, thread_cpu_clock(s->tid)) < 0)
             s->has_timer = 0;
         int err = poller_start();

@@ -100,6 +100,32 @@ static __thread sigjmp_buf *volatile probe __attribute__((tls_model("initial-exe
 static struct sigaction old_segv, old_bus;
 static _Atomic int guard_installed;
 
+/* Hands a signal that is not spprof's to what held it before (old). The
+ * default action is taken again: a fault's comes when returning re-runs
+ * the faulting instruction (which cannot be ignored either: the kernel
+ * would force it), another signal's (a trap) when it is raised again and
+ * unblocked on return. */
+static void chain_signal(int sig, const struct sigaction *old, siginfo_t *si, void *uc, int fault)
+{
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction) {
+            old->sa_sigaction(sig, si, uc);
+            return;
+        }
+    } else if (old->sa_handler == SIG_IGN && !fault) {
+        return;
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    if (!fault)
+        raise(sig);
+}
+
 static void fault_handler(int sig, siginfo_t *si, void *uc)
 {
     sigjmp_buf *jb = probe;
@@ -107,20 +133,7 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
         probe = NULL;
         siglongjmp(*jb, 1);
     }
-    struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
-    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
-        old->sa_sigaction(sig, si, uc);
-    } else if (!(old->sa_flags & SA_SIGINFO) && old->sa_handler != SIG_DFL &&
-               old->sa_handler != SIG_IGN) {
-        old->sa_handler(sig);
-    } else {
-        /* Back to the default action: returning re-runs the faulting
-         * instruction, which now ends the process as it would have. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-    }
+    chain_signal(sig, sig == SIGSEGV ? &old_segv : &old_bus, si, uc, 1);
 }
 
 /* After a fault caught by a guarded read: the fault handler ran with
@@ -308,16 +321,40 @@ static uint64_t slot_weight(spp_slot *s, uint64_t now, int ok)
     return w;
 }
 
+#ifndef TRAP_PERF
+#define TRAP_PERF 6
+#endif
+
+/* A SPP_TRAP_SIGNAL's si_perf_data, which glibc's siginfo_t does not name:
+ * the kernel's _sigfault holds it, a long, right after si_addr. */
+static uint64_t trap_sig_data(const siginfo_t *si)
+{
+    unsigned long data;
+    memcpy(&data, (const char *)&si->si_addr + sizeof(void *), sizeof(data));
+    return data;
+}
+
 void spp_handler(int sig, siginfo_t *si, void *uc)
 {
-    (void)sig;
     int saved_errno = errno;
+    int trap_idx = -1;
+    if (sig == SPP_TRAP_SIGNAL) {
+        uint64_t data = trap_sig_data(si);
+        if (si->si_code != TRAP_PERF || (data & SPP_TRAP_COOKIE_MASK) != SPP_TRAP_COOKIE) {
+            chain_signal(sig, &spp_g.old_trap, si, uc, 0); /* a breakpoint, a kill */
+            errno = saved_errno;
+            return;
+        }
+        trap_idx = (int)(data & ~SPP_TRAP_COOKIE_MASK);
+    }
     atomic_fetch_add(&spp_g.in_handler, 1);
     if (!atomic_load(&spp_g.active))
         goto out;
 
     int idx = -1, polled = 0, deferred = 0;
-    if (si->si_code == SI_TIMER) {
+    if (sig == SPP_TRAP_SIGNAL) {
+        idx = trap_idx;
+    } else if (si->si_code == SI_TIMER) {
         idx = si->si_value.sival_int & ~SPP_DEFERRED_SAMPLE;
         deferred = (si->si_value.sival_int & SPP_DEFERRED_SAMPLE) != 0;
     } else if (si->si_code == SI_QUEUE && si->si_pid == spp_g.pid) {

@@ -16,6 +16,15 @@
 #define SPP_MAX_NATIVE 128
 #define SPP_MAX_FD 65536
 #define SPP_SIGNAL SIGPROF
+/* The signal of a perf_event clock opened with sigtrap (Linux 5.13+): the
+ * kernel sends it from task work on the thread's way back to user mode
+ * (Linux 6.10+), not from an irq_work interrupt of its own as it sends an
+ * O_ASYNC signal, which roughly halves a sample's cost in a VM, where each
+ * interrupt is a VM exit (see sampler.c's trap_usable). si_perf_data
+ * holds SPP_TRAP_COOKIE | slot index. */
+#define SPP_TRAP_SIGNAL SIGTRAP
+#define SPP_TRAP_COOKIE 0x5350500000000000ull
+#define SPP_TRAP_COOKIE_MASK 0xffffffffffff0000ull
 /* In a timer signal's value, beside the slot index: the sample deferred
  * from a poller's signal that came at a system call's exit. */
 #define SPP_DEFERRED_SAMPLE (1 << 30)
@@ -48,6 +57,7 @@ typedef struct spp_slot {
     pid_t tid;
     int mech;
     int fd;                    /* perf_event fd, -1 if none (SPP_MECH_POLL: deferred samples') */
+    int trap;                  /* fd signals with SPP_TRAP_SIGNAL, not SPP_SIGNAL */
     timer_t timer;             /* POSIX timer; the deferred-sample timer of SPP_MECH_POLL */
     int has_timer;
     _Atomic int deferred;      /* SPP_MECH_POLL: a sample waits for fd or timer */
@@ -71,8 +81,12 @@ typedef struct spp_sampler {
     uint64_t mono_to_real;     /* add to CLOCK_MONOTONIC to get CLOCK_REALTIME */
     uint64_t start_real, start_mono;
     pid_t pid;                 /* getpid() at start: the sender of the poller's signals */
-    struct sigaction old_action;
-    int handler_installed;
+    int use_trap;              /* perf_event clocks signal with SPP_TRAP_SIGNAL */
+    _Atomic int uses_signal;   /* some clock of this session sends SPP_SIGNAL */
+    int trap_installed;        /* spp_handler holds SPP_TRAP_SIGNAL (for good: a
+                                * signal may still be on its way at stop) */
+    struct sigaction old_trap; /* what held SPP_TRAP_SIGNAL before: its other
+                                * signals (breakpoints, kill) go there */
     _Atomic int in_handler;       /* handlers running now; stop waits for zero */
     _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */
 
@@ -106,8 +120,11 @@ int spp_defer_sample(spp_slot *s, uint64_t after_ns);
  * the thread's system calls or wake-ups are. */
 uint64_t spp_defer_delay(uint32_t *rng);
 
-/* sampler.c: creates one of spprof's own threads (drain, poller), which
- * must never run the handler: SPP_SIGNAL stays blocked in it. Returns
+/* sampler.c: the signals spp_handler takes (SPP_SIGNAL, SPP_TRAP_SIGNAL),
+ * to block. */
+void spp_sampling_signals(sigset_t *set);
+/* Creates one of spprof's own threads (drain, poller), which
+ * must never run the handler: its signals stay blocked in it. Returns
  * pthread_create's error. */
 int spp_create_thread(pthread_t *thread, void *(*main)(void *));
 

@@ -229,14 +229,66 @@ static void *drain_main(void *arg)
 
 /* ---- control ---- */
 
-static int other_handler_installed(void)
+static int other_handler_on(int sig)
 {
     struct sigaction cur;
-    if (sigaction(SPP_SIGNAL, NULL, &cur) < 0)
+    if (sigaction(sig, NULL, &cur) < 0)
         return 0;
     if (cur.sa_flags & SA_SIGINFO)
         return cur.sa_sigaction != spp_handler;
     return cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
+}
+
+static int other_handler_installed(void)
+{
+    return other_handler_on(SPP_SIGNAL);
+}
+
+void spp_sampling_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SPP_SIGNAL);
+    sigaddset(set, SPP_TRAP_SIGNAL);
+}
+
+/* Whether a debugger traces this process: gdb stops it at every SIGTRAP,
+ * where it passes SIGPROF on silently. */
+static int traced(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return 1; /* cannot tell: the signal nobody stops at */
+    char line[256];
+    int pid = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "TracerPid: %d", &pid) == 1)
+            break;
+    fclose(f);
+    return pid != 0;
+}
+
+/* Whether perf_event clocks may signal with SPP_TRAP_SIGNAL (see
+ * internal.h): not when asked not to (SPPROF_PERF_SIGNAL=SIGPROF), not
+ * under a debugger, and only while no one else handles SIGTRAP (their
+ * handler stays theirs). The first time, installs spp_handler for it with
+ * sa, for good: a clock's signal may still be on its way after stop, and
+ * the default action would dump core. */
+static int trap_usable(const struct sigaction *sa)
+{
+    const char *env = getenv("SPPROF_PERF_SIGNAL");
+    if ((env && strcmp(env, "SIGPROF") == 0) || traced())
+        return 0;
+    struct sigaction cur;
+    if (sigaction(SPP_TRAP_SIGNAL, NULL, &cur) < 0)
+        return 0;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
+        return 1;
+    if ((cur.sa_flags & SA_SIGINFO) || (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN))
+        return 0;
+    if (sigaction(SPP_TRAP_SIGNAL, sa, &spp_g.old_trap) < 0)
+        return 0;
+    spp_g.trap_installed = 1;
+    return 1;
 }
 
 /* A program that arms ITIMER_PROF (setitimer) counts on SIGPROF at its own
@@ -253,7 +305,11 @@ static int prof_itimer_armed(void)
 int spp_sampler_handler_replaced(void)
 {
     pthread_mutex_lock(&spp_g.lock);
-    int replaced = atomic_load(&spp_g.active) && other_handler_installed();
+    int replaced = 0;
+    if (atomic_load(&spp_g.active) && atomic_load(&spp_g.uses_signal) && other_handler_installed())
+        replaced = SPP_SIGNAL;
+    else if (atomic_load(&spp_g.active) && spp_g.use_trap && other_handler_on(SPP_TRAP_SIGNAL))
+        replaced = SPP_TRAP_SIGNAL;
     pthread_mutex_unlock(&spp_g.lock);
     return replaced;
 }
@@ -329,11 +385,15 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = spp_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    spp_sampling_signals(&sa.sa_mask); /* one handler at a time per thread */
     if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
         rc = SPP_EINVAL;
         goto fail;
     }
+    atomic_store(&spp_g.uses_signal, 0);
+    spp_g.use_trap = (cfg->mechanism == SPP_MECH_AUTO || cfg->mechanism == SPP_MECH_PERF ||
+                      cfg->mechanism == SPP_MECH_PERF_USER) &&
+                     trap_usable(&sa);
     spp_g.pid = getpid();
     spp_g.start_real = now_ns(CLOCK_REALTIME);
     spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
@@ -450,8 +510,7 @@ int spp_create_thread(pthread_t *thread, void *(*main)(void *))
 {
     /* Block the signal while creating it: the new thread inherits the mask. */
     sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SPP_SIGNAL);
+    spp_sampling_signals(&block);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int err = pthread_create(thread, NULL, main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -470,8 +529,7 @@ int spp_sampler_remove_thread(pid_t tid)
     /* The caller is usually the thread itself: keep the handler off it while
      * its slot changes. */
     sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SPP_SIGNAL);
+    spp_sampling_signals(&block);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     pthread_mutex_lock(&spp_g.lock);
     int idx = find_slot(tid);

@@ -62,8 +62,9 @@ typedef struct spp_sampler_stats {
  * EEXIST), SPP_ENOMEM, or SPP_ENOSYS when no clock can be armed. */
 int spp_sampler_start(const spp_sampler_config *cfg);
 
-/* Whether, while sampling, SIGPROF's handler is no longer spprof's (the
- * program installed its own since start): sampling stopped then. */
+/* While sampling, the signal (SIGPROF or SIGTRAP) of spprof's clocks whose
+ * handler is no longer spprof's (the program installed its own since
+ * start): sampling stopped then. 0 if none. */
 int spp_sampler_handler_replaced(void);
 
 /* SPP_EGONE: the thread ended before its clock could be armed. */

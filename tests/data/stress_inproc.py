@@ -583,6 +583,13 @@ def cycles(n):
 
 # ---- a program with its own SIGPROF handler or ITIMER_PROF ----
 
+def signal_caught(sig):
+    """Whether the process handles sig (SigCgt in /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        mask = next(int(l.split()[1], 16) for l in f if l.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
 def start_refused():
     """The message start() refuses with, or "started"."""
     try:
@@ -605,19 +612,43 @@ def sigprof_scenario():
     out["itimer"] = start_refused()
     signal.setitimer(signal.ITIMER_PROF, 0, 0)
     signal.signal(signal.SIGPROF, signal.SIG_DFL)
-    # 3. A handler installed while profiling takes SIGPROF over: sampling
-    # stops, the program keeps running, stop() says so.
+    # 3. A handler installed while profiling takes over the signal of
+    # spprof's clock: sampling stops, the program keeps running, stop()
+    # says so. The CPU timer signals with SIGPROF; the default clock
+    # (perf_event) with SIGTRAP where the kernel can (Linux 5.13+).
+    out["taken_over"] = {}
+    for clock in ("cpu", "default"):
+        os.environ["SPPROF_CLOCK"] = "" if clock == "default" else clock
+        got = []
+        spprof.start(interval_ms=1)
+        burn(0.15)  # (the CPU timer fires on the 250 Hz tick)
+        sig = signal.SIGTRAP if signal_caught(signal.SIGTRAP) else signal.SIGPROF
+        previous = signal.signal(sig, lambda *a: got.append(1))
+        burn(0.05)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p = spprof.stop()
+        signal.signal(sig, previous)
+        out["taken_over"][clock] = {"samples": p.sample_count, "user_handler_calls": len(got),
+                                    "clock": p.clock, "signal": sig.name,
+                                    "warnings": [str(w.message) for w in caught]}
+    # 3b. With the default clock on SIGTRAP, a SIGPROF handler installed
+    # while profiling is the program's alone: sampling goes on, silently.
+    os.environ["SPPROF_CLOCK"] = ""
     got = []
     spprof.start(interval_ms=1)
     burn(0.05)
+    trap = signal_caught(signal.SIGTRAP)
     signal.signal(signal.SIGPROF, lambda *a: got.append(1))
+    before = spprof.stats().collected_samples
     burn(0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         p = spprof.stop()
-    out["taken_over"] = {"samples": p.sample_count, "user_handler_calls": len(got),
-                         "warnings": [str(w.message) for w in caught]}
     signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    out["sigprof_beside_trap"] = {"trap": trap, "after_handler": p.sample_count - before,
+                                  "user_handler_calls": len(got),
+                                  "warnings": [str(w.message) for w in caught]}
     # 4. And afterwards spprof starts again normally.
     spprof.start(interval_ms=1)
     burn(0.05)
