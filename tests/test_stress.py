@@ -247,8 +247,8 @@ def test_program_with_its_own_sigprof(tmp_path, mode):
         assert t["user_handler_calls"] >= 1, t  # the program's handler runs
         assert any("installed its own %s handler" % t["signal"] in w for w in t["warnings"]), t
     assert r["taken_over"]["cpu"]["signal"] == "SIGPROF", r
-    if r["taken_over"]["default"]["clock"] == "perf_event" and kernel_at_least(5, 13):
-        # perf_event's sigtrap (Linux 5.13+) is what the default clock uses.
+    if r["taken_over"]["default"]["clock"] == "perf_event" and kernel_at_least(6, 15):
+        # perf_event's sigtrap is what the default clock uses (from Linux 6.15).
         assert r["taken_over"]["default"]["signal"] == "SIGTRAP", r
         b = r["sigprof_beside_trap"]
         assert b["trap"] and b["user_handler_calls"] == 0 and b["warnings"] == [], b

@@ -485,14 +485,14 @@ static PyObject *m_stats(PyObject *mod, PyObject *unused)
     (void)unused;
     spp_sampler_stats st;
     spp_sampler_get_stats(&st);
-    return Py_BuildValue("{sOsKsKsKsKsKsIsnsssK}", "active", st.active ? Py_True : Py_False,
+    return Py_BuildValue("{sOsKsKsKsKsKsIsnsssKsi}", "active", st.active ? Py_True : Py_False,
                          "samples", (unsigned long long)st.samples, "dropped",
                          (unsigned long long)st.dropped, "weight_ns",
                          (unsigned long long)st.weight_ns, "start_ns",
                          (unsigned long long)st.start_ns, "elapsed_ns",
                          (unsigned long long)st.elapsed_ns, "threads", st.threads, "memory",
                          (Py_ssize_t)st.memory, "mechanism", spp_sampler_clock_name(), "own_ns",
-                         (unsigned long long)st.own_ns);
+                         (unsigned long long)st.own_ns, "signal", st.signal);
 }
 
 static PyObject *m_native_available(PyObject *mod, PyObject *unused)

@@ -60,7 +60,7 @@ static int open_perf(spp_slot *s, int idx, int user_only, int trap)
     if (trap) {
         attr.sigtrap = 1;
         attr.remove_on_exec = 1; /* (sigtrap requires it) */
-        attr.sig_data = SPP_TRAP_COOKIE | (uint64_t)idx;
+        attr.sig_data = SPP_TRAP_COOKIE | (unsigned long)idx;
     }
 #else
     trap = 0; /* built with headers from before Linux 5.13 */
@@ -70,6 +70,10 @@ static int open_perf(spp_slot *s, int idx, int user_only, int trap)
         return open_perf(s, idx, user_only, 0); /* a kernel before 5.13 */
     if (fd < 0)
         return -errno;
+    if (trap && spp_install_trap_handler() < 0) {
+        close(fd); /* (still disabled: it never signalled) */
+        return open_perf(s, idx, user_only, 0);
+    }
     struct f_owner_ex owner = {F_OWNER_TID, s->tid};
     if (fd >= SPP_MAX_FD ||
         (!trap && (fcntl(fd, F_SETOWN_EX, &owner) < 0 || fcntl(fd, F_SETSIG, SPP_SIGNAL) < 0 ||
@@ -509,6 +513,8 @@ clockid_t spp_clock_weight_clock(const spp_slot *s)
     return s->mech == SPP_MECH_WALL ? CLOCK_MONOTONIC : thread_cpu_clock(s->tid);
 }
 
+static int arm_mech(spp_slot *s, int idx, int mech);
+
 int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
 {
     (void)thread;
@@ -522,16 +528,18 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
     s->last_clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     s->armed_cpu = s->last_clock;
     s->weight_clock = spp_clock_weight_clock(s);
-    if (mech != SPP_MECH_PERF && mech != SPP_MECH_PERF_USER)
-        atomic_store(&spp_g.uses_signal, 1);
+    int err = arm_mech(s, idx, mech);
+    if (err == 0)
+        atomic_store(s->trap ? &spp_g.uses_trap : &spp_g.uses_signal, 1);
+    return err;
+}
+
+static int arm_mech(spp_slot *s, int idx, int mech)
+{
     switch (mech) {
     case SPP_MECH_PERF:
-    case SPP_MECH_PERF_USER: {
-        int err = arm_perf(s, idx, mech == SPP_MECH_PERF_USER);
-        if (err == 0 && !s->trap)
-            atomic_store(&spp_g.uses_signal, 1);
-        return err;
-    }
+    case SPP_MECH_PERF_USER:
+        return arm_perf(s, idx, mech == SPP_MECH_PERF_USER);
     case SPP_MECH_CPUTIMER:
         return arm_timer(s, idx, thread_cpu_clock(s->tid));
     case SPP_MECH_WALL:

@@ -16,15 +16,15 @@
 #define SPP_MAX_NATIVE 128
 #define SPP_MAX_FD 65536
 #define SPP_SIGNAL SIGPROF
-/* The signal of a perf_event clock opened with sigtrap (Linux 5.13+): the
- * kernel sends it from task work on the thread's way back to user mode
- * (Linux 6.10+), not from an irq_work interrupt of its own as it sends an
- * O_ASYNC signal, which roughly halves a sample's cost in a VM, where each
- * interrupt is a VM exit (see sampler.c's trap_usable). si_perf_data
- * holds SPP_TRAP_COOKIE | slot index. */
+/* The signal of a perf_event clock opened with sigtrap: the kernel sends it
+ * from task work on the thread's way back to user mode (Linux 6.11+), not
+ * from an irq_work interrupt of its own as it sends an O_ASYNC signal,
+ * which roughly halves a sample's cost in a VM, where each interrupt is a
+ * VM exit. Used from Linux 6.15 only (see sampler.c's trap_usable).
+ * si_perf_data, an unsigned long, holds SPP_TRAP_COOKIE | slot index. */
 #define SPP_TRAP_SIGNAL SIGTRAP
-#define SPP_TRAP_COOKIE 0x5350500000000000ull
-#define SPP_TRAP_COOKIE_MASK 0xffffffffffff0000ull
+#define SPP_TRAP_COOKIE 0x53500000ul
+#define SPP_TRAP_COOKIE_MASK 0xffff0000ul
 /* In a timer signal's value, beside the slot index: the sample deferred
  * from a poller's signal that came at a system call's exit. */
 #define SPP_DEFERRED_SAMPLE (1 << 30)
@@ -81,10 +81,9 @@ typedef struct spp_sampler {
     uint64_t mono_to_real;     /* add to CLOCK_MONOTONIC to get CLOCK_REALTIME */
     uint64_t start_real, start_mono;
     pid_t pid;                 /* getpid() at start: the sender of the poller's signals */
-    int use_trap;              /* perf_event clocks signal with SPP_TRAP_SIGNAL */
+    int use_trap;              /* perf_event clocks may signal with SPP_TRAP_SIGNAL */
     _Atomic int uses_signal;   /* some clock of this session sends SPP_SIGNAL */
-    int trap_installed;        /* spp_handler holds SPP_TRAP_SIGNAL (for good: a
-                                * signal may still be on its way at stop) */
+    _Atomic int uses_trap;     /* some clock of this session sends SPP_TRAP_SIGNAL */
     struct sigaction old_trap; /* what held SPP_TRAP_SIGNAL before: its other
                                 * signals (breakpoints, kill) go there */
     _Atomic int in_handler;       /* handlers running now; stop waits for zero */
@@ -123,6 +122,10 @@ uint64_t spp_defer_delay(uint32_t *rng);
 /* sampler.c: the signals spp_handler takes (SPP_SIGNAL, SPP_TRAP_SIGNAL),
  * to block. */
 void spp_sampling_signals(sigset_t *set);
+/* Installs spp_handler for SPP_TRAP_SIGNAL unless it holds it, for good (a
+ * trap may still be on its way after stop); 0 if it holds it. Called under
+ * spp_g.lock before a clock opened with sigtrap is enabled. */
+int spp_install_trap_handler(void);
 /* Creates one of spprof's own threads (drain, poller), which
  * must never run the handler: its signals stay blocked in it. Returns
  * pthread_create's error. */

@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -267,28 +268,55 @@ static int traced(void)
     return pid != 0;
 }
 
+/* Whether the kernel is at least major.minor. */
+static int kernel_at_least(int major, int minor)
+{
+    struct utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+        return 0;
+    return ma > major || (ma == major && mi >= minor);
+}
+
 /* Whether perf_event clocks may signal with SPP_TRAP_SIGNAL (see
- * internal.h): not when asked not to (SPPROF_PERF_SIGNAL=SIGPROF), not
- * under a debugger, and only while no one else handles SIGTRAP (their
- * handler stays theirs). The first time, installs spp_handler for it with
- * sa, for good: a clock's signal may still be on its way after stop, and
- * the default action would dump core. */
-static int trap_usable(const struct sigaction *sa)
+ * internal.h). Only from Linux 6.15: before 5.19 a trap that finds SIGTRAP
+ * blocked (as glibc blocks every signal while it creates a thread) kills
+ * the process; before 6.11 the trap costs what O_ASYNC does; from 6.11 to
+ * 6.14 (but for later stable fixes) closing the event waits for a trap
+ * still pending on a thread asleep in a system call. Not when asked not to
+ * (SPPROF_PERF_SIGNAL=SIGPROF), not under a debugger, and not where the
+ * program handles SIGTRAP itself (it stays theirs). */
+static int trap_usable(void)
 {
     const char *env = getenv("SPPROF_PERF_SIGNAL");
-    if ((env && strcmp(env, "SIGPROF") == 0) || traced())
+    if ((env && strcmp(env, "SIGPROF") == 0) || !kernel_at_least(6, 15) || traced())
         return 0;
     struct sigaction cur;
     if (sigaction(SPP_TRAP_SIGNAL, NULL, &cur) < 0)
         return 0;
     if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
         return 1;
-    if ((cur.sa_flags & SA_SIGINFO) || (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN))
+    return !(cur.sa_flags & SA_SIGINFO) && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN);
+}
+
+int spp_install_trap_handler(void)
+{
+    /* Looked at each time: the program may have set the signal back to
+     * its default (Python's signal module does not know spprof's handler)
+     * since spprof installed it. */
+    struct sigaction cur;
+    if (sigaction(SPP_TRAP_SIGNAL, NULL, &cur) < 0)
+        return -1;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
         return 0;
-    if (sigaction(SPP_TRAP_SIGNAL, sa, &spp_g.old_trap) < 0)
-        return 0;
-    spp_g.trap_installed = 1;
-    return 1;
+    /* What held the signal, stored before spp_handler can chain to it. */
+    spp_g.old_trap = cur;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = spp_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    spp_sampling_signals(&sa.sa_mask);
+    return sigaction(SPP_TRAP_SIGNAL, &sa, NULL) < 0 ? -1 : 0;
 }
 
 /* A program that arms ITIMER_PROF (setitimer) counts on SIGPROF at its own
@@ -308,7 +336,8 @@ int spp_sampler_handler_replaced(void)
     int replaced = 0;
     if (atomic_load(&spp_g.active) && atomic_load(&spp_g.uses_signal) && other_handler_installed())
         replaced = SPP_SIGNAL;
-    else if (atomic_load(&spp_g.active) && spp_g.use_trap && other_handler_on(SPP_TRAP_SIGNAL))
+    else if (atomic_load(&spp_g.active) && atomic_load(&spp_g.uses_trap) &&
+             other_handler_on(SPP_TRAP_SIGNAL))
         replaced = SPP_TRAP_SIGNAL;
     pthread_mutex_unlock(&spp_g.lock);
     return replaced;
@@ -391,9 +420,8 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         goto fail;
     }
     atomic_store(&spp_g.uses_signal, 0);
-    spp_g.use_trap = (cfg->mechanism == SPP_MECH_AUTO || cfg->mechanism == SPP_MECH_PERF ||
-                      cfg->mechanism == SPP_MECH_PERF_USER) &&
-                     trap_usable(&sa);
+    atomic_store(&spp_g.uses_trap, 0);
+    spp_g.use_trap = trap_usable();
     spp_g.pid = getpid();
     spp_g.start_real = now_ns(CLOCK_REALTIME);
     spp_g.start_mono = now_ns(CLOCK_MONOTONIC);
@@ -629,6 +657,9 @@ void spp_sampler_get_stats(spp_sampler_stats *st)
         st->memory = spp_profile_memory(spp_g.profile) + R.ring_total;
         st->start_ns = spp_g.start_real;
         st->own_ns = atomic_load(&spp_g.handler_ns);
+        st->signal = atomic_load(&spp_g.uses_trap)     ? SPP_TRAP_SIGNAL
+                     : atomic_load(&spp_g.uses_signal) ? SPP_SIGNAL
+                                                       : 0;
         clockid_t drain_clock;
         struct timespec ts;
         if (spp_g.drain_running && pthread_getcpuclockid(spp_g.drain_thread, &drain_clock) == 0 &&

@@ -54,6 +54,8 @@ typedef struct spp_sampler_stats {
     uint32_t threads;      /* threads with a clock armed now */
     size_t memory;         /* bytes held by rings and the profile */
     uint64_t own_ns;       /* spprof's own time: in the handler and the drain thread */
+    int signal;            /* what the clocks signal with: SIGTRAP if any does, else
+                            * SIGPROF if any does, else 0 */
 } spp_sampler_stats;
 
 /* Installs the handler, starts the drain thread. Returns 0, SPP_EINVAL
