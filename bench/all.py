@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every part of issue #5, one after the other, each in a process of its
-own: output_cost, accuracy, rates, overhead, slowdown, outofprocess,
-longrun. With --write each writes its own section of bench/RESULTS.md (and
+own: output_cost, accuracy, rates, signal_cost, overhead, slowdown,
+outofprocess, longrun. With --write each writes its own section of bench/RESULTS.md (and
 its plots beside it); --quick runs each as a smoke test (nothing written).
 
     python3 -m bench all [--quick] [--write] [--duration 600] [--only a,b]
@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
-PARTS = ("output_cost", "accuracy", "rates", "overhead", "slowdown", "outofprocess", "longrun")
+PARTS = ("output_cost", "accuracy", "rates", "signal_cost", "overhead", "slowdown", "outofprocess", "longrun")
 
 
 def main():

@@ -39,3 +39,27 @@ def test_output_cost_quick_prints_its_table():
         assert 1 < peak < 1000, cells
         assert re.search(r"\*\*(PASS|FAIL)\*\*", cells[6]), cells
     assert re.search(r"^- every output-cost target: \*\*(PASS|FAIL)\*\*$", r.stdout, re.M)
+
+
+def test_signal_cost_quick_prints_its_table():
+    """`python3 -m bench signal_cost --quick` builds its C driver and
+    interrupts a C loop each way: a perf_event task-clock expires 1,000
+    times per CPU-second at 1 ms, with or without a signal."""
+    r = subprocess.run([sys.executable, "-m", "bench", "signal_cost", "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {}
+    for line in r.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("way", "---"):
+            rows[cells[0]] = cells
+    assert len(rows) == 5, r.stdout
+    for name, cells in rows.items():
+        assert "refused" not in cells[1], cells  # root, Linux 6.18: every way is allowed here
+        rate = float(cells[1])
+        assert re.match(r"[+-]\d+\.\d\d % \[[+-]\d+\.\d\d\.\.[+-]\d+\.\d\d\]$", cells[2]), cells
+        assert re.match(r"-?\d+\.\d µs$", cells[3]), cells
+        if name.startswith("perf_event") and "no signal" in name:
+            assert rate == 0, cells
+        elif name.startswith("perf_event"):
+            assert 900 <= rate <= 1100, cells
