@@ -595,3 +595,39 @@ def test_a_crash_in_the_program_still_ends_it_as_without_spprof(script, faulthan
         assert proc.returncode == 1 and "AddressSanitizer: SEGV" in proc.stderr, proc.stderr[-2000:]
     else:
         assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("clock", ["", "poll", "cpu"])
+def test_exec_while_profiling_runs_the_new_program_and_saves_the_profile(script, tmp_path, clock):
+    """os.execv while two threads are sampled at 1 ms: no signal of spprof's
+    clocks reaches the new program (its handlers are back at their
+    defaults, so one would end it), and the profile is saved first, as at
+    exit. Before spprof stopped on exec, the new program died of SIGTRAP or
+    SIGPROF in 10 runs of 10."""
+    out = tmp_path / "before_exec.json"
+    source = """
+        import os, sys, threading, time
+        import spprof
+
+        def burn(s):
+            end = time.thread_time() + s
+            while time.thread_time() < end:
+                pass
+
+        if sys.argv[1] == "new":
+            burn(0.2)
+            print("new program ran", flush=True)
+            sys.exit(0)
+        spprof.start(interval_ms=1, output_path=sys.argv[2])
+        threading.Thread(target=burn, args=(5,), daemon=True).start()
+        burn(0.1)
+        os.execv(sys.executable, [sys.executable, __file__, "new"])
+    """
+    for _ in range(3):
+        if out.exists():
+            out.unlink()
+        proc = script(source, "old", out, env={"SPPROF_CLOCK": clock}, check=False)
+        assert proc.returncode == 0 and proc.stdout == "new program ran\n", (
+            proc.returncode, proc.stdout, proc.stderr[-2000:])
+        doc = json.loads(out.read_text())
+        assert doc["profiles"] and sum(sum(p["weights"]) for p in doc["profiles"]) > 50e6, doc["profiles"]

@@ -353,11 +353,21 @@ def profile(
 
 def _stop_at_exit() -> None:
     # Sampling must end before the interpreter tears thread states down.
+    _stop_before("exit")
+
+
+def _stop_before_exec() -> None:
+    # Called by the engine's audit hook on os.exec*: the clocks' signals
+    # must not reach the new program, and the profile is saved as at exit.
+    _stop_before("exec")
+
+
+def _stop_before(event: str) -> None:
     if _session is not None:
         try:
             stop()
         except Exception as exc:  # never turn a clean exit into a traceback
-            sys.stderr.write("spprof: could not save the profile at exit: %s\n" % exc)
+            sys.stderr.write("spprof: could not save the profile at %s: %s\n" % (event, exc))
 
 
 def _forget_in_child() -> None:
@@ -381,7 +391,7 @@ def _hide_code(code: Any) -> None:
             _hide_code(const)
 
 
-for _f in (start, stop, _command_line):
+for _f in (start, stop, _command_line, _stop_at_exit, _stop_before_exec, _stop_before):
     _hide_code(_f.__code__)
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
