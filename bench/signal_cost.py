@@ -43,17 +43,14 @@ def build(out_dir):
 
 
 def calibrate(exe, seconds, interval_ns):
-    """Iterations of the loop that take about `seconds` of CPU."""
+    """Iterations of the loop that take about `seconds` of thread CPU (the
+    driver times one untouched loop when asked for 0 rounds)."""
     n = 1000000
     while True:
-        t0 = os.times()
-        subprocess.run([exe, str(n), "1", str(interval_ns)], capture_output=True, check=True)
-        t1 = os.times()
-        spent = max(t1.children_user + t1.children_system - t0.children_user - t0.children_system, 1e-3)
-        # (one round runs the loop once to warm and once per way: 7 times)
-        per_loop = spent / 7
-        if per_loop >= 0.02:
-            return max(1, int(n * seconds / per_loop))
+        r = subprocess.run([exe, str(n), "0", str(interval_ns)], capture_output=True, text=True, check=True)
+        spent = float(r.stdout)
+        if spent >= 0.02:
+            return max(1, int(n * seconds / spent))
         n *= 4
 
 
@@ -84,7 +81,7 @@ def main():
     for line in r.stdout.splitlines():
         name, rest = line.split("\t", 1)
         if rest == "unavailable":
-            rep.p("| %s | refused by the kernel here | | |" % name)
+            rep.p("| %s | refused by the kernel here (or one CPU, for the poller) | | |" % name)
             continue
         rate, ratios = rest.split("\t")
         ratios = [float(x) for x in ratios.split()]
@@ -92,9 +89,11 @@ def main():
         med = statistics.median(ratios)
         lo, hi = median_ci(ratios)
         # A perf_event timer without a signal still expires once per interval.
-        per_s = rate if rate > 0 else 1e9 / interval_ns
-        rep.p("| %s | %.0f | %+.2f %% [%+.2f..%+.2f] | %.1f µs |" % (
-            name, rate, (med - 1) * 100, (lo - 1) * 100, (hi - 1) * 100, (med - 1) / per_s * 1e6))
+        per_s = 1e9 / interval_ns if "no signal" in name else rate
+        # (per touched CPU-second: the run took med times the untouched one)
+        cost = "%.1f µs" % ((med - 1) / (per_s * med) * 1e6) if per_s > 0 else "no signal came"
+        rep.p("| %s | %.0f | %+.2f %% [%+.2f..%+.2f] | %s |" % (
+            name, rate, (med - 1) * 100, (lo - 1) * 100, (hi - 1) * 100, cost))
     rep.p("\nMedian [95 %% confidence interval] of the per-round ratios to the untouched run. Per "
           "interrupt: the overhead divided by the signals per CPU-second (for the timer without a "
           "signal, its expiries, 1 per %g ms). The POSIX CPU-time timer only fires on the scheduler "

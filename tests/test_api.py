@@ -631,3 +631,23 @@ def test_exec_while_profiling_runs_the_new_program_and_saves_the_profile(script,
             proc.returncode, proc.stdout, proc.stderr[-2000:])
         doc = json.loads(out.read_text())
         assert doc["profiles"] and sum(sum(p["weights"]) for p in doc["profiles"]) > 50e6, doc["profiles"]
+
+
+def test_a_failed_exec_ends_the_profile_and_stop_returns_it(tmp_path):
+    """os.exec* stops the profile before the call (see the test above); if
+    the exec then fails, the program goes on and its stop() gets that
+    profile, with a warning, rather than "not running"."""
+    import warnings
+
+    spprof.start(interval_ms=1)
+    burn(0.1)
+    with pytest.raises(OSError):
+        os.execv(str(tmp_path / "no-such-program"), ["no-such-program"])
+    assert not spprof.is_active()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = spprof.stop()
+    assert any("os.exec" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert p.sampled_time_ms >= 80 and p.sample_count >= 20, (p.sampled_time_ms, p.sample_count)
+    with pytest.raises(RuntimeError, match="not running"):
+        spprof.stop()  # only once

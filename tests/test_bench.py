@@ -55,7 +55,11 @@ def test_signal_cost_quick_prints_its_table():
             rows[cells[0]] = cells
     assert len(rows) == 5, r.stdout
     for name, cells in rows.items():
-        assert "refused" not in cells[1], cells  # root, Linux 6.18: every way is allowed here
+        if "refused" in cells[1]:
+            # perf_event where perf_event_paranoid or an old kernel refuses
+            # it, the poller on one CPU; never the CPU-time timer
+            assert name.startswith(("perf_event", "another thread")), cells
+            continue
         rate = float(cells[1])
         assert re.match(r"[+-]\d+\.\d\d % \[[+-]\d+\.\d\d\.\.[+-]\d+\.\d\d\]$", cells[2]), cells
         assert re.match(r"-?\d+\.\d µs$", cells[3]), cells

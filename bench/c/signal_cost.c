@@ -6,12 +6,15 @@
  *
  *   signal_cost ITERATIONS ROUNDS INTERVAL_NS
  *
+ * With ROUNDS 0, prints the thread CPU seconds of one untouched loop.
+ *
  * Prints one line per way: name, signals per CPU-second, then the rounds'
  * ratios to the untouched run (one line of numbers), for bench/signal_cost.py
  * to summarise. The handler counts and returns. */
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -92,32 +95,64 @@ static int open_perf(int signal_kind)
     return fd;
 }
 
+/* The polling way, as spprof's poller does it: wake every half interval
+ * (absolute deadlines), read the thread's CPU clock, signal it when an
+ * interval of CPU has passed since the last signal. Parked on a condition
+ * variable in the other ways, so that it costs them nothing. */
+static pthread_mutex_t poll_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t poll_cv = PTHREAD_COND_INITIALIZER;
 static atomic_int polling;
-static pthread_t main_thread;
+static int poller_parked;
+static clockid_t main_clock;
+
+static long long clock_ns(clockid_t c)
+{
+    struct timespec t;
+    clock_gettime(c, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 
 static void *poller(void *arg)
 {
     (void)arg;
-    clockid_t clock;
-    pthread_getcpuclockid(main_thread, &clock);
-    long long last = -1;
+    pthread_mutex_lock(&poll_mu);
     for (;;) {
-        if (!atomic_load(&polling)) {
-            last = -1;
-            usleep(200);
-            continue;
+        poller_parked = 1;
+        pthread_cond_broadcast(&poll_cv);
+        while (!atomic_load(&polling))
+            pthread_cond_wait(&poll_cv, &poll_mu);
+        poller_parked = 0;
+        pthread_mutex_unlock(&poll_mu);
+        long long last = clock_ns(main_clock);
+        struct timespec next;
+        clock_gettime(CLOCK_MONOTONIC, &next);
+        while (atomic_load(&polling)) {
+            next.tv_nsec += (long)(interval_ns / 2);
+            while (next.tv_nsec >= 1000000000L) {
+                next.tv_nsec -= 1000000000L;
+                next.tv_sec++;
+            }
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+            long long now = clock_ns(main_clock);
+            if (atomic_load(&polling) && now - last >= (long long)interval_ns) {
+                last = now;
+                syscall(SYS_tgkill, getpid(), self_tid, SIGPROF);
+            }
         }
-        struct timespec t;
-        clock_gettime(clock, &t);
-        long long now = t.tv_sec * 1000000000LL + t.tv_nsec;
-        if (last < 0)
-            last = now;
-        if (now - last >= (long long)interval_ns) {
-            last = now;
-            syscall(SYS_tgkill, getpid(), self_tid, SIGPROF);
-        }
+        pthread_mutex_lock(&poll_mu);
     }
     return NULL;
+}
+
+static void set_polling(int on)
+{
+    pthread_mutex_lock(&poll_mu);
+    atomic_store(&polling, on);
+    pthread_cond_broadcast(&poll_cv);
+    while (!on && !poller_parked)
+        pthread_cond_wait(&poll_cv, &poll_mu); /* no signal of this way after it */
+    pthread_mutex_unlock(&poll_mu);
+    syscall(SYS_getpid); /* (a signal still pending is taken on the way back) */
 }
 
 int main(int argc, char **argv)
@@ -129,7 +164,7 @@ int main(int argc, char **argv)
     long iterations = atol(argv[1]);
     int rounds = atoi(argv[2]);
     interval_ns = strtoull(argv[3], NULL, 10);
-    if (iterations <= 0 || rounds <= 0 || interval_ns < 10000) {
+    if (iterations <= 0 || rounds < 0 || interval_ns < 10000) {
         fprintf(stderr, "signal_cost: bad arguments\n");
         return 2;
     }
@@ -140,14 +175,24 @@ int main(int argc, char **argv)
     sigaction(SIGPROF, &sa, NULL);
     sigaction(SIGTRAP, &sa, NULL);
     self_tid = (pid_t)syscall(SYS_gettid);
-    main_thread = pthread_self();
+    if (rounds == 0) {
+        work(iterations); /* warm */
+        double t0 = thread_cpu();
+        work(iterations);
+        printf("%.6f\n", thread_cpu() - t0);
+        return 0;
+    }
+    /* The poller shares no CPU with the loop only where there are two. */
+    cpu_set_t cpus;
+    int two_cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
     pthread_t poll_thread;
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGPROF);
     sigaddset(&block, SIGTRAP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    pthread_create(&poll_thread, NULL, poller, NULL);
+    int have_poller = two_cpus && pthread_getcpuclockid(pthread_self(), &main_clock) == 0 &&
+                      pthread_create(&poll_thread, NULL, poller, NULL) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     int fds[NWAYS];
@@ -164,6 +209,7 @@ int main(int argc, char **argv)
     for (int w = 0; w < NWAYS; w++)
         usable[w] = (w != PERF_TIMER_ONLY && w != PERF_ASYNC && w != PERF_SIGTRAP) || fds[w] >= 0;
     usable[CPU_TIMER] = have_timer;
+    usable[POLL_TGKILL] = have_poller;
 
     double *secs = calloc((size_t)rounds * NWAYS, sizeof(double));
     long sigs[NWAYS] = {0};
@@ -185,7 +231,7 @@ int main(int argc, char **argv)
                 timer_settime(timer, 0, &it, NULL);
             }
             if (w == POLL_TGKILL)
-                atomic_store(&polling, 1);
+                set_polling(1);
             double t0 = thread_cpu();
             work(iterations);
             double t1 = thread_cpu();
@@ -197,7 +243,7 @@ int main(int argc, char **argv)
                 timer_settime(timer, 0, &off, NULL);
             }
             if (w == POLL_TGKILL)
-                atomic_store(&polling, 0);
+                set_polling(0);
             secs[k * NWAYS + w] = t1 - t0;
             total[w] += t1 - t0;
             sigs[w] += nsignals - before;

@@ -70,6 +70,9 @@ __all__ = [
 
 _lock = threading.Lock()
 _session: Optional["_Session"] = None
+# The profile that an os.exec*() call ended, kept for the stop() that
+# follows if the exec failed and the program went on.
+_ended_by_exec: Optional["Profile"] = None
 _native = False
 
 _CLOCKS = {
@@ -151,9 +154,11 @@ def start(
     clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
     if clock not in _CLOCKS:
         raise ValueError("SPPROF_CLOCK must be one of poll, perf, cpu, wall, auto; got %r" % clock)
+    global _ended_by_exec
     with _lock:
         if _session is not None:
             raise RuntimeError("profiler is already running; call spprof.stop() first")
+        _ended_by_exec = None
         _engine.start(int(interval * 1e6), memory << 20, _native, _CLOCKS[clock],
                       timeline=timeline)
         _session = _Session(interval, path)
@@ -179,8 +184,13 @@ def _command_line():
 def stop() -> Profile:
     """Stop sampling and return the Profile (saved to output_path if start()
     was given one). Raises RuntimeError if the profiler is not running."""
-    global _session
+    global _session, _ended_by_exec
     with _lock:
+        if _session is None and _ended_by_exec is not None:
+            ended, _ended_by_exec = _ended_by_exec, None
+            warnings.warn("spprof: profiling ended at an os.exec*() call, which failed; the "
+                          "profile ends there", RuntimeWarning, stacklevel=2)
+            return ended
         if _session is None:
             raise RuntimeError("profiler is not running; call spprof.start() first")
         session = _session
@@ -359,15 +369,18 @@ def _stop_at_exit() -> None:
 def _stop_before_exec() -> None:
     # Called by the engine's audit hook on os.exec*: the clocks' signals
     # must not reach the new program, and the profile is saved as at exit.
-    _stop_before("exec")
+    # If the exec fails, the program's stop() gets this profile.
+    global _ended_by_exec
+    _ended_by_exec = _stop_before("exec")
 
 
-def _stop_before(event: str) -> None:
+def _stop_before(event: str) -> Optional["Profile"]:
     if _session is not None:
         try:
-            stop()
+            return stop()
         except Exception as exc:  # never turn a clean exit into a traceback
             sys.stderr.write("spprof: could not save the profile at %s: %s\n" % (event, exc))
+    return None
 
 
 def _forget_in_child() -> None:

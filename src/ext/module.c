@@ -354,6 +354,41 @@ static PyTypeObject ProfileDataType = {
 
 /* ---- sampler control ---- */
 
+/* os.exec* while sampling: the clocks' signals still pending or on their
+ * way (a perf trap is sent on the next return to user mode) would reach
+ * the new program, whose handlers are back at their defaults, and end it.
+ * spprof.stop() ends the session first, and saves its profile as at exit.
+ * Never raises: an audit hook's exception would stop the exec. */
+static int audit_hook(const char *event, PyObject *args, void *data)
+{
+    (void)args;
+    (void)data;
+    if (strcmp(event, "os.exec") != 0 || !spp_sampler_active())
+        return 0;
+    PyObject *name = PyUnicode_FromString("spprof");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    PyObject *r = mod ? PyObject_CallMethod(mod, "_stop_before_exec", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(mod);
+    Py_XDECREF(name);
+    PyErr_Clear();
+    if (spp_sampler_active()) /* (the API could not stop it: no profile, but no signal either) */
+        spp_profile_free(spp_sampler_stop(NULL));
+    return 0;
+}
+
+/* Added by the first start(), not at import: with any hook in place every
+ * audited event (id(), sys._getframe, open, ...) calls the hooks. */
+static void add_audit_hook_once(void)
+{
+    static int added;
+    if (added)
+        return;
+    added = 1;
+    if (PySys_AddAuditHook(audit_hook, NULL) < 0)
+        PyErr_Clear(); /* (another hook refused it: exec stays unguarded) */
+}
+
 static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     (void)mod;
@@ -373,6 +408,7 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
         return PyErr_Format(PyExc_RuntimeError,
                             "spprof cannot find where this interpreter keeps each thread's state");
     install_code_hook();
+    add_audit_hook_once();
     spp_sampler_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.interval_ns = interval_ns;
@@ -614,31 +650,6 @@ static PyMethodDef methods[] = {
 
 static void atfork_child(void) { spp_sampler_atfork_child(); }
 
-/* os.exec* while sampling: the clocks' signals still pending or on their
- * way (a perf trap is sent on the next return to user mode) would reach
- * the new program, whose handlers are back at their defaults, and end it.
- * spprof.stop() ends the session first, and saves its profile as at exit.
- * Never raises: an audit hook's exception would stop the exec. */
-static int audit_hook(const char *event, PyObject *args, void *data)
-{
-    (void)args;
-    (void)data;
-    if (strcmp(event, "os.exec") != 0)
-        return 0;
-    spp_sampler_stats st;
-    spp_sampler_get_stats(&st);
-    if (!st.active)
-        return 0;
-    PyObject *name = PyUnicode_FromString("spprof");
-    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
-    PyObject *r = mod ? PyObject_CallMethod(mod, "_stop_before_exec", NULL) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(mod);
-    Py_XDECREF(name);
-    PyErr_Clear();
-    return 0;
-}
-
 static int exec_module(PyObject *m)
 {
     if (PyType_Ready(&ProfileDataType) < 0)
@@ -653,8 +664,6 @@ static int exec_module(PyObject *m)
         once = 1;
         offsets_ok = find_offsets() == 0;
         pthread_atfork(NULL, NULL, atfork_child);
-        if (PySys_AddAuditHook(audit_hook, NULL) < 0)
-            PyErr_Clear(); /* (another hook refused it: exec stays unguarded) */
     }
     PyModule_AddIntConstant(m, "MECH_AUTO", SPP_MECH_AUTO);
     PyModule_AddIntConstant(m, "MECH_PERF", SPP_MECH_PERF);

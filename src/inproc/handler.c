@@ -340,12 +340,12 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     int trap_idx = -1;
     if (sig == SPP_TRAP_SIGNAL) {
         uint64_t data = trap_sig_data(si);
-        if (si->si_code != TRAP_PERF || (data & SPP_TRAP_COOKIE_MASK) != SPP_TRAP_COOKIE) {
+        if (si->si_code != TRAP_PERF || (data & ~(uint64_t)0xffff) != SPP_TRAP_COOKIE) {
             chain_signal(sig, &spp_g.old_trap, si, uc, 0); /* a breakpoint, a kill */
             errno = saved_errno;
             return;
         }
-        trap_idx = (int)(data & ~SPP_TRAP_COOKIE_MASK);
+        trap_idx = (int)(data & 0xffff);
     }
     atomic_fetch_add(&spp_g.in_handler, 1);
     if (!atomic_load(&spp_g.active))

@@ -24,7 +24,6 @@
  * si_perf_data, an unsigned long, holds SPP_TRAP_COOKIE | slot index. */
 #define SPP_TRAP_SIGNAL SIGTRAP
 #define SPP_TRAP_COOKIE 0x53500000ul
-#define SPP_TRAP_COOKIE_MASK 0xffff0000ul
 /* In a timer signal's value, beside the slot index: the sample deferred
  * from a poller's signal that came at a system call's exit. */
 #define SPP_DEFERRED_SAMPLE (1 << 30)

@@ -53,7 +53,7 @@ static uint64_t now_ns(clockid_t clock)
 
 /* Code objects of the profiler's own Python glue (thread hooks), left out
  * of stacks: they run for microseconds, only because spprof is there. */
-#define MAX_HIDDEN 16
+#define MAX_HIDDEN 32
 static uint64_t hidden_code[MAX_HIDDEN];
 static int nhidden;
 
@@ -309,6 +309,9 @@ int spp_install_trap_handler(void)
         return -1;
     if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
         return 0;
+    /* A handler the program installed since start() stays its own. */
+    if ((cur.sa_flags & SA_SIGINFO) || (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN))
+        return -1;
     /* What held the signal, stored before spp_handler can chain to it. */
     spp_g.old_trap = cur;
     struct sigaction sa;
@@ -328,6 +331,11 @@ static int prof_itimer_armed(void)
     if (getitimer(ITIMER_PROF, &it) < 0)
         return 0;
     return it.it_value.tv_sec != 0 || it.it_value.tv_usec != 0;
+}
+
+int spp_sampler_active(void)
+{
+    return atomic_load(&spp_g.active);
 }
 
 int spp_sampler_handler_replaced(void)

@@ -68,6 +68,8 @@ int spp_sampler_start(const spp_sampler_config *cfg);
  * handler is no longer spprof's (the program installed its own since
  * start): sampling stopped then. 0 if none. */
 int spp_sampler_handler_replaced(void);
+/* Whether a session samples now (lock-free). */
+int spp_sampler_active(void);
 
 /* SPP_EGONE: the thread ended before its clock could be armed. */
 #define SPP_EGONE (-16)

@@ -617,7 +617,12 @@ def sigprof_scenario():
         burn(0.15)  # (the CPU timer fires on the 250 Hz tick)
         sig = signal.Signals(spprof._spprof.stats()["signal"])
         previous = signal.signal(sig, lambda *a: got.append(1))
+        # A thread started now is armed with the handler the program's:
+        # spprof must not take the signal back for it.
+        t = threading.Thread(target=burn, args=(0.05,))
+        t.start()
         burn(0.05)
+        t.join()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             p = spprof.stop()
