@@ -5,6 +5,7 @@ the spprof command built from this tree, and median/min-max formatting."""
 import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -92,6 +93,21 @@ def spprof_cli(path=None):
     if not built:
         sys.exit("bench: could not build the spprof command with meson and ninja")
     return built
+
+
+def build_c(name, out_dir, sources, flags, libs=()):
+    """Builds the C driver `name` in out_dir with the system's compiler
+    (C11, warnings as errors); exits with the compiler's message if it
+    fails. Returns the executable's path."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        sys.exit("bench: no C compiler: install the Debian package gcc")
+    exe = os.path.join(out_dir, name)
+    cmd = [cc, "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", *flags, *sources, *libs, "-o", exe]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit("bench: building %s failed:\n%s" % (name, r.stderr))
+    return exe
 
 
 def kernel_hz():

@@ -42,21 +42,14 @@ class Fmt:
 
 
 def build_driver(out_dir):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        sys.exit("bench: no C compiler: install the Debian package gcc")
     root = common.ROOT
     formats = sorted(os.path.join(root, "src", "formats", f) for f in os.listdir(os.path.join(root, "src", "formats"))
                      if f.endswith(".c"))
-    exe = os.path.join(out_dir, "write_cost")
     # The flags of the release build (meson.build: buildtype release, -O3).
-    cmd = [cc, "-std=c11", "-O3", "-D_GNU_SOURCE", "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror",
-           os.path.join(root, "src", "core", "profile.c"), *formats, os.path.join(HERE, "c", "write_cost.c"),
-           "-lm", "-o", exe]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-        sys.exit("bench: building write_cost failed:\n" + r.stderr)
-    return exe
+    return common.build_c("write_cost", out_dir,
+                          [os.path.join(root, "src", "core", "profile.c"), *formats,
+                           os.path.join(HERE, "c", "write_cost.c")],
+                          ["-O3", "-fno-omit-frame-pointer"], ["-lm"])
 
 
 def main():

@@ -30,16 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def build(out_dir):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        sys.exit("bench: no C compiler: install the Debian package gcc")
-    exe = os.path.join(out_dir, "signal_cost")
-    cmd = [cc, "-std=c11", "-O2", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
-           os.path.join(HERE, "c", "signal_cost.c"), "-lpthread", "-lrt", "-o", exe]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-        sys.exit("bench: building signal_cost failed:\n" + r.stderr)
-    return exe
+    return common.build_c("signal_cost", out_dir, [os.path.join(HERE, "c", "signal_cost.c")], ["-O2"],
+                          ["-lpthread", "-lrt"])
 
 
 def calibrate(exe, seconds, interval_ns):

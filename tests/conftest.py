@@ -43,6 +43,12 @@ def run_qsort(n=4000):
 """
 
 
+def kernel_at_least(major, minor):
+    """Whether this machine's Linux is at least major.minor."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
 def run_script(tmp_path, source, *args, timeout=300, env=None, check=True):
     """Runs source (dedented) as a script with this interpreter; returns the
     CompletedProcess. A crash (signal) or non-zero exit fails the test with

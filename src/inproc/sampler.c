@@ -230,19 +230,36 @@ static void *drain_main(void *arg)
 
 /* ---- control ---- */
 
-static int other_handler_on(int sig)
+/* Who holds a signal: spprof's handler, nobody (the default action, or
+ * ignored), or another handler. cur, if given, gets the action. */
+enum holder { HELD_BY_SPPROF, HELD_BY_NOBODY, HELD_BY_OTHER };
+
+static enum holder held_by(int sig, struct sigaction *cur)
 {
-    struct sigaction cur;
-    if (sigaction(sig, NULL, &cur) < 0)
-        return 0;
-    if (cur.sa_flags & SA_SIGINFO)
-        return cur.sa_sigaction != spp_handler;
-    return cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
+    struct sigaction a;
+    if (!cur)
+        cur = &a;
+    if (sigaction(sig, NULL, cur) < 0) {
+        memset(cur, 0, sizeof(*cur)); /* (SIG_DFL) */
+        return HELD_BY_NOBODY;
+    }
+    if (cur->sa_flags & SA_SIGINFO)
+        return cur->sa_sigaction == spp_handler ? HELD_BY_SPPROF : HELD_BY_OTHER;
+    return cur->sa_handler == SIG_DFL || cur->sa_handler == SIG_IGN ? HELD_BY_NOBODY : HELD_BY_OTHER;
 }
 
 static int other_handler_installed(void)
 {
-    return other_handler_on(SPP_SIGNAL);
+    return held_by(SPP_SIGNAL, NULL) == HELD_BY_OTHER;
+}
+
+/* spp_handler's action: one sampling signal at a time per thread. */
+static void handler_action(struct sigaction *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sa_sigaction = spp_handler;
+    sa->sa_flags = SA_SIGINFO | SA_RESTART;
+    spp_sampling_signals(&sa->sa_mask);
 }
 
 void spp_sampling_signals(sigset_t *set)
@@ -291,12 +308,7 @@ static int trap_usable(void)
     const char *env = getenv("SPPROF_PERF_SIGNAL");
     if ((env && strcmp(env, "SIGPROF") == 0) || !kernel_at_least(6, 15) || traced())
         return 0;
-    struct sigaction cur;
-    if (sigaction(SPP_TRAP_SIGNAL, NULL, &cur) < 0)
-        return 0;
-    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
-        return 1;
-    return !(cur.sa_flags & SA_SIGINFO) && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN);
+    return held_by(SPP_TRAP_SIGNAL, NULL) != HELD_BY_OTHER;
 }
 
 int spp_install_trap_handler(void)
@@ -304,21 +316,18 @@ int spp_install_trap_handler(void)
     /* Looked at each time: the program may have set the signal back to
      * its default (Python's signal module does not know spprof's handler)
      * since spprof installed it. */
-    struct sigaction cur;
-    if (sigaction(SPP_TRAP_SIGNAL, NULL, &cur) < 0)
-        return -1;
-    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == spp_handler)
+    struct sigaction cur, sa;
+    switch (held_by(SPP_TRAP_SIGNAL, &cur)) {
+    case HELD_BY_SPPROF:
         return 0;
-    /* A handler the program installed since start() stays its own. */
-    if ((cur.sa_flags & SA_SIGINFO) || (cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN))
-        return -1;
+    case HELD_BY_OTHER:
+        return -1; /* a handler the program installed since start() stays its own */
+    case HELD_BY_NOBODY:
+        break;
+    }
     /* What held the signal, stored before spp_handler can chain to it. */
     spp_g.old_trap = cur;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = spp_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    spp_sampling_signals(&sa.sa_mask);
+    handler_action(&sa);
     return sigaction(SPP_TRAP_SIGNAL, &sa, NULL) < 0 ? -1 : 0;
 }
 
@@ -342,11 +351,12 @@ int spp_sampler_handler_replaced(void)
 {
     pthread_mutex_lock(&spp_g.lock);
     int replaced = 0;
-    if (atomic_load(&spp_g.active) && atomic_load(&spp_g.uses_signal) && other_handler_installed())
-        replaced = SPP_SIGNAL;
-    else if (atomic_load(&spp_g.active) && atomic_load(&spp_g.uses_trap) &&
-             other_handler_on(SPP_TRAP_SIGNAL))
-        replaced = SPP_TRAP_SIGNAL;
+    if (atomic_load(&spp_g.active)) {
+        if (atomic_load(&spp_g.uses_signal) && other_handler_installed())
+            replaced = SPP_SIGNAL;
+        else if (atomic_load(&spp_g.uses_trap) && held_by(SPP_TRAP_SIGNAL, NULL) == HELD_BY_OTHER)
+            replaced = SPP_TRAP_SIGNAL;
+    }
     pthread_mutex_unlock(&spp_g.lock);
     return replaced;
 }
@@ -419,10 +429,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     }
     spp_fault_guard_install();
     struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = spp_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    spp_sampling_signals(&sa.sa_mask); /* one handler at a time per thread */
+    handler_action(&sa);
     if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
         rc = SPP_EINVAL;
         goto fail;

@@ -608,7 +608,7 @@ def sigprof_scenario():
     # 3. A handler installed while profiling takes over the signal of
     # spprof's clock: sampling stops, the program keeps running, stop()
     # says so. The CPU timer signals with SIGPROF; the default clock
-    # (perf_event) with SIGTRAP where the kernel can (Linux 5.13+).
+    # (perf_event) with SIGTRAP where the kernel allows it (Linux 6.15+).
     out["taken_over"] = {}
     for clock in ("cpu", "default"):
         os.environ["SPPROF_CLOCK"] = "" if clock == "default" else clock
