@@ -3,6 +3,7 @@
  * flame graph coloured by the change in share (drawn by flamegraph.c). */
 #include "diff.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,9 +289,12 @@ int spp_diff_write_collapsed(const spp_diff *d, spp_out *o)
     for (uint32_t i = 0; i < nl; i++) {
         uint32_t s = lines[i].stack;
         long double scaled = (long double)d->self[0][s] * (long double)d->total[1] / (long double)d->total[0];
+        /* Rounded, and held below 2^64: a weight near UINT64_MAX rounds
+         * up to 2^64, which no unsigned long long holds (found by fuzz_read). */
+        long double rounded = scaled + 0.5L;
+        unsigned long long before = rounded >= 0x1p64L ? ULLONG_MAX : (unsigned long long)rounded;
         spp_out_write(o, lines[i].text, lines[i].len);
-        spp_out_printf(o, " %llu %llu\n", (unsigned long long)(scaled + 0.5L),
-                       (unsigned long long)d->self[1][s]);
+        spp_out_printf(o, " %llu %llu\n", before, (unsigned long long)d->self[1][s]);
     }
     rc = SPP_OK;
 out:
