@@ -820,6 +820,40 @@ def test_top_in_tmux_shows_hot_function_and_quits(busy):
         proc.wait()
 
 
+def test_top_redraws_in_place(busy):
+    """A frame is drawn over the last, never after clearing the screen (a
+    terminal, or tmux's capture, would show it blank or half drawn between
+    the two), each line cleared to its end and what the last frame left
+    below it cleared after."""
+    import pty
+    proc = start_target(busy, 60)
+    master, slave = pty.openpty()
+    top = subprocess.Popen([spprof_exe(), "top", "--pid", str(proc.pid), "--rate", "200",
+                            "--delay", "0.2"], stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.time() + 2.5
+        while time.time() < deadline:
+            out += os.read(master, 1 << 16)
+        os.write(master, b"q")
+        assert top.wait(timeout=10) == 0, top.stderr.read()
+    finally:
+        top.kill()
+        top.wait()
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    assert out.count(b"\033[2J") == 1, out[:400]  # (once, before the first frame)
+    frames = out.split(b"\033[H")[1:-1]  # (the last may be cut short)
+    assert len(frames) >= 5, out
+    for body in frames:
+        assert body.endswith(b"\033[J"), body
+        lines = [l.rstrip(b"\r") for l in body.split(b"\n")]  # (the terminal adds a \r)
+        assert len(lines) > 5 and all(l.endswith(b"\033[K") for l in lines[:-1]), lines
+    assert b"hot_leaf (busy.py)" in frames[-1], frames[-1]
+
+
 def test_launched_program_exit_status_is_spprofs(tmp_path):
     prog = tmp_path / "ex.py"
     prog.write_text("import time\nt = time.time()\nwhile time.time() - t < 0.5:\n    pass\n"

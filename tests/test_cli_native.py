@@ -317,8 +317,10 @@ def test_top_native_shows_the_hot_c_function(target):
     top = TmuxTop("--pid", proc.pid, "--native", "--rate", "200", "--delay", "0.5", width=160)
     try:
         def settled(screen):
+            # (the whole table: the C function first, and its callers drawn)
             rows = top_rows(screen, "(")
-            return rows and rows[0].split()[-2] == "nativeburn_spin_cpu"
+            return (rows and rows[0].split()[-2] == "nativeburn_spin_cpu"
+                    and any(r.split()[-2] == "burn_in_c" for r in rows))
         screen = top.wait_for(settled)
         rows = top_rows(screen, "(")
         # Sorted by own time: the C function that burns is first, with

@@ -116,6 +116,8 @@ typedef struct top_target {
     char cmd[1024];
 } top_target;
 
+#define EOL "\033[K\r\n" /* the end of a line of the view */
+
 static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs, int ended)
 {
     const spp_cli_opts *o = t->o;
@@ -127,8 +129,12 @@ static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs,
     }
     char v[32];
     spp_version_string(tg->version, v, sizeof(v));
-    printf("\033[H\033[2J");
-    printf("spprof top - PID %d: %.*s\r\n", (int)o->pid, cols > 30 ? cols - 24 : 10, tg->cmd);
+    /* Drawn in place, each line cleared to its end and the rest of the
+     * screen after the last, and written in one go (stdout is fully
+     * buffered in spprof top): a terminal never shows a half-drawn or
+     * blanked frame. */
+    printf("\033[H");
+    printf("spprof top - PID %d: %.*s" EOL, (int)o->pid, cols > 30 ? cols - 24 : 10, tg->cmd);
     if (o->subprocesses)
         printf("Processes: %d  ", nprocs);
     printf("Python %s%s  Samples: %llu (%.0f/s)  Threads: %d (%d active)  Errors: %llu  ", v,
@@ -136,14 +142,14 @@ static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs,
            elapsed > 0 ? (double)t->snapshots / elapsed : 0.0, t->nthreads, t->active,
            (unsigned long long)t->errors);
     if (tg->free_threaded)
-        printf("GIL: none\r\n");
+        printf("GIL: none" EOL);
     else
-        printf("GIL held: %.0f%%\r\n", t->snapshots ? 100.0 * (double)t->gil_samples / (double)t->snapshots : 0.0);
-    printf("Sort: %s   Keys: 1 own, 2 total, q quit%s\r\n\r\n", t->sort == 2 ? "total" : "own",
+        printf("GIL held: %.0f%%" EOL, t->snapshots ? 100.0 * (double)t->gil_samples / (double)t->snapshots : 0.0);
+    printf("Sort: %s   Keys: 1 own, 2 total, q quit%s" EOL EOL, t->sort == 2 ? "total" : "own",
            ended ? "   [the process has exited]" : "");
     int fixed = o->subprocesses ? 53 : 44; /* the columns before the function's */
     int width = cols > fixed ? cols - fixed : 20;
-    printf("\033[7m %7s %7s %9s %9s  %s%-*s\033[0m\r\n", "%Own", "%Total", "OwnTime", "TotalTime",
+    printf("\033[7m %7s %7s %9s %9s  %s%-*s\033[0m" EOL, "%Own", "%Total", "OwnTime", "TotalTime",
            o->subprocesses ? "     PID " : "", width, "Function (filename)");
     uint32_t k = 0;
     uint32_t *order = malloc(sizeof(uint32_t) * (t->cap ? t->cap : 1));
@@ -168,12 +174,13 @@ static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs,
         if (o->subprocesses)
             snprintf(pid, sizeof(pid), "%8llu ",
                      (unsigned long long)spp_profile_thread_at(t->profile, st->thread)->tid);
-        printf(" %6.1f%% %6.1f%% %8.2fs %8.2fs  %s%.*s\r\n",
+        printf(" %6.1f%% %6.1f%% %8.2fs %8.2fs  %s%.*s" EOL,
                100.0 * (double)fs->own / (double)(t->samples ? t->samples : 1),
                100.0 * (double)fs->total / (double)(t->samples ? t->samples : 1), (double)fs->own * per,
                (double)fs->total * per, pid, width, label);
     }
     free(order);
+    printf("\033[J");
     fflush(stdout);
 }
 
@@ -218,7 +225,9 @@ int spp_cmd_top(const spp_cli_opts *o)
         tio.c_cc[VTIME] = 0;
         tcsetattr(0, TCSANOW, &tio);
     }
-    printf("\033[?25l"); /* hide the cursor while drawing */
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+    printf("\033[?25l\033[2J"); /* hide the cursor while drawing */
 
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
