@@ -6,10 +6,12 @@ Method (see BENCHMARKING notes in the README): in one process, the same
 default, perf_event where the kernel allows it, the same with the SIGPROF it sent
 before spprof used sigtrap, and cpu_poll) and under each clock's floor (the same
 clock and signal, with a handler that records nothing), one chunk of each
-per round, in an order that rotates round by round; each chunk's wall time,
-thread CPU time and process CPU time (which includes spprof's own threads)
-is compared with the unprofiled chunk of its round, and the median ratio
-over the rounds is reported with its 95 % confidence interval and min-max.
+per round, in an order that rotates round by round, with an unprofiled
+chunk before the first, between each two and after the last; each chunk's
+wall time, thread CPU time and process CPU time (which includes spprof's
+own threads) is compared with the mean of the unprofiled chunks beside it,
+and the median ratio over the rounds is reported with its 95 % confidence
+interval and min-max.
 start()/stop() happen outside the timed region. Also reports the samples
 really obtained per CPU-second.
 
@@ -97,35 +99,36 @@ class variant_env:
 
 
 def measure(interval_ms, iterations, rounds):
-    """Each round runs one chunk per variant, off included, in an order
-    that rotates round by round; each variant's ratios are against the
-    unprofiled chunk of the same round, so every clock is compared in the
-    same minutes. Variants: each clock, and each clock's floor."""
-    variants = ["off"] + ["%s %s" % (kind, c) for c in VARIANTS for kind in ("on", "floor")]
-    ratios = {v: {"wall": [], "thread_cpu": [], "process_cpu": []} for v in variants[1:]}
+    """Each round runs one chunk per variant, in an order that rotates
+    round by round, with an unprofiled chunk before the first, between each
+    two and after the last; each variant's ratios are against the mean of
+    the two unprofiled chunks beside it. (This machine's speed drifts: two
+    chunks side by side differ about half as much as two chunks four apart,
+    measured with bench/overhead.py's workload.) Variants: each clock, and
+    each clock's floor."""
+    variants = ["%s %s" % (kind, c) for c in VARIANTS for kind in ("on", "floor")]
+    ratios = {v: {"wall": [], "thread_cpu": [], "process_cpu": []} for v in variants}
     rates = {c: [] for c in VARIANTS}
     names = {}
     for i in range(rounds):
         k = i % len(variants)
-        res = {}
+        before = timed(iterations)
         for v in variants[k:] + variants[:k]:
-            if v == "off":
-                res[v] = timed(iterations)
-                continue
             kind, clock = v.split(" ", 1)
             if kind == "floor":
                 with EmptyHandler(interval_ms, clock):
-                    res[v] = timed(iterations)
-                continue
-            with variant_env(clock):
-                spprof.start(interval_ms=interval_ms)
-            res[v] = timed(iterations)
-            prof = spprof.stop()
-            names[clock] = prof.clock + (" (SIGPROF from O_ASYNC)" if "SIGPROF" in clock else "")
-            rates[clock].append(prof.sample_count / res[v][1])
-        for v in variants[1:]:
+                    res = timed(iterations)
+            else:
+                with variant_env(clock):
+                    spprof.start(interval_ms=interval_ms)
+                res = timed(iterations)
+                prof = spprof.stop()
+                names[clock] = prof.clock + (" (SIGPROF from O_ASYNC)" if "SIGPROF" in clock else "")
+                rates[clock].append(prof.sample_count / res[1])
+            after = timed(iterations)
             for key, idx in (("wall", 0), ("thread_cpu", 1), ("process_cpu", 2)):
-                ratios[v][key].append(res[v][idx] / res["off"][idx])
+                ratios[v][key].append(res[idx] / ((before[idx] + after[idx]) / 2))
+            before = after
     return ratios, rates, names
 
 
@@ -138,8 +141,8 @@ def main():
     workload(iterations)  # warm up
     rep = Report("overhead", "spprof in-process overhead, paired chunks", sys.argv[1:])
     rep.p("Workload: fib(18) loop, %.2f s CPU per chunk; per interval %d rounds, each running one chunk "
-          "unprofiled, one under each clock and one under each clock's floor, in an order that rotates "
-          "round by round.\n" % (args.chunk, args.pairs))
+          "under each clock and one under each clock's floor, in an order that rotates round by round, "
+          "with an unprofiled chunk before, between and after them.\n" % (args.chunk, args.pairs))
     rep.p("| interval | clock | samples/CPU-s | wall overhead | thread CPU overhead | process CPU overhead | "
           "floor: same clock, empty handler (thread CPU) |")
     rep.p("|---|---|---|---|---|---|---|")
@@ -162,8 +165,8 @@ def main():
                 interval, names[clock], " (default)" if clock == "default" else "",
                 statistics.median(rates[clock]), fmt(on["wall"]), fmt(on["thread_cpu"]),
                 fmt(on["process_cpu"]), fmt(ratios["floor " + clock]["thread_cpu"])))
-    rep.p("\nMedian [its 95 % confidence interval, from the order statistics] (min..max) of per-pair "
-          "ratios, profiler on vs off. Floor: the kernel's cost of the clock and signal delivery alone, "
+    rep.p("\nMedian [its 95 % confidence interval, from the order statistics] (min..max) of per-chunk "
+          "ratios, profiler on vs the mean of the unprofiled chunks just before and after. Floor: the kernel's cost of the clock and signal delivery alone, "
           "measured the same way. Thread CPU is the profiled thread's own; process CPU adds spprof's "
           "threads (the drain thread, and for cpu_poll the thread that looks at the clocks), which run "
           "on another CPU when there is one.\n")

@@ -29,7 +29,16 @@ spp_sampler spp_g = {
  * memory limit: 256 KiB holds 58 of the largest records (10 ms of samples at
  * 1 kHz with 256-deep stacks, several times over); 16 KiB holds 3. */
 static const uint32_t ring_sizes[] = {256u << 10, 64u << 10, 16u << 10};
-#define DRAIN_PERIOD_NS 10000000ull
+/* The drain thread's period: 16 sampling intervals, within 10-100 ms. Each
+ * of its wake-ups costs a CPU tens of microseconds on a virtual machine
+ * (every 10 ms, 0.7 % of a CPU whatever the rate); 16 intervals of the
+ * largest records fill under a third of a 256 KiB ring, and a handler
+ * kicks it sooner at half full. */
+static int drain_period_ms(void)
+{
+    uint64_t ms = spp_g.cfg.interval_ns * 16 / 1000000ull;
+    return ms < 10 ? 10 : ms > 100 ? 100 : (int)ms;
+}
 #define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
 
 static struct {
@@ -205,7 +214,7 @@ static void reap_exited_threads(void)
     }
 }
 
-/* Drains every DRAIN_PERIOD_NS, or sooner when a handler finds its ring
+/* Drains every drain_period_ms(), or sooner when a handler finds its ring
  * half full and kicks the eventfd. */
 static void *drain_main(void *arg)
 {
@@ -219,7 +228,7 @@ static void *drain_main(void *arg)
         if (stop)
             return NULL;
         struct pollfd pfd = {spp_g.kick_fd, POLLIN, 0};
-        if (poll(&pfd, 1, (int)(DRAIN_PERIOD_NS / 1000000ull)) > 0) {
+        if (poll(&pfd, 1, drain_period_ms()) > 0) {
             uint64_t n;
             ssize_t got = read(spp_g.kick_fd, &n, sizeof(n));
             (void)got;
@@ -486,7 +495,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
         goto out;
     }
     if (find_slot(tid) >= 0) {
-        rc = SPP_EXISTS; /* already sampled (a thread that ended is reaped within a drain period) */
+        rc = SPP_EXISTS; /* already sampled (a thread that ended is reaped within a drain period, 100 ms at most) */
         goto out;
     }
     int idx = -1;
@@ -658,6 +667,7 @@ void spp_sampler_get_stats(spp_sampler_stats *st)
     st->active = atomic_load(&spp_g.active);
     st->mechanism = spp_g.mech;
     if (spp_g.profile) {
+        drain_all(); /* (the samples of the last drain period count too) */
         uint64_t ring_drops = 0;
         for (int i = 0; i < SPP_MAX_THREADS; i++) {
             int s = atomic_load(&spp_g.slots[i].state);
