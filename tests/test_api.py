@@ -275,6 +275,23 @@ def test_stats_live():
     assert s.memory_bytes > 0
 
 
+def test_stats_counts_every_sample_taken_so_far():
+    """stats() reports the samples taken until the call, not those of the
+    last drain (the drain thread wakes every 16 intervals, here 100 ms)."""
+    c0 = time.thread_time()
+    spprof.start(interval_ms=10)
+    try:
+        for _ in range(5):
+            burn(0.13)
+            s = spprof.stats()
+            burnt_ms = (time.thread_time() - c0) * 1e3
+            # Every sample up to the last, at most an interval ago, is in.
+            assert burnt_ms - 25 <= s.sampled_time_ms <= burnt_ms + 5, (s, burnt_ms)
+    finally:
+        p = spprof.stop()
+    assert p.sample_count >= s.collected_samples
+
+
 def test_polling_clock_leaves_no_thread_behind(monkeypatch):
     """The polling clock's thread ends with each session: none is left
     after stop() (a program that forks then is single-threaded again)."""
