@@ -4,6 +4,7 @@ version: record (launched and attached), dump, options, errors."""
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -835,7 +836,11 @@ def test_top_redraws_in_place(busy):
     try:
         deadline = time.time() + 2.5
         while time.time() < deadline:
-            out += os.read(master, 1 << 16)
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    out += os.read(master, 1 << 16)
+                except OSError:  # (EIO: top has ended and closed the terminal)
+                    pytest.fail("spprof top ended: %r" % top.stderr.read())
         os.write(master, b"q")
         assert top.wait(timeout=10) == 0, top.stderr.read()
     finally:

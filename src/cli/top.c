@@ -3,6 +3,7 @@
  * --native C functions are counted too, with --subprocesses the functions
  * of every Python descendant, each row with its process. */
 #include <errno.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -118,6 +119,28 @@ typedef struct top_target {
 
 #define EOL "\033[K\r\n" /* the end of a line of the view */
 
+/* One line of text of the view, cut to cols - 1 characters (a line that
+ * wrapped would push the view down a row, and the last row's newline would
+ * then scroll it every frame), at a UTF-8 character's start. */
+static void text_line(int cols, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if (n > (int)sizeof(buf) - 1)
+        n = (int)sizeof(buf) - 1;
+    if (cols > 1 && n > cols - 1) {
+        n = cols - 1;
+        while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
+            n--;
+    }
+    printf("%.*s" EOL, n, buf);
+}
+
 static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs, int ended)
 {
     const spp_cli_opts *o = t->o;
@@ -130,31 +153,37 @@ static void draw(top_state *t, const top_target *tg, double elapsed, int nprocs,
     char v[32];
     spp_version_string(tg->version, v, sizeof(v));
     /* Drawn in place, each line cleared to its end and the rest of the
-     * screen after the last, and written in one go (stdout is fully
-     * buffered in spprof top): a terminal never shows a half-drawn or
-     * blanked frame. */
+     * screen after the last, and written in one write (stdout is fully
+     * buffered in spprof top): never a blanked screen between frames. (A
+     * terminal may still take a frame in pieces, new rows over old.) */
     printf("\033[H");
-    printf("spprof top - PID %d: %.*s" EOL, (int)o->pid, cols > 30 ? cols - 24 : 10, tg->cmd);
+    text_line(cols, "spprof top - PID %d: %s", (int)o->pid, tg->cmd);
+    char procs[32] = "", gil[32];
     if (o->subprocesses)
-        printf("Processes: %d  ", nprocs);
-    printf("Python %s%s  Samples: %llu (%.0f/s)  Threads: %d (%d active)  Errors: %llu  ", v,
-           tg->free_threaded ? " (free-threaded)" : "", (unsigned long long)t->samples,
-           elapsed > 0 ? (double)t->snapshots / elapsed : 0.0, t->nthreads, t->active,
-           (unsigned long long)t->errors);
+        snprintf(procs, sizeof(procs), "Processes: %d  ", nprocs);
     if (tg->free_threaded)
-        printf("GIL: none" EOL);
+        snprintf(gil, sizeof(gil), "GIL: none");
     else
-        printf("GIL held: %.0f%%" EOL, t->snapshots ? 100.0 * (double)t->gil_samples / (double)t->snapshots : 0.0);
-    printf("Sort: %s   Keys: 1 own, 2 total, q quit%s" EOL EOL, t->sort == 2 ? "total" : "own",
-           ended ? "   [the process has exited]" : "");
+        snprintf(gil, sizeof(gil), "GIL held: %.0f%%",
+                 t->snapshots ? 100.0 * (double)t->gil_samples / (double)t->snapshots : 0.0);
+    text_line(cols, "%sPython %s%s  Samples: %llu (%.0f/s)  Threads: %d (%d active)  Errors: %llu  %s",
+              procs, v, tg->free_threaded ? " (free-threaded)" : "", (unsigned long long)t->samples,
+              elapsed > 0 ? (double)t->snapshots / elapsed : 0.0, t->nthreads, t->active,
+              (unsigned long long)t->errors, gil);
+    text_line(cols, "Sort: %s   Keys: 1 own, 2 total, q quit%s", t->sort == 2 ? "total" : "own",
+              ended ? "   [the process has exited]" : "");
+    printf(EOL);
     int fixed = o->subprocesses ? 53 : 44; /* the columns before the function's */
     int width = cols > fixed ? cols - fixed : 20;
     printf("\033[7m %7s %7s %9s %9s  %s%-*s\033[0m" EOL, "%Own", "%Total", "OwnTime", "TotalTime",
            o->subprocesses ? "     PID " : "", width, "Function (filename)");
     uint32_t k = 0;
     uint32_t *order = malloc(sizeof(uint32_t) * (t->cap ? t->cap : 1));
-    if (!order)
+    if (!order) {
+        printf("\033[J");
+        fflush(stdout);
         return;
+    }
     for (uint32_t i = 0; i < t->cap; i++)
         if (t->stats[i].total)
             order[k++] = i;
@@ -276,6 +305,7 @@ int spp_cmd_top(const spp_cli_opts *o)
         }
     }
     printf("\033[?25h\r\n");
+    fflush(stdout);
     if (raw)
         tcsetattr(0, TCSANOW, &saved);
     spp_procs_free(ps);

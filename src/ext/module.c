@@ -488,7 +488,9 @@ static PyObject *m_stop(PyObject *mod, PyObject *args)
     meta.clock = "cpu";
     meta.interval_ms = interval_ms;
     spp_sampler_stats st;
+    Py_BEGIN_ALLOW_THREADS /* (it drains the rings, as the drain thread does: without the GIL) */
     spp_sampler_get_stats(&st);
+    Py_END_ALLOW_THREADS
     meta.start_ns = st.start_ns;
     meta.end_ns = st.start_ns + st.elapsed_ns;
     if (st.mechanism == SPP_MECH_WALL)
@@ -520,7 +522,9 @@ static PyObject *m_stats(PyObject *mod, PyObject *unused)
     (void)mod;
     (void)unused;
     spp_sampler_stats st;
+    Py_BEGIN_ALLOW_THREADS /* (it drains the rings, as the drain thread does: without the GIL) */
     spp_sampler_get_stats(&st);
+    Py_END_ALLOW_THREADS
     return Py_BuildValue("{sOsKsKsKsKsKsIsnsssKsi}", "active", st.active ? Py_True : Py_False,
                          "samples", (unsigned long long)st.samples, "dropped",
                          (unsigned long long)st.dropped, "weight_ns",

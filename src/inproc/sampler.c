@@ -26,17 +26,27 @@ spp_sampler spp_g = {
 };
 
 /* Ring sizes tried per thread, largest first, within a quarter of the
- * memory limit: 256 KiB holds 58 of the largest records (10 ms of samples at
- * 1 kHz with 256-deep stacks, several times over); 16 KiB holds 3. */
+ * memory limit: 256 KiB holds 48 of the largest records (SPP_REC_MAX: 256
+ * Python and 128 native frames), 16 KiB holds 3. */
 static const uint32_t ring_sizes[] = {256u << 10, 64u << 10, 16u << 10};
-/* The drain thread's period: 16 sampling intervals, within 10-100 ms. Each
- * of its wake-ups costs a CPU tens of microseconds on a virtual machine
- * (every 10 ms, 0.7 % of a CPU whatever the rate); 16 intervals of the
- * largest records fill under a third of a 256 KiB ring, and a handler
- * kicks it sooner at half full. */
+
+/* The drain thread's period: up to 16 sampling intervals, within 10-100 ms
+ * (each of its wake-ups costs a CPU tens of microseconds on a virtual
+ * machine: every 10 ms, 0.7 % of a CPU whatever the rate). No more
+ * intervals than half the smallest ring holds of the largest records, so
+ * that the period alone would drain it in time; a handler kicks the
+ * drain sooner at half full. Called with the lock held. */
 static int drain_period_ms(void)
 {
-    uint64_t ms = spp_g.cfg.interval_ns * 16 / 1000000ull;
+    uint32_t smallest = ring_sizes[0];
+    for (int i = 0; i < SPP_MAX_THREADS; i++) {
+        int st = atomic_load(&spp_g.slots[i].state);
+        uint32_t cap = (uint32_t)spp_g.slots[i].ring.cap;
+        if ((st == SLOT_ACTIVE || st == SLOT_ARMING) && cap && cap < smallest)
+            smallest = cap;
+    }
+    uint64_t intervals = smallest / 2 / SPP_REC_MAX;
+    uint64_t ms = spp_g.cfg.interval_ns * (intervals < 16 ? intervals : 16) / 1000000ull;
     return ms < 10 ? 10 : ms > 100 ? 100 : (int)ms;
 }
 #define MAX_MERGED (SPP_MAX_PY_FRAMES + SPP_MAX_NATIVE + 1)
@@ -224,11 +234,12 @@ static void *drain_main(void *arg)
         int stop = spp_g.drain_stop;
         drain_all();
         reap_exited_threads();
+        int period_ms = drain_period_ms();
         pthread_mutex_unlock(&spp_g.lock);
         if (stop)
             return NULL;
         struct pollfd pfd = {spp_g.kick_fd, POLLIN, 0};
-        if (poll(&pfd, 1, drain_period_ms()) > 0) {
+        if (poll(&pfd, 1, period_ms) > 0) {
             uint64_t n;
             ssize_t got = read(spp_g.kick_fd, &n, sizeof(n));
             (void)got;
