@@ -165,3 +165,46 @@ def test_unreadable_names_fall_back_to_os_names(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+RENAME = """
+import threading, time
+
+def burn(s):
+    end = time.thread_time() + s
+    while time.thread_time() < end:
+        pass
+
+def early():
+    burn(0.01)
+
+def late():
+    burn(0.3)
+
+def worker():
+    with open("/proc/self/task/%d/comm" % threading.get_native_id(), "w") as comm:
+        comm.write("os-name")
+    early()       # sampled before spprof has read the thread's Python name
+    time.sleep(0.4)   # idle (not sampled) when it reads it
+    late()
+
+t = threading.Thread(target=worker, name="py-name")
+t.start()
+t.join()
+"""
+
+
+def test_thread_named_while_idle_keeps_its_python_name(tmp_path):
+    """A thread first seen before its Python name was read is named by the
+    OS; when the names are read while it is idle (so not in that sample),
+    its later samples still get the Python name."""
+    script = tmp_path / "rename.py"
+    script.write_text(RENAME)
+    out = tmp_path / "p.txt"
+    r = run(["record", "-r", "1000", "--threads", "-f", "collapsed", "-o", out, "--", sys.executable, script])
+    assert r.returncode == 0, r.stderr
+    late = {s: n for s, n in folded(out).items() if s.split(";")[-1].startswith("late ")
+            or ";late (" in s}
+    assert late, folded(out)
+    roots = {s.split(";")[0] for s in late}
+    assert all(root.startswith("thread py-name (") for root in roots), roots

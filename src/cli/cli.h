@@ -176,7 +176,6 @@ typedef struct spp_proc {
     spp_resolver *resolver; /* owned by the set */
     uint32_t root;          /* frame "process PID: cmdline" over its stacks, or SPP_NONE */
     uint64_t last;          /* CLOCK_MONOTONIC ns of its last sample (for weights) */
-    unsigned names_gen;     /* spp_session_names_gen when its threads were last named */
 } spp_proc;
 typedef struct spp_procs spp_procs;
 

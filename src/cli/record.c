@@ -52,14 +52,37 @@ typedef struct recorder {
     spp_profile *profile;
     uint64_t samples, errors, late;
     uint64_t start, start_real;  /* CLOCK_MONOTONIC and CLOCK_REALTIME ns at the start */
+    unsigned *named;             /* per profile thread: 1 + its session's names_gen when named */
+    uint32_t named_cap;
 } recorder;
+
+/* Whether profile thread t was named under its session's current thread
+ * names (gen); marks it so. A thread absent from the snapshot in which
+ * the names changed (idle, or not running Python then) is named again the
+ * next time it is sampled. */
+static int named_under(recorder *rc, uint32_t t, unsigned gen)
+{
+    if (t >= rc->named_cap) {
+        uint32_t cap = rc->named_cap ? rc->named_cap : 64;
+        while (cap <= t)
+            cap *= 2;
+        unsigned *grown = realloc(rc->named, cap * sizeof(*grown));
+        if (!grown)
+            return 0; /* (named again each time: slower, still right) */
+        memset(grown + rc->named_cap, 0, (cap - rc->named_cap) * sizeof(*grown));
+        rc->named = grown;
+        rc->named_cap = cap;
+    }
+    int was = rc->named[t] == gen + 1;
+    rc->named[t] = gen + 1;
+    return was;
+}
 
 /* The stack a sample of st in process pr starts from: the thread's root in
  * the model, then with --subprocesses the frame naming the process and
  * (with --threads) one naming the thread, so that the process is above the
  * thread as the writers' own thread roots could not be. */
-static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st,
-                            int renamed)
+static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st)
 {
     spp_profile *p = rc->profile;
     uint64_t key = st->th.tid ? (uint64_t)st->th.tid : st->th.thread_id;
@@ -71,7 +94,8 @@ static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_
     name[0] = '\0';
     /* A thread is named when first seen, and again after the session read
      * changed names: the profile keeps each thread's newest name. */
-    if (spp_profile_nthreads(p) != before || renamed) {
+    int first = spp_profile_nthreads(p) != before;
+    if (!named_under(rc, t, spp_session_names_gen(pr->session)) || first) {
         spp_session_thread_label(pr->session, &st->th, name, sizeof(name));
         if (name[0])
             spp_profile_thread(p, key, name);
@@ -100,11 +124,11 @@ static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_
 }
 
 static void add_sample(recorder *rc, const spp_proc *pr, const spp_sampled_thread *st,
-                       uint64_t weight, uint64_t when, int renamed)
+                       uint64_t weight, uint64_t when)
 {
     spp_profile *p = rc->profile;
     spp_resolver *res = pr->resolver;
-    uint32_t stack = sample_root(rc, pr, st, renamed);
+    uint32_t stack = sample_root(rc, pr, st);
     if (stack != SPP_NONE && st->truncated)
         stack = spp_profile_push(p, stack, spp_resolver_marker(res, SPP_MARK_TRUNCATED));
     if (st->nframes == 0 && stack != SPP_NONE)
@@ -136,15 +160,12 @@ static void add_snapshot(void *ctx, spp_proc *pr, const spp_sampled_thread *thre
     rc->errors += (uint64_t)errors;
     uint64_t weight = when - pr->last;
     pr->last = when;
-    unsigned gen = spp_session_names_gen(pr->session);
-    int renamed = gen != pr->names_gen;
-    pr->names_gen = gen;
     for (int i = 0; i < n; i++) {
         if (o->gil && !threads[i].th.holds_gil)
             continue;
         if (!o->idle && threads[i].idle)
             continue;
-        add_sample(rc, pr, &threads[i], weight, when - rc->start + rc->start_real, renamed);
+        add_sample(rc, pr, &threads[i], weight, when - rc->start + rc->start_real);
     }
 }
 
@@ -354,6 +375,7 @@ int spp_cmd_record(const spp_cli_opts *o)
         spp_cli_error("out of memory");
         free(threads);
         spp_profile_free(rc.profile);
+        free(rc.named);
         spp_session_close(s);
         if (launched)
             end_child(pid);
@@ -394,6 +416,7 @@ int spp_cmd_record(const spp_cli_opts *o)
             spp_procs_free(ps);
             free(threads);
             spp_profile_free(rc.profile);
+            free(rc.named);
             if (launched)
                 end_child(pid);
             return 1;
@@ -530,6 +553,7 @@ int spp_cmd_record(const spp_cli_opts *o)
         exit_status = wait_child(pid);
     }
     spp_profile_free(rc.profile);
+    free(rc.named);
     free(threads);
     /* The launched program's own result is the command's result, once the
      * profile is written. */
