@@ -86,16 +86,15 @@ static uint32_t sample_root(recorder *rc, const spp_proc *pr, const spp_sampled_
 {
     spp_profile *p = rc->profile;
     uint64_t key = st->th.tid ? (uint64_t)st->th.tid : st->th.thread_id;
-    uint32_t before = spp_profile_nthreads(p);
     uint32_t t = spp_profile_thread(p, key, NULL);
     if (t == SPP_NONE)
         return SPP_NONE;
     char name[SPP_THREAD_NAME_MAX];
     name[0] = '\0';
-    /* A thread is named when first seen, and again after the session read
-     * changed names: the profile keeps each thread's newest name. */
-    int first = spp_profile_nthreads(p) != before;
-    if (!named_under(rc, t, spp_session_names_gen(pr->session)) || first) {
+    /* A thread is named when first seen (never named under any names),
+     * and again after the session read changed names: the profile keeps
+     * each thread's newest name. */
+    if (!named_under(rc, t, spp_session_names_gen(pr->session))) {
         spp_session_thread_label(pr->session, &st->th, name, sizeof(name));
         if (name[0])
             spp_profile_thread(p, key, name);
