@@ -413,6 +413,9 @@ def test_stats_overhead_estimate_is_measured():
 
 
 def test_fork_child_can_profile(script):
+    """A child forked while profiling is not profiled until it starts its
+    own profiler, which then works; the parent's profile goes on across
+    the fork."""
     from conftest import last_json
 
     r = last_json(script("""
@@ -423,6 +426,9 @@ def test_fork_child_can_profile(script):
             end = time.thread_time() + s
             while time.thread_time() < end:
                 pass
+
+        def burn_after_fork(s):
+            burn(s)
 
         spprof.start(interval_ms=1)
         burn(0.05)
@@ -440,17 +446,26 @@ def test_fork_child_can_profile(script):
         os.close(w)
         child = json.loads(os.read(r, 10000))
         _, status = os.waitpid(pid, 0)
-        parent = spprof.stop()
-        print(json.dumps({"child": child, "status": status, "parent": parent.sample_count}))
+        burn_after_fork(0.05)
+        p = spprof.stop()
+        after = [s for s in p.samples if any(f.function_name == "burn_after_fork" for f in s.frames)]
+        print(json.dumps({"child": child, "status": status,
+                          "parent": {"n": p.sample_count, "ms": p.sampled_time_ms,
+                                     "n_after": sum(s.count for s in after),
+                                     "ms_after": sum(s.weight_ns for s in after) / 1e6}}))
     """))
     assert r["status"] == 0
     assert r["child"]["active"] is False
-    # 0.1 s of the child's CPU: the samples stand for it (their number can be
-    # a little lower when two expiries merge into one signal)
+    # 0.1 s of CPU in each: the samples stand for it (their number can be
+    # lower when two expiries merge into one signal: 74-81 % of them in CI
+    # on a busy host)
     assert 85 <= r["child"]["ms"] <= 115, r
     assert r["child"]["n"] >= 60, r
     assert r["child"]["names"] == ["MainThread"], r
-    assert r["parent"] >= 40, r
+    # the parent also ran the fork and read the pipe: a few ms more
+    assert 85 <= r["parent"]["ms"] <= 130, r
+    assert r["parent"]["n"] >= 60, r
+    assert 40 <= r["parent"]["ms_after"] <= 60 and r["parent"]["n_after"] >= 30, r
 
 
 def test_start_while_threads_come_and_go(script):

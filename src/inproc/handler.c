@@ -7,9 +7,11 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <setjmp.h>
 #include <linux/perf_event.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -217,6 +219,51 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
 #endif
 }
 
+/* The vDSO's text, [lo, hi), found before any clock is armed. A clock
+ * read its code cannot answer (a CPU-time clock) makes its system call
+ * from there, and that call brings the thread's CPU time up to date, which
+ * is where the scheduler finds a spent slice. */
+static uintptr_t vdso_lo, vdso_hi;
+
+void spp_find_vdso(void)
+{
+    uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+    if (!base || vdso_hi)
+        return;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
+    const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
+    uintptr_t lo = UINTPTR_MAX, hi = 0, bias = 0;
+    int first = 1;
+    for (int i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type != PT_LOAD)
+            continue;
+        if (first) /* the first segment is mapped at base */
+            bias = base - (uintptr_t)(ph[i].p_vaddr & ~(ElfW(Addr))4095);
+        first = 0;
+        uintptr_t a = bias + (uintptr_t)ph[i].p_vaddr, b = a + (uintptr_t)ph[i].p_memsz;
+        lo = a < lo ? a : lo;
+        hi = b > hi ? b : hi;
+    }
+    if (hi > lo) {
+        vdso_lo = lo;
+        vdso_hi = hi;
+    }
+}
+
+/* Whether the thread was interrupted in the vDSO (at a system call's exit:
+ * a clock read that had to ask the kernel). */
+static int in_vdso(const void *ucv)
+{
+#if defined(__x86_64__)
+    const ucontext_t *uc = (const ucontext_t *)ucv;
+    uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    return rip >= vdso_lo && rip < vdso_hi;
+#else
+    (void)ucv;
+    return 0;
+#endif
+}
+
 /* How long the poller's signals take to reach a thread that is running
  * user code, in the thread's own CPU time (the interrupt that carries
  * them; a thread waiting for a CPU meanwhile adds none): a moving average,
@@ -229,7 +276,10 @@ static _Atomic uint64_t signal_flight_ns = 20000;
  * (sent: the slot's poll_sent_cpu). */
 static uint64_t ran_since_sent(uint64_t sent, uint64_t cpu_now)
 {
-    return sent < SPP_SENT_OFF_CPU && cpu_now > sent ? cpu_now - sent : 0;
+    if (sent == SPP_SENT_UNKNOWN)
+        return 0;
+    sent &= ~SPP_SENT_FLAGS;
+    return cpu_now > sent ? cpu_now - sent : 0;
 }
 
 /* Whether a poller's signal that came at a system call's exit found the
@@ -377,11 +427,20 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     } else if (polled && s->mech == SPP_MECH_POLL) {
         atomic_store_explicit(&s->signal_out, 0, memory_order_release);
         uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
-        if (sent == SPP_SENT_OFF_CPU)
-            ; /* taken where it was stopped (by the poller, on a CPU the
-                 * two share): a random moment, at a call's exit as often
-                 * as the call had the CPU */
-        else if (!at_syscall_exit(uc))
+        int stopped = sent != SPP_SENT_UNKNOWN && (sent & SPP_SENT_STOPPED);
+        if (stopped && (sent & SPP_SENT_BY_POLLER))
+            ; /* taken where the poller stopped it: a random moment, at a
+                 * call's exit as often as the call had the CPU */
+        else if (stopped) {
+            /* Taken where another task took its CPU: where a tick or a
+             * wake-up found its slice spent, a random moment too, but for
+             * a thread that reads its own CPU clock. That read brings its
+             * CPU time up to date and so finds a spent slice itself, the
+             * moment it is spent, and the thread stops at the read's exit:
+             * there the sample is handed on. */
+            if (at_syscall_exit(uc) && in_vdso(uc) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
+                goto out;
+        } else if (!at_syscall_exit(uc))
             learn_flight(sent, clock_now);
         else if (!in_kernel_when_sent(sent, clock_now) &&
                  spp_defer_sample(s, spp_defer_delay(&s->rng)))

@@ -32,12 +32,15 @@
 #define SPP_POLL_MIN_FLIGHT_NS 10000ull
 /* poll_sent_cpu while the poller has not yet stored it. */
 #define SPP_SENT_UNKNOWN UINT64_MAX
-/* poll_sent_cpu of a signal sent to a thread that was not on a CPU from
- * the poller's look until after the send, by a poller with the shortest
- * slice: it takes the signal where the poller stopped it, with no flight,
- * and spp_handler keeps that sample wherever it lands (see clock.c's
- * poll_thread). */
-#define SPP_SENT_OFF_CPU (UINT64_MAX - 1)
+/* The low bits of poll_sent_cpu (a CPU time in ns, which loses them) say
+ * where the thread was when the signal left (see clock.c's poll_thread):
+ * STOPPED, not on a CPU from the poller's look until after the send, so it
+ * takes the signal where it was stopped as soon as it runs again, with no
+ * flight; BY_POLLER besides, the poller stopped it, taking a CPU the two
+ * share as its timer fired: at a random moment. */
+#define SPP_SENT_STOPPED 1ull
+#define SPP_SENT_BY_POLLER 2ull
+#define SPP_SENT_FLAGS (SPP_SENT_STOPPED | SPP_SENT_BY_POLLER)
 
 /* The largest record the handler writes. */
 #define SPP_REC_MAX                                                                 \
@@ -106,6 +109,8 @@ int spp_native_init(void);
 /* Installs the SIGSEGV/SIGBUS handler that lets spp_handler survive a
  * faulting read (chaining every other fault). Idempotent. */
 void spp_fault_guard_install(void);
+/* Finds the vDSO's text for spp_handler. Idempotent; call before arming. */
+void spp_find_vdso(void);
 
 /* SPP_MECH_POLL: hands the thread's next sample to its own clock (a
  * perf_event task-clock, else its CPU-time timer), which signals it once

@@ -448,6 +448,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         goto fail;
     }
     spp_fault_guard_install();
+    spp_find_vdso();
     struct sigaction sa;
     handler_action(&sa);
     if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
