@@ -465,7 +465,9 @@ def test_fork_child_can_profile(script):
     # the parent also ran the fork and read the pipe: a few ms more
     assert 85 <= r["parent"]["ms"] <= 130, r
     assert r["parent"]["n"] >= 60, r
-    assert 40 <= r["parent"]["ms_after"] <= 60 and r["parent"]["n_after"] >= 30, r
+    # (its first sample there also stands for the fork's CPU time, which
+    # under ASan is a few ms)
+    assert 40 <= r["parent"]["ms_after"] <= 75 and r["parent"]["n_after"] >= 30, r
 
 
 def test_start_while_threads_come_and_go(script):

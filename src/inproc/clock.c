@@ -387,7 +387,8 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
      * it was stopped. SPP_SENT_BY_POLLER besides when this thread stopped
      * it, at the random moment its timer fired, taking the CPU the two
      * share: it has the shortest slice, woke on time, the thread waits on
-     * this CPU and had a CPU since the previous look. Otherwise another
+     * this CPU and had a CPU nearly all the time since the previous look
+     * (within POLL_RAN_THROUGH_SLACK_NS). Otherwise another
      * task took the thread's CPU, or this one did when the scheduler found
      * the thread's slice spent, which a thread that reads its own CPU clock
      * finds itself, at that read's exit (the handler hands such samples
@@ -478,10 +479,11 @@ static void *poll_main(void *arg)
     /* (The poller's own CPU time is read only after a round: reading it
      * brings it up to date, and on a CPU shared with the sampled thread a
      * poller found past its short slice would hand that CPU back before
-     * it signalled, to wait until the thread's slice was spent. Read at a
-     * round's start, it moved the reads of test_sampling's BIG_READS on one
-     * CPU from 0.38-0.50 of the samples to 0.18-0.24, and to the clock
-     * reads after them.) */
+     * it signalled, to wait until the thread's slice was spent. In a trial
+     * that read it at a round's start, the reads of test_sampling's
+     * BIG_READS pinned to one CPU got 0.18-0.24 of the samples, against
+     * 0.38-0.50 without that read and a measured share of 0.40-0.47, and
+     * the clock read after the loop got 0.24-0.35.) */
     poll_round round;
     while (P.active) {
         next += interval;

@@ -222,7 +222,10 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
 /* The vDSO's text, [lo, hi), found before any clock is armed. A clock
  * read its code cannot answer (a CPU-time clock) makes its system call
  * from there, and that call brings the thread's CPU time up to date, which
- * is where the scheduler finds a spent slice. */
+ * is where the scheduler finds a spent slice. (So do the vDSO's other
+ * fallbacks, such as getcpu, getrandom and any clock read when the clock
+ * source cannot be read from user mode, which do not: a sample handed on
+ * from their exits moves a little of their time to what follows them.) */
 static uintptr_t vdso_lo, vdso_hi;
 
 void spp_find_vdso(void)
@@ -251,7 +254,7 @@ void spp_find_vdso(void)
 }
 
 /* Whether the thread was interrupted in the vDSO (at a system call's exit:
- * a clock read that had to ask the kernel). */
+ * mostly a clock read that had to ask the kernel). */
 static int in_vdso(const void *ucv)
 {
 #if defined(__x86_64__)
@@ -438,7 +441,7 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
              * CPU time up to date and so finds a spent slice itself, the
              * moment it is spent, and the thread stops at the read's exit:
              * there the sample is handed on. */
-            if (at_syscall_exit(uc) && in_vdso(uc) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
+            if (in_vdso(uc) && at_syscall_exit(uc) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
                 goto out;
         } else if (!at_syscall_exit(uc))
             learn_flight(sent, clock_now);
