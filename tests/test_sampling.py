@@ -436,8 +436,10 @@ for i, l in enumerate(open(__file__).read().splitlines()):
     if m:
         tags[m.group(1)] = i + 1
 total = sum(lines.values())
+# (how the polling clock judged its signals: evidence when a share is off)
+from spprof import _spprof
 print(json.dumps({"clock": p.clock, "shares": {t: lines.get(n, 0) / total for t, n in tags.items()},
-                  "measured": globals().get("MEASURED", {})}))
+                  "measured": globals().get("MEASURED", {}), "judged": _spprof.poll_counts()}))
 """
 
 
@@ -492,6 +494,8 @@ def line_shares_perf_and_poll(script, source, *args, cpus="all"):
             assert r["clock"] == name, r
             out[clock] = r["shares"]
             out[clock + "_measured"] = r["measured"]
+            if clock == "poll":
+                out["poll_judged"] = r["judged"]
     finally:
         for p in busy:
             p.kill()

@@ -517,6 +517,29 @@ static PyObject *m_handler_replaced(PyObject *mod, PyObject *unused)
     return PyLong_FromLong(spp_sampler_handler_replaced());
 }
 
+static PyObject *m_poll_counts(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    static const char *const names[SPP_POLL_NCOUNTS] = {
+        "by_poller_exit", "by_poller", "stopped_vdso_handed", "stopped_exit", "stopped",
+        "running", "running_handed", "running_kept_exit", "handed_taken_vdso",
+        "handed_taken_exit", "handed_taken"};
+    uint64_t counts[SPP_POLL_NCOUNTS];
+    spp_sampler_poll_counts(counts);
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < SPP_POLL_NCOUNTS; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(counts[i]);
+        if (!v || PyDict_SetItemString(d, names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyObject *m_stats(PyObject *mod, PyObject *unused)
 {
     (void)mod;
@@ -641,6 +664,8 @@ static PyMethodDef methods[] = {
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
     {"stats", m_stats, METH_NOARGS, "live statistics"},
+    {"poll_counts", m_poll_counts, METH_NOARGS,
+     "how the polling clock's signals were judged since start() (sampler.h's SPP_POLL_*)"},
     {"handler_replaced", m_handler_replaced, METH_NOARGS,
      "the signal whose spprof handler the program replaced while sampling, or 0"},
     {"native_unwinding_available", m_native_available, METH_NOARGS, NULL},

@@ -267,6 +267,14 @@ static int in_vdso(const void *ucv)
 #endif
 }
 
+/* spp_sampler_poll_counts()'s counts (sampler.h), cleared by start(). */
+_Atomic uint64_t spp_poll_counts[SPP_POLL_NCOUNTS];
+
+static void poll_count(int what)
+{
+    atomic_fetch_add_explicit(&spp_poll_counts[what], 1, memory_order_relaxed);
+}
+
 /* How long the poller's signals take to reach a thread that is running
  * user code, in the thread's own CPU time (the interrupt that carries
  * them; a thread waiting for a CPU meanwhile adds none): a moving average,
@@ -325,6 +333,11 @@ static uint32_t spp_random(uint32_t *state)
     x ^= x >> 17;
     x ^= x << 5;
     return *state = x;
+}
+
+uint64_t spp_random_below(uint32_t *state, uint64_t n)
+{
+    return n ? spp_random(state) % n : 0;
 }
 
 /* A random delay between the 10 us perf allows and half an interval. */
@@ -427,27 +440,48 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     uint64_t clock_now = weight_clock_now(s, &clock_ok);
     if (deferred) {
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
+        if (s->mech == SPP_MECH_POLL)
+            poll_count(!at_syscall_exit(uc) ? SPP_POLL_DEFERRED
+                       : in_vdso(uc)        ? SPP_POLL_DEFERRED_VDSO
+                                            : SPP_POLL_DEFERRED_EXIT);
     } else if (polled && s->mech == SPP_MECH_POLL) {
         atomic_store_explicit(&s->signal_out, 0, memory_order_release);
         uint64_t sent = atomic_load_explicit(&s->poll_sent_cpu, memory_order_relaxed);
         int stopped = sent != SPP_SENT_UNKNOWN && (sent & SPP_SENT_STOPPED);
-        if (stopped && (sent & SPP_SENT_BY_POLLER))
-            ; /* taken where the poller stopped it: a random moment, at a
-                 * call's exit as often as the call had the CPU */
-        else if (stopped) {
+        int at_exit = at_syscall_exit(uc);
+        /* A call made from the vDSO (a clock read it could not answer,
+         * getcpu, getrandom) takes a microsecond or two: a signal that
+         * comes at its exit did not find the thread in it when it was sent,
+         * whatever the thread's clock says (a virtual CPU stopped by its
+         * host counts as running), and the thread did not stop there at a
+         * random moment unless the poller stopped it. */
+        int vdso = at_exit && in_vdso(uc);
+        if (stopped && (sent & SPP_SENT_BY_POLLER)) {
+            /* taken where the poller stopped it: a random moment, at a
+             * call's exit as often as the call had the CPU */
+            poll_count(at_exit ? SPP_POLL_BY_POLLER_EXIT : SPP_POLL_BY_POLLER);
+        } else if (stopped) {
             /* Taken where another task took its CPU: where a tick or a
              * wake-up found its slice spent, a random moment too, but for
              * a thread that reads its own CPU clock. That read brings its
              * CPU time up to date and so finds a spent slice itself, the
              * moment it is spent, and the thread stops at the read's exit:
              * there the sample is handed on. */
-            if (in_vdso(uc) && at_syscall_exit(uc) && spp_defer_sample(s, spp_defer_delay(&s->rng)))
+            if (vdso && spp_defer_sample(s, spp_defer_delay(&s->rng))) {
+                poll_count(SPP_POLL_STOPPED_VDSO);
                 goto out;
-        } else if (!at_syscall_exit(uc))
+            }
+            poll_count(at_exit ? SPP_POLL_STOPPED_EXIT : SPP_POLL_STOPPED);
+        } else if (!at_exit) {
             learn_flight(sent, clock_now);
-        else if (!in_kernel_when_sent(sent, clock_now) &&
-                 spp_defer_sample(s, spp_defer_delay(&s->rng)))
+            poll_count(SPP_POLL_RUNNING);
+        } else if ((vdso || !in_kernel_when_sent(sent, clock_now)) &&
+                   spp_defer_sample(s, spp_defer_delay(&s->rng))) {
+            poll_count(SPP_POLL_RUNNING_HANDED);
             goto out;
+        } else {
+            poll_count(SPP_POLL_RUNNING_KEPT);
+        }
     }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */

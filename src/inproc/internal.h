@@ -111,6 +111,10 @@ int spp_native_init(void);
 void spp_fault_guard_install(void);
 /* Finds the vDSO's text for spp_handler. Idempotent; call before arming. */
 void spp_find_vdso(void);
+/* A random number below n (xorshift32; async-signal-safe). */
+uint64_t spp_random_below(uint32_t *state, uint64_t n);
+/* spp_sampler_poll_counts()'s counts. */
+extern _Atomic uint64_t spp_poll_counts[SPP_POLL_NCOUNTS];
 
 /* SPP_MECH_POLL: hands the thread's next sample to its own clock (a
  * perf_event task-clock, else its CPU-time timer), which signals it once

@@ -449,6 +449,8 @@ int spp_sampler_start(const spp_sampler_config *cfg)
     }
     spp_fault_guard_install();
     spp_find_vdso();
+    for (int i = 0; i < SPP_POLL_NCOUNTS; i++)
+        atomic_store(&spp_poll_counts[i], 0);
     struct sigaction sa;
     handler_action(&sa);
     if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
@@ -671,6 +673,12 @@ const char *spp_sampler_clock_name(void)
     return spp_mechanism_name(spp_g.mech);
 }
 
+
+void spp_sampler_poll_counts(uint64_t counts[SPP_POLL_NCOUNTS])
+{
+    for (int i = 0; i < SPP_POLL_NCOUNTS; i++)
+        counts[i] = atomic_load(&spp_poll_counts[i]);
+}
 
 void spp_sampler_get_stats(spp_sampler_stats *st)
 {

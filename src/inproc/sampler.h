@@ -105,6 +105,24 @@ int spp_sampler_hide_code(uint64_t code);
 const char *spp_sampler_clock_name(void);
 void spp_sampler_get_stats(spp_sampler_stats *st);
 
+/* How the polling clock's signals were judged since start() (a test's
+ * evidence when a line share comes out wrong): counts by SPP_POLL_*. */
+enum {
+    SPP_POLL_BY_POLLER_EXIT,  /* stopped by the poller, kept at a call's exit */
+    SPP_POLL_BY_POLLER,       /* stopped by the poller, kept elsewhere */
+    SPP_POLL_STOPPED_VDSO,    /* stopped otherwise, handed on from a vDSO call's exit */
+    SPP_POLL_STOPPED_EXIT,    /* stopped otherwise, kept at another call's exit */
+    SPP_POLL_STOPPED,         /* stopped otherwise, kept elsewhere */
+    SPP_POLL_RUNNING,         /* running, came by its interrupt: kept */
+    SPP_POLL_RUNNING_HANDED,  /* running, came at a call's exit: handed on */
+    SPP_POLL_RUNNING_KEPT,    /* running, came at a long call's exit: kept */
+    SPP_POLL_DEFERRED_VDSO,   /* a handed-on sample, taken at a vDSO call's exit */
+    SPP_POLL_DEFERRED_EXIT,   /* a handed-on sample, taken at another call's exit */
+    SPP_POLL_DEFERRED,        /* a handed-on sample, taken elsewhere */
+    SPP_POLL_NCOUNTS
+};
+void spp_sampler_poll_counts(uint64_t counts[SPP_POLL_NCOUNTS]);
+
 /* Native unwinding through libunwind, loaded at run time. */
 int spp_native_available(void);
 
