@@ -439,7 +439,8 @@ total = sum(lines.values())
 # (how the polling clock judged its signals: evidence when a share is off)
 from spprof import _spprof
 print(json.dumps({"clock": p.clock, "shares": {t: lines.get(n, 0) / total for t, n in tags.items()},
-                  "measured": globals().get("MEASURED", {}), "judged": _spprof.poll_counts()}))
+                  "measured": globals().get("MEASURED", {}),
+                  "judged": getattr(_spprof, "poll_counts", dict)()}))
 """
 
 

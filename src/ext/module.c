@@ -521,10 +521,11 @@ static PyObject *m_poll_counts(PyObject *mod, PyObject *unused)
 {
     (void)mod;
     (void)unused;
-    static const char *const names[SPP_POLL_NCOUNTS] = {
+    static const char *const names[] = {
         "by_poller_exit", "by_poller", "stopped_vdso_handed", "stopped_exit", "stopped",
         "running", "running_handed", "running_kept_exit", "handed_taken_vdso",
         "handed_taken_exit", "handed_taken"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == SPP_POLL_NCOUNTS, "a name per count");
     uint64_t counts[SPP_POLL_NCOUNTS];
     spp_sampler_poll_counts(counts);
     PyObject *d = PyDict_New();

@@ -474,7 +474,7 @@ static void *poll_main(void *arg)
     P.started = 1;
     pthread_cond_broadcast(&P.cv);
     uint64_t interval = P.interval;
-    uint64_t next = mono_ns();
+    uint64_t grid = mono_ns(), next = grid;
     struct timespec deadline;
     /* (The poller's own CPU time is read only after a round: reading it
      * brings it up to date, and on a CPU shared with the sampled thread a
@@ -485,14 +485,17 @@ static void *poll_main(void *arg)
      * 0.38-0.50 without that read and a measured share of 0.40-0.47, and
      * the clock read after the loop got 0.24-0.35.) */
     poll_round round;
-    uint32_t rng = (uint32_t)pid * 2654435761u | 1;
+    uint32_t rng = ((uint32_t)pid * 2654435761u ^ 0x9e3779b9u) | 1;
     while (P.active) {
-        /* Jittered by up to a quarter of an interval either way: looks at
-         * a fixed period would stop a thread on one CPU with them at the
-         * same points of a loop whose period is a fraction of theirs (the
-         * reads of test_sampling's BIG_READS pinned to one CPU came 2-8
-         * points over their measured share without it, 3-4 with it). */
-        next += interval - interval / 4 + spp_random_below(&rng, interval / 2 + 1);
+        /* Each look is jittered by up to a quarter of an interval either
+         * way around a fixed grid (so the looks stay in step with a busy
+         * thread's CPU time): looks at a fixed period would stop a thread
+         * on one CPU with them at the same points of a loop whose period
+         * is a fraction of theirs (the reads of test_sampling's BIG_READS
+         * pinned to one CPU came 2-8 points over their measured share
+         * without it, 3-4 with it). */
+        grid += interval;
+        next = grid - interval / 4 + spp_random_below(&rng, interval / 2 + 1);
         deadline_after(&deadline, next);
         while (P.active && pthread_cond_timedwait(&P.cv, &P.mu, &deadline) != ETIMEDOUT)
             ;
@@ -512,8 +515,8 @@ static void *poll_main(void *arg)
         if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
             atomic_store_explicit(&P.cpu_ns, ts_ns(&cpu) - cpu0, memory_order_relaxed);
         uint64_t now = mono_ns();
-        if (now > next + interval)
-            next = now; /* fell behind (a stall): no burst of looks */
+        if (now > grid + interval)
+            grid = now; /* fell behind (a stall): no burst of looks */
     }
     pthread_mutex_unlock(&P.mu);
     return NULL;

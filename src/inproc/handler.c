@@ -337,7 +337,12 @@ static uint32_t spp_random(uint32_t *state)
 
 uint64_t spp_random_below(uint32_t *state, uint64_t n)
 {
-    return n ? spp_random(state) % n : 0;
+    if (!n)
+        return 0;
+    uint64_t r = spp_random(state);
+    if (n > UINT32_MAX)
+        r = r << 32 | spp_random(state);
+    return r % n;
 }
 
 /* A random delay between the 10 us perf allows and half an interval. */
@@ -451,10 +456,11 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         int at_exit = at_syscall_exit(uc);
         /* A call made from the vDSO (a clock read it could not answer,
          * getcpu, getrandom) takes a microsecond or two: a signal that
-         * comes at its exit did not find the thread in it when it was sent,
-         * whatever the thread's clock says (a virtual CPU stopped by its
-         * host counts as running), and the thread did not stop there at a
-         * random moment unless the poller stopped it. */
+         * comes at its exit found the thread in it only as often as the
+         * call had the CPU, whatever the thread's clock says (a virtual CPU
+         * its host stopped may count as running), and little is lost by
+         * handing it on; a thread stopped there was stopped at a random
+         * moment only if the poller stopped it. */
         int vdso = at_exit && in_vdso(uc);
         if (stopped && (sent & SPP_SENT_BY_POLLER)) {
             /* taken where the poller stopped it: a random moment, at a

@@ -106,7 +106,11 @@ const char *spp_sampler_clock_name(void);
 void spp_sampler_get_stats(spp_sampler_stats *st);
 
 /* How the polling clock's signals were judged since start() (a test's
- * evidence when a line share comes out wrong): counts by SPP_POLL_*. */
+ * evidence when a line share comes out wrong): counts by SPP_POLL_*.
+ * "Kept" includes a sample that could not be handed on (no clock of the
+ * thread's own could be armed), "handed on" one dropped because another
+ * was already on its way; the handed-on samples taken include those the
+ * poller handed on itself (for a thread asleep or waiting). */
 enum {
     SPP_POLL_BY_POLLER_EXIT,  /* stopped by the poller, kept at a call's exit */
     SPP_POLL_BY_POLLER,       /* stopped by the poller, kept elsewhere */
