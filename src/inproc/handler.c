@@ -222,10 +222,11 @@ static __attribute__((noinline)) int at_syscall_exit(const void *ucv)
 /* The vDSO's text, [lo, hi), found before any clock is armed. A clock
  * read its code cannot answer (a CPU-time clock) makes its system call
  * from there, and that call brings the thread's CPU time up to date, which
- * is where the scheduler finds a spent slice. (So do the vDSO's other
- * fallbacks, such as getcpu, getrandom and any clock read when the clock
- * source cannot be read from user mode, which do not: a sample handed on
- * from their exits moves a little of their time to what follows them.) */
+ * is where the scheduler finds a spent slice. (The vDSO's other system
+ * calls match too: getcpu, getrandom, any clock read when the clock source
+ * cannot be read from user mode. They do not update the CPU time; a sample
+ * handed on from their exits moves a little of their time to what follows
+ * them.) */
 static uintptr_t vdso_lo, vdso_hi;
 
 void spp_find_vdso(void)
