@@ -493,7 +493,7 @@ static void *poll_main(void *arg)
          * on one CPU with them at the same points of a loop whose period
          * is a fraction of theirs (the reads of test_sampling's BIG_READS
          * pinned to one CPU came 2-8 points over their measured share
-         * without it, 3-4 with it). */
+         * without it, 1-4 with it, in trials). */
         grid += interval;
         next = grid - interval / 4 + spp_random_below(&rng, interval / 2 + 1);
         deadline_after(&deadline, next);
