@@ -128,16 +128,6 @@ static void chain_signal(int sig, const struct sigaction *old, siginfo_t *si, vo
         raise(sig);
 }
 
-static void fault_handler(int sig, siginfo_t *si, void *uc)
-{
-    sigjmp_buf *jb = probe;
-    if (jb) {
-        probe = NULL;
-        siglongjmp(*jb, 1);
-    }
-    chain_signal(sig, sig == SIGSEGV ? &old_segv : &old_bus, si, uc, 1);
-}
-
 /* After a fault caught by a guarded read: the fault handler ran with
  * SIGSEGV and SIGBUS blocked and siglongjmp kept that mask, so a second
  * fault in the same handler would end the process. */
@@ -148,6 +138,29 @@ static void unblock_fault_signals(void)
     sigaddset(&set, SIGSEGV);
     sigaddset(&set, SIGBUS);
     sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+static void fault_handler(int sig, siginfo_t *si, void *uc)
+{
+    sigjmp_buf *jb = probe;
+    if (jb) {
+        probe = NULL;
+        siglongjmp(*jb, 1);
+    }
+    /* The program's own fault, for the handler before spprof's. No sample
+     * may interrupt that handler: one that came while ASan symbolized its
+     * report under a 1 ms clock ended the process with a second SIGSEGV,
+     * report unfinished, in every run (that handler may also have put
+     * another in spprof's place, which a sample's faulting read would reach
+     * instead of the guard). Faults are unblocked, as faulthandler asks
+     * (SA_NODEFER): it raises the signal again for the handler it restores,
+     * which would otherwise run after this one has returned, with samples
+     * unblocked again. Returning restores the mask. */
+    sigset_t mine;
+    spp_sampling_signals(&mine);
+    pthread_sigmask(SIG_BLOCK, &mine, NULL);
+    unblock_fault_signals();
+    chain_signal(sig, sig == SIGSEGV ? &old_segv : &old_bus, si, uc, 1);
 }
 
 void spp_fault_guard_install(void)
@@ -492,6 +505,14 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */
+    if (sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGSEGV) == 1 ||
+        sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGBUS) == 1) {
+        /* Interrupted where a fault would not reach spprof's guard (in a
+         * fault handler, or a mask that blocks faults): a read that faulted
+         * would end the program. */
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        goto out;
+    }
     uint64_t weight = slot_weight(s, clock_now, clock_ok);
 
     uint64_t tstate;
