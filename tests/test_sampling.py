@@ -597,7 +597,10 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     come within 10 under and 5 over. On one CPU the thread was stopped
     (not running) when the signal left, and takes it where it stopped: the
     sample is kept wherever that is (handed on as a call's, the reads got
-    0.14-0.20 of 0.31-0.33; kept, 0-3 points under). (With busy processes
+    0.14-0.20 of 0.31-0.33; kept, 2.9 under to 2.3 over in six runs on a
+    quiet machine, up to 5.0 over with the suite running beside, 5.3 and
+    5.5 over in two CI runs: from run to run it moves more than the +5
+    allowed on two CPUs, so on one it may come 8 over). (With busy processes
     beside, in trials, the reads came 9-13 points under before signals that
     found the thread stopped by one of them were kept, within 3 after; but
     a CI run had them 5.4 points over, so that case is not asserted.)"""
@@ -606,7 +609,7 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     for clock in ("perf", "poll"):
         truth = shares[clock + "_measured"]["READ"]
         assert truth > 0.15, shares  # the reads do take time
-        low, high = (0.10, 0.10) if clock == "perf" else (0.10, 0.05)
+        low, high = (0.10, 0.10) if clock == "perf" else (0.10, 0.08 if cpus == "one" else 0.05)
         assert truth - low < shares[clock]["READ"] < truth + high, (clock, shares)
 
 
