@@ -359,7 +359,7 @@ uint64_t spp_random_below(uint32_t *state, uint64_t n)
 uint64_t spp_defer_delay(uint32_t *rng)
 {
     uint64_t span = spp_g.cfg.interval_ns / 2 > 10000 ? spp_g.cfg.interval_ns / 2 - 10000 : 1;
-    return 10000 + spp_random(rng) % span;
+    return 10000 + spp_random_below(rng, span);
 }
 
 int spp_defer_sample(spp_slot *s, uint64_t after_ns)
