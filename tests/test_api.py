@@ -671,6 +671,36 @@ def test_exec_while_profiling_runs_the_new_program_and_saves_the_profile(script,
         assert doc["profiles"] and sum(sum(p["weights"]) for p in doc["profiles"]) > 50e6, doc["profiles"]
 
 
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "RuntimeError"])
+def test_ctrl_c_while_the_profile_is_saved_at_exec_stops_the_exec(script, raised):
+    """A KeyboardInterrupt raised while spprof saves the profile at os.exec*
+    (Ctrl-C then) is the program's: it comes out of the exec call, which
+    does not happen, as it would out of any other call. An error of
+    spprof's own does not stop the exec."""
+    proc = script("""
+        import os, sys, time
+        import spprof
+
+        real = spprof._stop_before_exec
+        def saving_then_interrupted():
+            real()
+            raise %s("while saving")
+        spprof._stop_before_exec = saving_then_interrupted
+        spprof.start(interval_ms=1)
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", "print('new program ran')"])
+        except KeyboardInterrupt:
+            print("interrupted; still sampling:", spprof.is_active())
+    """ % raised, check=False)
+    want = ("interrupted; still sampling: False\n" if raised == "KeyboardInterrupt"
+            else "new program ran\n")
+    assert proc.returncode == 0 and proc.stdout == want, (proc.returncode, proc.stdout,
+                                                          proc.stderr[-2000:])
+
+
 def test_a_failed_exec_ends_the_profile_and_stop_returns_it(tmp_path):
     """os.exec* stops the profile before the call (see the test above); if
     the exec then fails, the program goes on and its stop() gets that

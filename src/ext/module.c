@@ -358,7 +358,10 @@ static PyTypeObject ProfileDataType = {
  * way (a perf trap is sent on the next return to user mode) would reach
  * the new program, whose handlers are back at their defaults, and end it.
  * spprof.stop() ends the session first, and saves its profile as at exit.
- * Never raises: an audit hook's exception would stop the exec. */
+ * An error of spprof's own does not stop the exec (an audit hook's
+ * exception would); a KeyboardInterrupt (Ctrl-C while the profile was
+ * saved) or SystemExit does, as it would have stopped the program at any
+ * other call. */
 static int audit_hook(const char *event, PyObject *args, void *data)
 {
     (void)args;
@@ -371,10 +374,12 @@ static int audit_hook(const char *event, PyObject *args, void *data)
     Py_XDECREF(r);
     Py_XDECREF(mod);
     Py_XDECREF(name);
-    PyErr_Clear();
+    int interrupted = PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception);
+    if (!interrupted)
+        PyErr_Clear();
     if (spp_sampler_active()) /* (the API could not stop it: no profile, but no signal either) */
         spp_profile_free(spp_sampler_stop(NULL));
-    return 0;
+    return interrupted ? -1 : 0;
 }
 
 /* Added by the first start(), not at import: with any hook in place every
