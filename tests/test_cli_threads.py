@@ -4,11 +4,15 @@ non-ASCII, next to the right OS thread, the newest name of a thread renamed
 while profiled, and the OS name where a thread has no readable Python name."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 from test_cli import folded, run, spprof_exe
 
@@ -90,6 +94,55 @@ def test_dump_shows_python_thread_names(tmp_path):
         got = {t["tid"]: t["name"] for t in json.loads(r.stdout)["threads"]}
         assert got == want
         assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _pointer_high_half_without_aslr():
+    """The upper 32 bits of a thread's struct pthread address in a process
+    run with ASLR off (setarch -R): 0x7fff on x86-64."""
+    code = ("import ctypes; f = ctypes.CDLL(None).pthread_self; "
+            "f.restype = ctypes.c_void_p; print(f() >> 32)")
+    r = subprocess.run(["setarch", "-R", sys.executable, "-c", code], capture_output=True, text=True)
+    return int(r.stdout) if r.returncode == 0 else None
+
+
+def test_dump_tids_when_spprof_pid_is_a_pointer_half(tmp_path):
+    """On 3.9 and 3.10 a thread's OS id is read from its struct pthread, at
+    the offset where spprof's own struct holds spprof's tid. That struct
+    begins with pointers to itself, whose upper halves (0x7f00-0x7fff on
+    x86-64) are PIDs spprof can run as: with that PID the offset found was a
+    pointer's upper half, and every thread of the target was shown with one
+    tid that none of them has (a CI run on 3.10: {32739: 'MainThread'}).
+    spprof is run here with ASLR off and its PID set to that upper half
+    (root only: the next PID is chosen through ns_last_pid)."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.fail("choosing spprof's PID needs root (it writes /proc/sys/kernel/ns_last_pid)")
+    if not shutil.which("setarch"):
+        pytest.fail("needs setarch (Debian package util-linux)")
+    want_pid = _pointer_high_half_without_aslr()
+    with open("/proc/sys/kernel/pid_max") as f:
+        if want_pid is None or not 300 < want_pid < int(f.read()):
+            pytest.fail("the upper half of a pointer is no PID here (%r): a test for "
+                        "x86-64 with pid_max above 32767" % want_pid)
+    proc, nids = start_target(tmp_path)
+    try:
+        want = expected(proc, nids)
+        # sh execs spprof with its own PID, if it got the one wanted.
+        script = 'test $$ = %d || exit 99; exec setarch -R "$@"' % want_pid
+        for _ in range(50):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(want_pid - 1))
+            r = subprocess.run(["sh", "-c", script, "sh", spprof_exe(), "dump", "--pid",
+                                str(proc.pid), "--json"], capture_output=True, text=True, timeout=120)
+            if r.returncode != 99:
+                break
+        else:
+            pytest.fail("PID %d was never free in 50 tries" % want_pid)
+        assert r.returncode == 0, r.stderr
+        got = [(t["tid"], t["name"]) for t in json.loads(r.stdout)["threads"]]
+        assert dict(got) == want and len(got) == len(want), got
     finally:
         proc.kill()
         proc.wait()

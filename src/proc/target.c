@@ -28,20 +28,70 @@ void spp_version_string(uint32_t v, char *buf, size_t n)
         snprintf(buf, n, "%u.%u", v >> 24, (v >> 16) & 0xff);
 }
 
-/* Where glibc keeps a thread's tid inside its struct pthread, found in our
- * own process (the target is assumed to use the same C library, which holds
- * for a target on the same host). */
-static int find_pthread_tid_offset(void)
+/* The offsets, up to max, in the calling thread's struct pthread that hold
+ * its tid. */
+static int tid_offsets(int *offs, int max)
 {
     pid_t me = (pid_t)syscall(SYS_gettid);
     const unsigned char *self = (const unsigned char *)(uintptr_t)pthread_self();
-    for (int off = 0; off < 2048; off += 4) {
+    int n = 0;
+    for (int off = 0; off < 2048 && n < max; off += 4) {
         pid_t v;
         memcpy(&v, self + off, sizeof(v));
         if (v == me)
-            return off;
+            offs[n++] = off;
     }
-    return -1;
+    return n;
+}
+
+typedef struct tid_probe {
+    int offs[32];
+    int n;
+    int found;
+} tid_probe;
+
+/* In a second thread: the first of the main thread's candidates that holds
+ * this thread's tid too. */
+static void *probe_tid(void *arg)
+{
+    tid_probe *p = arg;
+    int mine[32];
+    int n = tid_offsets(mine, 32);
+    for (int i = 0; i < p->n && p->found < 0; i++)
+        for (int k = 0; k < n; k++)
+            if (mine[k] == p->offs[i]) {
+                p->found = mine[k];
+                break;
+            }
+    return NULL;
+}
+
+/* Where glibc keeps a thread's tid inside its struct pthread, found in our
+ * own process (the target is assumed to use the same C library, which holds
+ * for a target on the same host). The struct begins with pointers to itself
+ * (the TCB's tcb and self, ...), and the upper half of such a pointer,
+ * 0x7f00-0x7fff on x86-64, is a PID that spprof can have: the first offset
+ * that holds our tid is then one of them, and every thread of a target reads
+ * as the same tid (the upper half of its own pointers). Only an offset that
+ * holds the tid of a second thread too is taken. */
+static int find_pthread_tid_offset(void)
+{
+    tid_probe p;
+    p.n = tid_offsets(p.offs, 32);
+    p.found = -1;
+    if (p.n == 0)
+        return -1;
+    pthread_t th;
+    if (pthread_create(&th, NULL, probe_tid, &p) != 0) {
+        /* No second thread: the upper half of an aligned pointer is never
+         * at a multiple of 8, and glibc's tid is. */
+        for (int i = 0; i < p.n; i++)
+            if (p.offs[i] % 8 == 0)
+                return p.offs[i];
+        return p.offs[0];
+    }
+    pthread_join(th, NULL);
+    return p.found;
 }
 
 /* Major and minor version from a file name like libpython3.11.so.1.0 or
