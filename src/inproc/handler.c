@@ -412,12 +412,11 @@ static uint64_t slot_weight(spp_slot *s, const siginfo_t *si, int clock_ok, uint
     uint64_t interval = spp_g.cfg.interval_ns;
     if (s->mech == SPP_MECH_PERF) {
         uint64_t count;
-        if (read(s->fd, &count, sizeof(count)) == (ssize_t)sizeof(count) && count >= s->last_count) {
-            uint64_t n = count / interval - s->last_count / interval;
-            s->last_count = count;
-            return n * interval;
-        }
-        clock_now = weight_clock_now(s, &clock_ok); /* (not read for this clock) */
+        if (read(s->fd, &count, sizeof(count)) != (ssize_t)sizeof(count))
+            return interval; /* (the one expiry that signalled, at least) */
+        uint64_t before = count >= s->last_count ? s->last_count : 0; /* (0: counting anew) */
+        s->last_count = count;
+        return (count / interval - before / interval) * interval;
     } else if ((s->mech == SPP_MECH_CPUTIMER || s->mech == SPP_MECH_WALL) &&
                si->si_code == SI_TIMER) {
         return interval * (1 + (uint64_t)(si->si_overrun > 0 ? si->si_overrun : 0));
