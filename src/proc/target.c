@@ -74,7 +74,7 @@ static void *probe_tid(void *arg)
  * that holds our tid is then one of them, and every thread of a target reads
  * as the same tid (the upper half of its own pointers). Only an offset that
  * holds the tid of a second thread too is taken. */
-static int find_pthread_tid_offset(void)
+static int probe_pthread_tid_offset(void)
 {
     tid_probe p;
     p.n = tid_offsets(p.offs, 32);
@@ -92,6 +92,16 @@ static int find_pthread_tid_offset(void)
     }
     pthread_join(th, NULL);
     return p.found;
+}
+
+/* Probed once: a session is opened every 5 ms while a launched program
+ * starts. */
+static int find_pthread_tid_offset(void)
+{
+    static int found = -2;
+    if (found == -2)
+        found = probe_pthread_tid_offset();
+    return found;
 }
 
 /* Major and minor version from a file name like libpython3.11.so.1.0 or
