@@ -124,9 +124,9 @@ static void chain_signal(int sig, const struct sigaction *old, siginfo_t *si, vo
         raise(sig);
 }
 
-/* After a fault caught by a guarded read: the fault handler ran with
- * SIGSEGV and SIGBUS blocked and siglongjmp kept that mask, so a second
- * fault in the same handler would end the process. */
+/* After a fault caught by a guarded read: the fault handler ran with its
+ * signal blocked and siglongjmp (which does not restore the mask) kept it
+ * so, and a second fault in the same handler would end the process. */
 static void unblock_fault_signals(void)
 {
     sigset_t set;
@@ -143,20 +143,33 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
         probe = NULL;
         siglongjmp(*jb, 1);
     }
-    /* The program's own fault, for the handler before spprof's. No sample
-     * may interrupt that handler: one that came while ASan symbolized its
+    /* The program's own fault (or a kill: si_code <= 0), for the handler
+     * before spprof's, run under the mask it asked for (its sa_mask, and
+     * its own signal unblocked only with SA_NODEFER: faulthandler raises
+     * the signal again for the handler it restores, which runs at once).
+     * No sample may interrupt it: one that came while ASan symbolized its
      * report under a 1 ms clock ended the process with a second SIGSEGV,
      * report unfinished, in every run (that handler may also have put
      * another in spprof's place, which a sample's faulting read would reach
-     * instead of the guard). Faults are unblocked, as faulthandler asks
-     * (SA_NODEFER): it raises the signal again for the handler it restores,
-     * which would otherwise run after this one has returned, with samples
-     * unblocked again. Returning restores the mask. */
-    sigset_t mine;
-    spp_sampling_signals(&mine);
-    pthread_sigmask(SIG_BLOCK, &mine, NULL);
-    unblock_fault_signals();
-    chain_signal(sig, sig == SIGSEGV ? &old_segv : &old_bus, si, uc, 1);
+     * instead of the guard). Returning restores the mask; a handler that
+     * jumps out instead leaves its thread unsampled. */
+    const struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+    sigset_t block;
+    if ((old->sa_flags & SA_SIGINFO) || (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN))
+        block = old->sa_mask;
+    else
+        sigemptyset(&block);
+    sigaddset(&block, SPP_SIGNAL);
+    if (atomic_load_explicit(&spp_g.uses_trap, memory_order_relaxed))
+        sigaddset(&block, SPP_TRAP_SIGNAL); /* (else a breakpoint's trap stays deliverable) */
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    if (old->sa_flags & SA_NODEFER) {
+        sigset_t own;
+        sigemptyset(&own);
+        sigaddset(&own, sig);
+        pthread_sigmask(SIG_UNBLOCK, &own, NULL);
+    }
+    chain_signal(sig, old, si, uc, si->si_code > 0);
 }
 
 void spp_fault_guard_install(void)
@@ -394,33 +407,41 @@ static uint64_t weight_clock_now(const spp_slot *s, int *ok)
 }
 
 /* What a sample stands for: the interval times the expiries of the
- * thread's clock it answers, where the clock counts them (a perf_event its
- * count of the thread's CPU time, a POSIX timer its overruns); else (the
- * polling clock, which does not send at expiries of a clock of its own; a
- * perf_event counting user time only, whose count leaves system calls out)
- * the thread's CPU time since its previous sample. Not that advance
- * wherever an expiry can be counted: a signal that expires in a system
- * call comes as the call returns, and the wait would be credited to the
- * call (4 MiB reads from the page cache, 0.3 ms each, got 1.3-3.8 points
- * over their measured share at 1 ms; weighed by expiries, 2.0 under to
- * 0.2 over).
- * A timer's expiries are exact, on the clock it runs on; a perf_event's
- * task clock may run ahead of the thread's CPU clock by what the kernel
- * leaves out of the latter (0.02-0.06 % here). */
+ * thread's clock it answers, not the clock's advance since the previous
+ * sample. A signal that expires in a system call comes as the call
+ * returns, and weighed by the advance that wait went to the call: 4 MiB
+ * page-cache reads (0.3 ms each) got 1.3-3.8 points over their measured
+ * share under perf_event at 1 ms.
+ *  - POSIX timers count their expiries: 1 + the overruns, exact.
+ *  - A perf_event signals once per expiry, or once for several that come
+ *    while its signal is pending; its count of the thread's CPU time tells
+ *    how many: the advance since the previous sample, in intervals,
+ *    rounded, at least one. Not the multiples of the interval the count
+ *    passed: the event's timer runs on another clock than its count and
+ *    drifts from those multiples (0.2 ms a second here, a random phase
+ *    within a second when the thread sleeps), after which counting them
+ *    weighs by the advance again. So a wait shorter than half an interval
+ *    is not credited, a longer one may be, and the weights add up to the
+ *    CPU time only as nearly as the rounding does.
+ *  - Other clocks (the polling clock, which sends on no expiry of a clock
+ *    of its own; a perf_event counting user time only, whose count leaves
+ *    system calls out): the thread's CPU time since its previous sample. */
 static uint64_t slot_weight(spp_slot *s, const siginfo_t *si, int clock_ok, uint64_t clock_now)
 {
     uint64_t interval = spp_g.cfg.interval_ns;
+    if ((s->mech == SPP_MECH_CPUTIMER || s->mech == SPP_MECH_WALL) && si->si_code == SI_TIMER)
+        return interval * (1 + (uint64_t)(si->si_overrun > 0 ? si->si_overrun : 0));
     if (s->mech == SPP_MECH_PERF) {
         uint64_t count;
         if (read(s->fd, &count, sizeof(count)) != (ssize_t)sizeof(count))
-            return interval; /* (the one expiry that signalled, at least) */
-        uint64_t before = count >= s->last_count ? s->last_count : 0; /* (0: counting anew) */
+            return interval;
+        uint64_t advance = count - (count >= s->last_count ? s->last_count : 0);
         s->last_count = count;
-        return (count / interval - before / interval) * interval;
-    } else if ((s->mech == SPP_MECH_CPUTIMER || s->mech == SPP_MECH_WALL) &&
-               si->si_code == SI_TIMER) {
-        return interval * (1 + (uint64_t)(si->si_overrun > 0 ? si->si_overrun : 0));
+        uint64_t n = (advance + interval / 2) / interval;
+        return (n ? n : 1) * interval;
     }
+    if (!clock_ok)
+        clock_now = weight_clock_now(s, &clock_ok);
     if (!clock_ok)
         return interval;
     uint64_t w = clock_now > s->last_clock ? clock_now - s->last_clock : 0;
@@ -477,10 +498,23 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ACTIVE ||
         s->tid != (pid_t)syscall(SYS_gettid))
         goto out;
-    /* (The thread's CPU time: the polling clock's judgement, and weights;
-     * a perf_event counts the latter itself.) */
+    if (sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGSEGV) == 1 ||
+        sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGBUS) == 1) {
+        /* Interrupted where a fault would not reach spprof's guard (in a
+         * fault handler, or a mask that blocks faults): a read that faulted,
+         * of a frame or of the code at the interrupted instruction, would
+         * end the program. The time goes to the next sample. */
+        if (deferred)
+            atomic_store_explicit(&s->deferred, 0, memory_order_release);
+        if (polled)
+            atomic_store_explicit(&s->signal_out, 0, memory_order_release);
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        goto out;
+    }
+    /* (The thread's CPU time, for the polling clock's judgement; read for
+     * the weight by slot_weight where it needs it.) */
     int clock_ok = 0;
-    uint64_t clock_now = s->mech == SPP_MECH_PERF ? 0 : weight_clock_now(s, &clock_ok);
+    uint64_t clock_now = s->mech == SPP_MECH_POLL ? weight_clock_now(s, &clock_ok) : 0;
     if (deferred) {
         atomic_store_explicit(&s->deferred, 0, memory_order_release);
         if (s->mech == SPP_MECH_POLL)
@@ -529,14 +563,6 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     }
     if (spp_g.cfg.empty)
         goto out; /* measuring the cost of the clock and signal alone */
-    if (sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGSEGV) == 1 ||
-        sigismember(&((const ucontext_t *)uc)->uc_sigmask, SIGBUS) == 1) {
-        /* Interrupted where a fault would not reach spprof's guard (in a
-         * fault handler, or a mask that blocks faults): a read that faulted
-         * would end the program. */
-        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        goto out;
-    }
     uint64_t weight = slot_weight(s, si, clock_ok, clock_now);
 
     uint64_t tstate;

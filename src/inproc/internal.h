@@ -143,9 +143,10 @@ int spp_create_thread(pthread_t *thread, void *(*main)(void *));
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
 int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
 void spp_clock_disarm(spp_slot *s);
-/* The clock whose advance since the previous sample is a sample's weight:
- * the thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
- * wall-clock timer. */
+/* The thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
+ * wall-clock timer: whose advance since the previous sample is a sample's
+ * weight where the clock does not count its expiries (handler.c's
+ * slot_weight). */
 clockid_t spp_clock_weight_clock(const spp_slot *s);
 /* Ends the polling clock's session, if any, and waits for its thread to
  * end: after this it sends no more signals. Called under spp_g.lock. */
