@@ -50,8 +50,8 @@ typedef struct tid_probe {
     int found;
 } tid_probe;
 
-/* In a second thread: the first of the main thread's candidates that holds
- * this thread's tid too. */
+/* In a second thread: the first of the calling thread's candidates that
+ * holds this thread's tid too. */
 static void *probe_tid(void *arg)
 {
     tid_probe *p = arg;
@@ -81,8 +81,14 @@ static int probe_pthread_tid_offset(void)
     p.found = -1;
     if (p.n == 0)
         return -1;
+    /* (The probe takes no signal: a Ctrl-C meanwhile is the main thread's.) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     pthread_t th;
-    if (pthread_create(&th, NULL, probe_tid, &p) != 0) {
+    int e = pthread_create(&th, NULL, probe_tid, &p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
         /* No second thread: the upper half of an aligned pointer is never
          * at a multiple of 8, and glibc's tid is. */
         for (int i = 0; i < p.n; i++)
@@ -94,8 +100,8 @@ static int probe_pthread_tid_offset(void)
     return p.found;
 }
 
-/* Probed once: a session is opened every 5 ms while a launched program
- * starts. */
+/* Probed once (the command is single-threaded where it opens sessions):
+ * a session is opened every 5 ms while a launched program starts. */
 static int find_pthread_tid_offset(void)
 {
     static int found = -2;
