@@ -694,6 +694,8 @@ def test_ctrl_c_while_the_profile_is_saved_at_exec_stops_the_exec(script, raised
             os.execv(sys.executable, [sys.executable, "-c", "print('new program ran')"])
         except KeyboardInterrupt:
             print("interrupted; still sampling:", spprof.is_active())
+            spprof.start(interval_ms=1)  # (the API's state is whole again)
+            spprof.stop()
     """ % raised, check=False)
     want = ("interrupted; still sampling: False\n" if raised == "KeyboardInterrupt"
             else "new program ran\n")

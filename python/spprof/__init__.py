@@ -197,8 +197,10 @@ def stop() -> Profile:
         handler_replaced = _engine.handler_replaced()
         # The engine first, so that the rest of stop() is not in the profile.
         data = _engine.stop(_command_line(), session.interval_ms)
-        names = _threads.deactivate()
-        _session = None
+        try:
+            names = _threads.deactivate()
+        finally:
+            _session = None  # (stopped, even if a Ctrl-C comes here)
     result = Profile(data, session.interval_ms, names)
     if handler_replaced:
         warnings.warn(

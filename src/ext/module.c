@@ -358,10 +358,10 @@ static PyTypeObject ProfileDataType = {
  * way (a perf trap is sent on the next return to user mode) would reach
  * the new program, whose handlers are back at their defaults, and end it.
  * spprof.stop() ends the session first, and saves its profile as at exit.
- * An error of spprof's own does not stop the exec (an audit hook's
- * exception would); a KeyboardInterrupt (Ctrl-C while the profile was
- * saved) or SystemExit does, as it would have stopped the program at any
- * other call. */
+ * An error of spprof's own (an Exception) does not stop the exec (an
+ * audit hook's exception would); any other exception, KeyboardInterrupt
+ * (Ctrl-C while the profile was saved) or SystemExit, does, as it would
+ * have stopped the program at any other call. */
 static int audit_hook(const char *event, PyObject *args, void *data)
 {
     (void)args;
