@@ -614,7 +614,6 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
         return -errno; /* the thread is gone */
     s->last_clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     s->armed_cpu = s->last_clock;
-    s->last_count = 0;
     s->weight_clock = spp_clock_weight_clock(s);
     int err = arm_mech(s, idx, mech);
     if (err == 0)

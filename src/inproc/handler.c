@@ -406,40 +406,23 @@ static uint64_t weight_clock_now(const spp_slot *s, int *ok)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* What a sample stands for: the interval times the expiries of the
- * thread's clock it answers, not the clock's advance since the previous
- * sample. A signal that expires in a system call comes as the call
- * returns, and weighed by the advance that wait went to the call: 4 MiB
- * page-cache reads (0.3 ms each) got 1.3-3.8 points over their measured
- * share under perf_event at 1 ms.
- *  - POSIX timers count their expiries: 1 + the overruns, exact.
- *  - A perf_event signals once per expiry, or once for several that come
- *    while its signal is pending; its count of the thread's CPU time tells
- *    how many: the advance since the previous sample, in intervals,
- *    rounded, at least one. Not the multiples of the interval the count
- *    passed: the event's timer runs on another clock than its count and
- *    drifts from those multiples (0.2 ms a second here, a random phase
- *    within a second when the thread sleeps), after which counting them
- *    weighs by the advance again. So a wait shorter than half an interval
- *    is not credited, a longer one may be, and the weights add up to the
- *    CPU time only as nearly as the rounding does.
- *  - Other clocks (the polling clock, which sends on no expiry of a clock
- *    of its own; a perf_event counting user time only, whose count leaves
- *    system calls out): the thread's CPU time since its previous sample. */
+/* What a sample stands for. A POSIX timer counts its expiries: the
+ * interval times 1 + its overruns, exact (not the clock's advance since the
+ * previous sample, which would credit a signal's wait to where it lands:
+ * one that expires in a system call comes as the call returns). Other
+ * clocks: the thread's CPU time since its previous sample. A perf_event
+ * signals once per expiry, or once for several, and its count cannot say
+ * which expiries a signal answers: the event's timer drifts from the
+ * count's interval multiples (0.2 ms a second here), and the advance in
+ * intervals, rounded, at least one, overstated the CPU time (416 ms for
+ * 350 in a CI run); so under it a wait in a system call goes to the call
+ * (4 MiB page-cache reads of 0.3 ms at 1 ms: 1.3-3.8 points over their
+ * measured share). */
 static uint64_t slot_weight(spp_slot *s, const siginfo_t *si, int clock_ok, uint64_t clock_now)
 {
     uint64_t interval = spp_g.cfg.interval_ns;
     if ((s->mech == SPP_MECH_CPUTIMER || s->mech == SPP_MECH_WALL) && si->si_code == SI_TIMER)
         return interval * (1 + (uint64_t)(si->si_overrun > 0 ? si->si_overrun : 0));
-    if (s->mech == SPP_MECH_PERF) {
-        uint64_t count;
-        if (read(s->fd, &count, sizeof(count)) != (ssize_t)sizeof(count))
-            return interval;
-        uint64_t advance = count - (count >= s->last_count ? s->last_count : 0);
-        s->last_count = count;
-        uint64_t n = (advance + interval / 2) / interval;
-        return (n ? n : 1) * interval;
-    }
     if (!clock_ok)
         clock_now = weight_clock_now(s, &clock_ok);
     if (!clock_ok)

@@ -69,7 +69,6 @@ typedef struct spp_slot {
     uint64_t armed_cpu;        /* weight_clock when the clock was armed */
     clockid_t weight_clock;    /* what a sample's weight measures */
     uint64_t last_clock;       /* weight_clock at the previous sample */
-    uint64_t last_count;       /* SPP_MECH_PERF: the event's count at the previous sample */
     _Atomic uint64_t dropped;  /* ring full or unreadable stack */
     spp_ring ring;
 } spp_slot;
