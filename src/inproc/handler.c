@@ -486,7 +486,8 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
         /* Interrupted where a fault would not reach spprof's guard (in a
          * fault handler, or a mask that blocks faults): a read that faulted,
          * of a frame or of the code at the interrupted instruction, would
-         * end the program. The time goes to the next sample. */
+         * end the program. The time goes to the next sample (but for the
+         * timers, whose samples weigh their own expiries: it is lost). */
         if (deferred)
             atomic_store_explicit(&s->deferred, 0, memory_order_release);
         if (polled)
