@@ -136,7 +136,7 @@ class Variant:
 # (SPPROF_CLOCK unset: perf_event where the kernel allows it, as for root,
 # which the bench runs as) and cpu_poll (what an unprivileged program gets
 # where the kernel keeps perf_event from counting system time).
-CLOCKS = {"default": "", "cpu_poll": "poll"}
+CLOCKS = {"default": "", "cpu_poll": "poll", "nonblocking": "nonblocking"}
 
 
 def inproc_variants(name, interval_ms, rate=None):

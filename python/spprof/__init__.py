@@ -82,6 +82,7 @@ _CLOCKS = {
     "cpu": _engine.MECH_CPUTIMER,
     "wall": _engine.MECH_WALL,
     "poll": _engine.MECH_POLL,
+    "nonblocking": _engine.MECH_NONBLOCK,
 }
 
 
@@ -128,6 +129,7 @@ def start(
     output_path: Optional[PathLike] = None,
     memory_limit_mb: int = 100,
     timeline: bool = False,
+    nonblocking: bool = False,
 ) -> None:
     """Start sampling every Python thread of this process.
 
@@ -139,6 +141,12 @@ def start(
     timeline: also keep the samples in time order, for the chrometrace
         format (implied by an output_path ending in .trace or .trace.json);
         it costs memory with duration, within a quarter of the limit.
+    nonblocking: read each thread's stack from a spprof thread while the
+        thread runs on, instead of interrupting it with a signal (as py-spy's
+        --nonblocking): nearly nothing is added to the threads' own time,
+        at the price of an occasional stack that mixes two moments of a
+        thread that calls and returns fast, and no native frames. Also
+        chosen by SPPROF_CLOCK=nonblocking.
 
     Raises RuntimeError if already running, ValueError/TypeError for bad
     arguments, OSError if output_path's directory cannot be written.
@@ -151,9 +159,18 @@ def start(
         raise TypeError("timeline must be True or False, not %r" % (timeline,))
     if path is not None and _format_for(path, None) == "chrometrace":
         timeline = True
+    if not isinstance(nonblocking, bool):
+        raise TypeError("nonblocking must be True or False, not %r" % (nonblocking,))
     clock = os.environ.get("SPPROF_CLOCK", "").strip().lower()
     if clock not in _CLOCKS:
-        raise ValueError("SPPROF_CLOCK must be one of poll, perf, cpu, wall, auto; got %r" % clock)
+        raise ValueError("SPPROF_CLOCK must be one of poll, perf, cpu, wall, nonblocking, auto; "
+                         "got %r" % clock)
+    if nonblocking:
+        clock = "nonblocking"
+    if clock == "nonblocking" and _native:
+        raise ValueError("native frames need a clock that interrupts the thread: "
+                         "nonblocking sampling cannot record them (call "
+                         "spprof.set_native_unwinding(False), or leave nonblocking off)")
     global _ended_by_exec
     with _lock:
         if _session is not None:
@@ -315,15 +332,18 @@ class Profiler:
         output_path: Optional[PathLike] = None,
         memory_limit_mb: int = 100,
         timeline: bool = False,
+        nonblocking: bool = False,
     ) -> None:
         self.interval_ms = _check_interval(interval_ms)
         self.output_path = output_path
         self.memory_limit_mb = _check_memory(memory_limit_mb)
         self.timeline = timeline
+        self.nonblocking = nonblocking
         self._profile: Optional[Profile] = None
 
     def __enter__(self) -> "Profiler":
-        start(self.interval_ms, self.output_path, self.memory_limit_mb, self.timeline)
+        start(self.interval_ms, self.output_path, self.memory_limit_mb, self.timeline,
+              self.nonblocking)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -343,6 +363,7 @@ def profile(
     output_path: Optional[PathLike] = None,
     memory_limit_mb: int = 100,
     timeline: bool = False,
+    nonblocking: bool = False,
 ) -> Callable[[F], F]:
     """Decorator: profile each call of the function, saving to output_path."""
     _check_interval(interval_ms)
@@ -355,7 +376,7 @@ def profile(
             # of that profile: only the outermost call starts one.
             if is_active():
                 return func(*args, **kwargs)
-            with Profiler(interval_ms, output_path, memory_limit_mb, timeline):
+            with Profiler(interval_ms, output_path, memory_limit_mb, timeline, nonblocking):
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

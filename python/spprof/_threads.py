@@ -108,7 +108,7 @@ def activate() -> None:
             _names[t.native_id] = t.name
             # 0 when the thread just ended, or there is no room left for it
             # (then counted as dropped): either way, not an error.
-            _engine.add_thread(t.native_id)
+            _engine.add_thread(t.native_id, t.ident or 0)
     # The calling thread last (so this loop is not sampled), by its real id:
     # after a fork, threading may still hold the parent's id for it.
     _names[threading.get_native_id()] = me.name

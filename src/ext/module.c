@@ -426,6 +426,7 @@ static PyObject *m_start(PyObject *mod, PyObject *args, PyObject *kw)
     cfg.code_type = (uint64_t)(uintptr_t)&PyCode_Type;
     cfg.tss_key = key;
     cfg.tls_offset = tls_offset;
+    cfg.interp = (uint64_t)(uintptr_t)PyInterpreterState_Get();
     eval_range(&cfg.eval_start, &cfg.eval_end);
     int rc = spp_sampler_start(&cfg);
     if (rc == SPP_EINVAL && errno == EBUSY)
@@ -455,11 +456,14 @@ static PyObject *m_add_thread(PyObject *mod, PyObject *args)
 {
     (void)mod;
     long long tid = -1;
-    if (!PyArg_ParseTuple(args, "|L", &tid))
+    unsigned long long ident = 0;
+    if (!PyArg_ParseTuple(args, "|LK", &tid, &ident))
         return NULL;
-    if (tid < 0)
+    if (tid < 0) {
         tid = (long long)syscall(SYS_gettid);
-    int rc = spp_sampler_add_thread((pid_t)tid, pthread_self());
+        ident = (unsigned long long)pthread_self();
+    }
+    int rc = spp_sampler_add_thread((pid_t)tid, (uint64_t)ident);
     /* Not running, a thread that just ended, or no room left for it (the
      * thread runs unsampled and is counted in the dropped samples). */
     if (rc == SPP_EINVAL || rc == SPP_EGONE || rc == SPP_ENOMEM)
@@ -666,7 +670,8 @@ static PyMethodDef methods[] = {
     {"start", (PyCFunction)(void (*)(void))m_start, METH_VARARGS | METH_KEYWORDS,
      "start(interval_ns, memory_limit, native=False, mechanism=0, empty=False, timeline=False)"},
     {"add_thread", m_add_thread, METH_VARARGS,
-     "add_thread(tid=current) -> 1 armed, 2 already sampled, 0 not sampled"},
+     "add_thread(tid=current, ident=0) -> 1 armed, 2 already sampled, 0 not sampled\n"
+     "(ident: the thread's threading.get_ident(), which the nonblocking clock needs)"},
     {"remove_thread", m_remove_thread, METH_VARARGS, "remove_thread(tid=current) -> bool"},
     {"stop", m_stop, METH_VARARGS, "stop(title, interval_ms) -> ProfileData"},
     {"stats", m_stats, METH_NOARGS, "live statistics"},
@@ -705,6 +710,7 @@ static int exec_module(PyObject *m)
     PyModule_AddIntConstant(m, "MECH_CPUTIMER", SPP_MECH_CPUTIMER);
     PyModule_AddIntConstant(m, "MECH_WALL", SPP_MECH_WALL);
     PyModule_AddIntConstant(m, "MECH_POLL", SPP_MECH_POLL);
+    PyModule_AddIntConstant(m, "MECH_NONBLOCK", SPP_MECH_NONBLOCK);
     return 0;
 }
 

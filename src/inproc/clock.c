@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../pyabi/walker.h"
 #include "internal.h"
 
 const char *spp_mechanism_name(int mech)
@@ -32,6 +33,8 @@ const char *spp_mechanism_name(int mech)
         return "perf_event_user";
     case SPP_MECH_POLL:
         return "cpu_poll";
+    case SPP_MECH_NONBLOCK:
+        return "nonblocking";
     default:
         return "none";
     }
@@ -296,6 +299,28 @@ static void poll_defer(spp_slot *s, poll_state *ps, uint64_t cpu, uint64_t inter
     ps->deferred_for = after_ns;
 }
 
+/* The start of a look at a thread: its poller state (anew for a new
+ * thread in the slot) and its CPU time now; < 0 if it has ended. */
+static int look_begin(spp_slot *s, poll_state *ps, uint64_t interval, uint64_t *cpu)
+{
+    if (ps->tid != s->tid) {
+        memset(ps, 0, sizeof(*ps));
+        ps->tid = s->tid;
+        ps->rng = (uint32_t)s->tid * 2654435761u | 1;
+    }
+    struct timespec ts;
+    if (clock_gettime(thread_cpu_clock(s->tid), &ts) < 0)
+        return -1;
+    *cpu = ts_ns(&ts);
+    if (!ps->due) {
+        /* First look: due an interval of CPU time after the clock was
+         * armed, so that a short-lived thread is sampled too. */
+        ps->due = s->armed_cpu + interval;
+        ps->last_cpu = s->armed_cpu;
+    }
+    return 0;
+}
+
 /* One look at one thread:
  *  - running, with a sample due (within half an interval: the looks and a
  *    busy thread's CPU time advance in step, and a look a little early
@@ -313,21 +338,10 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
                         uint64_t interval, pid_t pid, uid_t uid)
 {
     pid_t tid = s->tid;
-    if (ps->tid != tid) {
-        memset(ps, 0, sizeof(*ps));
-        ps->tid = tid;
-        ps->rng = (uint32_t)tid * 2654435761u | 1;
-    }
-    struct timespec ts;
-    if (clock_gettime(thread_cpu_clock(tid), &ts) < 0)
+    uint64_t cpu;
+    if (look_begin(s, ps, interval, &cpu) < 0)
         return; /* ended: the drain thread reaps its slot */
-    uint64_t cpu = ts_ns(&ts);
-    if (!ps->due) {
-        /* First look: due an interval of CPU time after the clock was
-         * armed, so that a short-lived thread is sampled too. */
-        ps->due = s->armed_cpu + interval;
-        ps->last_cpu = s->armed_cpu;
-    }
+    struct timespec ts;
     int advanced = cpu != ps->last_cpu;
     /* Whether the thread had a CPU all the time since the previous look
      * but for the poller's own turns: then it ran until this round woke
@@ -419,6 +433,36 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
     poll_sent(ps, cpu, interval);
 }
 
+/* SPP_MECH_NONBLOCK: one look at one thread. A sample is due an interval
+ * of the thread's CPU time after the previous one (within half an
+ * interval, as for poll_thread); the poller then reads the stack of the
+ * thread, which runs on: nothing interrupts it. Only a thread that is on a
+ * CPU or waiting for one (state R) is read: one that ran but sleeps now is
+ * left until a look finds it running, and that sample weighs all the CPU
+ * time since the previous one (its stack in the sleep is not where that
+ * time went). A stack caught while the thread links a frame is read again
+ * (spp_record_sample); one that changes while it is read, in code that
+ * calls and returns faster than a read takes (a microsecond or two), may
+ * mix the frames of two moments. */
+static void look_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
+{
+    uint64_t cpu;
+    if (look_begin(s, ps, interval, &cpu) < 0)
+        return;
+    int advanced = cpu != ps->last_cpu, on;
+    ps->last_cpu = cpu;
+    if (cpu + interval / 2 < ps->due || !advanced || !poll_running(s->tid, &on))
+        return;
+    poll_sent(ps, cpu, interval);
+    uint64_t weight = cpu > s->last_clock ? cpu - s->last_clock : 0;
+    s->last_clock = cpu;
+    if (spp_g.cfg.empty)
+        return; /* measuring the poller's looks alone */
+    uint64_t tstate = spp_find_tstate(spp_g.cfg.interp, s->ident);
+    if (tstate)
+        spp_record_sample(s, tstate, weight, SPP_WALK_RUNNING, NULL);
+}
+
 /* Asks the scheduler for its shortest time slice, 0.1 ms, and says whether
  * the poller has it. Under EEVDF (Linux 6.12+) a task whose slice is
  * shorter than the running task's takes the CPU as it wakes; otherwise it
@@ -506,9 +550,11 @@ static void *poll_main(void *arg)
         round.late = round.mono > next + POLL_LATE_NS;
         for (int i = 0; i < SPP_MAX_THREADS; i++) {
             spp_slot *s = &spp_g.slots[i];
-            if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ACTIVE &&
-                s->mech == SPP_MECH_POLL)
+            int state = atomic_load_explicit(&s->state, memory_order_acquire);
+            if (state == SLOT_ACTIVE && s->mech == SPP_MECH_POLL)
                 poll_thread(i, s, &P.st[i], &round, interval, pid, uid);
+            else if (state == SLOT_ACTIVE && s->mech == SPP_MECH_NONBLOCK)
+                look_nonblocking(s, &P.st[i], interval);
             else
                 P.st[i].tid = 0;
         }
@@ -602,9 +648,8 @@ clockid_t spp_clock_weight_clock(const spp_slot *s)
 
 static int arm_mech(spp_slot *s, int idx, int mech);
 
-int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
+int spp_clock_arm(spp_slot *s, int idx, int mech)
 {
-    (void)thread;
     s->fd = -1;
     s->trap = 0;
     s->has_timer = 0;
@@ -616,7 +661,7 @@ int spp_clock_arm(spp_slot *s, int idx, pthread_t thread, int mech)
     s->armed_cpu = s->last_clock;
     s->weight_clock = spp_clock_weight_clock(s);
     int err = arm_mech(s, idx, mech);
-    if (err == 0)
+    if (err == 0 && mech != SPP_MECH_NONBLOCK)
         atomic_store(s->trap ? &spp_g.uses_trap : &spp_g.uses_signal, 1);
     return err;
 }
@@ -651,6 +696,9 @@ static int arm_mech(spp_slot *s, int idx, int mech)
             spp_clock_disarm(s);
         return err;
     }
+    case SPP_MECH_NONBLOCK:
+        /* No clock of its own: the poller reads its stack. */
+        return s->ident ? poller_start() : -EINVAL;
     default:
         return -EINVAL;
     }
@@ -658,8 +706,9 @@ static int arm_mech(spp_slot *s, int idx, int mech)
 
 void spp_clock_disarm(spp_slot *s)
 {
-    /* A POLL slot's clock is armed by the poller too, under its lock. */
-    int poll = s->mech == SPP_MECH_POLL;
+    /* A POLL slot's clock is armed by the poller too, and a NONBLOCK
+     * slot's ring written by it: under its lock, which its rounds hold. */
+    int poll = s->mech == SPP_MECH_POLL || s->mech == SPP_MECH_NONBLOCK;
     if (poll)
         spp_poller_lock();
     close_perf(s);

@@ -191,7 +191,7 @@ void spp_fault_guard_install(void)
 /* Walks the thread's Python frames; < 0 if a read faulted or the chain was
  * caught half-linked (SPP_ETORN). */
 static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64_t tstate,
-                                                  spp_rawframe *py, uint8_t *entries,
+                                                  int flags, spp_rawframe *py, uint8_t *entries,
                                                   int *truncated)
 {
     sigjmp_buf jb;
@@ -203,10 +203,43 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     uint64_t frame = 0, below;
     int n = 0;
     if (spp_thread_frame(o, &spp_local_reader, tstate, &frame, &below) == 0)
-        n = spp_walk(o, &spp_local_reader, frame, below, 0, spp_g.cfg.code_type, py, entries, NULL,
+        n = spp_walk(o, &spp_local_reader, frame, below, flags, spp_g.cfg.code_type, py, entries, NULL,
                      SPP_MAX_PY_FRAMES, truncated);
     probe = NULL;
     return n;
+}
+
+/* The thread state whose thread_id is ident in the interpreter at interp,
+ * 0 if none: the list is read while threads come and go, under the guard. */
+uint64_t spp_find_tstate(uint64_t interp, uint64_t ident)
+{
+    const spp_pyoffsets *o = spp_g.cfg.offsets;
+    volatile uint64_t found = 0;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0)) {
+        unblock_fault_signals();
+        return 0;
+    }
+    probe = &jb;
+    uint64_t ts = 0;
+    if (interp && ident &&
+        spp_read(&spp_local_reader, interp + (uint64_t)o->interp_threads_head, &ts, 8) == 0) {
+        for (int i = 0; ts && i < 4 * SPP_MAX_THREADS; i++) {
+            uint64_t id = 0, next = 0;
+            if (spp_read(&spp_local_reader, ts + (uint64_t)o->tstate_thread_id, &id, 8) < 0)
+                break;
+            if (id == ident) {
+                found = ts;
+                break;
+            }
+            if (spp_read(&spp_local_reader, ts + (uint64_t)o->tstate_next, &next, 8) < 0 ||
+                next == ts)
+                break;
+            ts = next;
+        }
+    }
+    probe = NULL;
+    return found;
 }
 
 /* Whether the signal is being delivered as a system call returns (or is
@@ -445,6 +478,62 @@ static uint64_t trap_sig_data(const siginfo_t *si)
     return data;
 }
 
+int spp_record_sample(spp_slot *s, uint64_t tstate, uint64_t weight, int walk_flags, void *uc)
+{
+    spp_rec *rec = s->ring.buf ? spp_ring_reserve(&s->ring, SPP_REC_MAX) : NULL;
+    if (!rec) {
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        return -1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    rec->flags = 0;
+    rec->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    rec->weight_ns = weight;
+
+    const spp_pyoffsets *o = spp_g.cfg.offsets;
+    spp_rawframe *py = (spp_rawframe *)(rec + 1);
+    uint8_t entries[SPP_MAX_PY_FRAMES];
+    int truncated = 0;
+    /* A thread read while it runs may be caught linking a frame: read it
+     * again (its stack moves on in the meantime). */
+    int tries = (walk_flags & SPP_WALK_RUNNING) ? 3 : 1, npy = -1;
+    while (npy < 0 && tries-- > 0)
+        npy = walk_guarded(o, tstate, walk_flags, py, entries, &truncated);
+    if (npy < 0) {
+        /* The chain led into unmapped memory, or was caught while the
+         * interpreter was linking a frame: nothing consistent to record. */
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        return -1;
+    }
+    if (truncated)
+        rec->flags |= SPP_REC_TRUNCATED;
+    uint64_t *native = (uint64_t *)(py + npy);
+    int nnative = 0;
+    if (uc && spp_g.cfg.native && atomic_load_explicit(&unw_ready, memory_order_relaxed)) {
+        nnative = native_stack(uc, native, SPP_MAX_NATIVE);
+        rec->flags |= SPP_REC_NATIVE;
+    }
+    memcpy(native + nnative, entries, (size_t)npy);
+    rec->npy = (uint16_t)npy;
+    rec->nnative = (uint16_t)nnative;
+    size_t size = sizeof(spp_rec) + (size_t)npy * sizeof(spp_rawframe) +
+                  (size_t)nnative * sizeof(uint64_t) + (size_t)npy;
+    rec->size = (uint32_t)((size + 7) & ~(size_t)7);
+    spp_ring_commit(&s->ring, rec);
+    /* Half full: ask the drain thread to come now rather than at its next
+     * period (one kick until it has drained). */
+    if (atomic_load_explicit(&s->ring.tail, memory_order_relaxed) -
+                atomic_load_explicit(&s->ring.head, memory_order_relaxed) >
+            s->ring.cap / 2 &&
+        !atomic_exchange_explicit(&spp_g.kicked, 1, memory_order_relaxed)) {
+        uint64_t one = 1;
+        ssize_t w = write(spp_g.kick_fd, &one, sizeof(one));
+        (void)w;
+    }
+    return 0;
+}
+
 void spp_handler(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
@@ -560,58 +649,15 @@ void spp_handler(int sig, siginfo_t *si, void *uc)
     }
     if (!tstate)
         goto out; /* a thread with no Python thread state (yet, or any more) */
-    spp_rec *rec = s->ring.buf ? spp_ring_reserve(&s->ring, SPP_REC_MAX) : NULL;
-    if (!rec) {
-        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        goto out;
-    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    rec->flags = 0;
-    rec->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    uint64_t began = rec->time_ns;
-    rec->weight_ns = weight;
-
-    const spp_pyoffsets *o = spp_g.cfg.offsets;
-    spp_rawframe *py = (spp_rawframe *)(rec + 1);
-    uint8_t entries[SPP_MAX_PY_FRAMES];
-    int truncated = 0;
-    int npy = walk_guarded(o, tstate, py, entries, &truncated);
-    if (npy < 0) {
-        /* The chain led into unmapped memory, or was caught while the
-         * interpreter was linking a frame: nothing consistent to record. */
-        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        goto out;
+    uint64_t began = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    if (spp_record_sample(s, tstate, weight, 0, uc) == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        atomic_fetch_add_explicit(&spp_g.handler_ns,
+                                  (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - began,
+                                  memory_order_relaxed);
     }
-    if (truncated)
-        rec->flags |= SPP_REC_TRUNCATED;
-    uint64_t *native = (uint64_t *)(py + npy);
-    int nnative = 0;
-    if (spp_g.cfg.native && atomic_load_explicit(&unw_ready, memory_order_relaxed)) {
-        nnative = native_stack(uc, native, SPP_MAX_NATIVE);
-        rec->flags |= SPP_REC_NATIVE;
-    }
-    memcpy(native + nnative, entries, (size_t)npy);
-    rec->npy = (uint16_t)npy;
-    rec->nnative = (uint16_t)nnative;
-    size_t size = sizeof(spp_rec) + (size_t)npy * sizeof(spp_rawframe) +
-                  (size_t)nnative * sizeof(uint64_t) + (size_t)npy;
-    rec->size = (uint32_t)((size + 7) & ~(size_t)7);
-    spp_ring_commit(&s->ring, rec);
-    /* Half full: ask the drain thread to come now rather than at its next
-     * period (one kick until it has drained). */
-    if (atomic_load_explicit(&s->ring.tail, memory_order_relaxed) -
-                atomic_load_explicit(&s->ring.head, memory_order_relaxed) >
-            s->ring.cap / 2 &&
-        !atomic_exchange_explicit(&spp_g.kicked, 1, memory_order_relaxed)) {
-        uint64_t one = 1;
-        ssize_t w = write(spp_g.kick_fd, &one, sizeof(one));
-        (void)w;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    atomic_fetch_add_explicit(&spp_g.handler_ns,
-                              (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - began,
-                              memory_order_relaxed);
 out:
     atomic_fetch_sub(&spp_g.in_handler, 1);
     errno = saved_errno;

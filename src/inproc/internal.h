@@ -57,6 +57,7 @@ enum slot_state {
 typedef struct spp_slot {
     _Atomic int state;
     pid_t tid;
+    uint64_t ident;            /* the thread's pthread_t (its Python thread_id), 0 if unknown */
     int mech;
     int fd;                    /* perf_event fd, -1 if none (SPP_MECH_POLL: deferred samples') */
     int trap;                  /* fd signals with SPP_TRAP_SIGNAL, not SPP_SIGNAL */
@@ -127,6 +128,18 @@ int spp_defer_sample(spp_slot *s, uint64_t after_ns);
  * the thread's system calls or wake-ups are. */
 uint64_t spp_defer_delay(uint32_t *rng);
 
+/* Writes one sample of the thread whose state is tstate into the slot's
+ * ring: its Python stack (walked with spp_walk's walk_flags, under the
+ * fault guard) and, given the interrupted context uc and native stacks
+ * asked for, its native one. 0, or < 0 when dropped (counted). The ring's
+ * one writer: the slot's thread in its handler, or the poller for a
+ * SPP_MECH_NONBLOCK slot. Async-signal-safe. */
+int spp_record_sample(spp_slot *s, uint64_t tstate, uint64_t weight, int walk_flags, void *uc);
+/* The thread state of the thread whose thread_id (pthread_self()) is
+ * ident, in the interpreter at interp; 0 if none. Reads the live list
+ * under the fault guard. */
+uint64_t spp_find_tstate(uint64_t interp, uint64_t ident);
+
 /* sampler.c: the signals spp_handler takes (SPP_SIGNAL, SPP_TRAP_SIGNAL),
  * to block. */
 void spp_sampling_signals(sigset_t *set);
@@ -140,7 +153,7 @@ int spp_install_trap_handler(void);
 int spp_create_thread(pthread_t *thread, void *(*main)(void *));
 
 /* clock.c: arms and disarms one slot's clock. Called under spp_g.lock. */
-int spp_clock_arm(spp_slot *s, int slot_index, pthread_t thread, int mech);
+int spp_clock_arm(spp_slot *s, int slot_index, int mech);
 void spp_clock_disarm(spp_slot *s);
 /* The thread's CPU clock (user + system), or CLOCK_MONOTONIC for the
  * wall-clock timer: whose advance since the previous sample is a sample's

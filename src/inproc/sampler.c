@@ -411,12 +411,15 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         errno = EALREADY;
         goto out;
     }
-    if (other_handler_installed()) {
+    /* The nonblocking clock sends no signal: the program's SIGPROF stays
+     * its own. */
+    int signals = cfg->mechanism != SPP_MECH_NONBLOCK;
+    if (signals && other_handler_installed()) {
         rc = SPP_EINVAL;
         errno = EBUSY;
         goto out;
     }
-    if (prof_itimer_armed()) {
+    if (signals && prof_itimer_armed()) {
         rc = SPP_EINVAL;
         errno = EEXIST;
         goto out;
@@ -453,7 +456,7 @@ int spp_sampler_start(const spp_sampler_config *cfg)
         atomic_store(&spp_poll_counts[i], 0);
     struct sigaction sa;
     handler_action(&sa);
-    if (sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
+    if (signals && sigaction(SPP_SIGNAL, &sa, NULL) < 0) {
         rc = SPP_EINVAL;
         goto fail;
     }
@@ -500,7 +503,7 @@ static int find_slot(pid_t tid)
     return -1;
 }
 
-int spp_sampler_add_thread(pid_t tid, pthread_t thread)
+int spp_sampler_add_thread(pid_t tid, uint64_t ident)
 {
     int rc = SPP_OK;
     pthread_mutex_lock(&spp_g.lock);
@@ -534,6 +537,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
     atomic_store(&s->dropped, 0);
     R.ring_total += (uint32_t)s->ring.cap;
     s->tid = tid;
+    s->ident = ident;
     atomic_store(&s->state, SLOT_ARMING);
     /* The first thread picks the mechanism, trying them from the truest to
      * the least; later threads use the same one so that all weights mean
@@ -554,7 +558,7 @@ int spp_sampler_add_thread(pid_t tid, pthread_t thread)
     }
     int err = -1;
     for (int i = 0; i < ntries && err < 0; i++)
-        if ((err = spp_clock_arm(s, idx, thread, tries[i])) == 0 && !spp_g.mech)
+        if ((err = spp_clock_arm(s, idx, tries[i])) == 0 && !spp_g.mech)
             spp_g.mech = tries[i];
     if (err < 0) {
         /* A thread that ended since it was listed has no clock to arm. */
@@ -661,10 +665,18 @@ void spp_sampler_code_dying(uint64_t code)
     if (!atomic_load(&spp_g.resolving))
         return;
     pthread_mutex_lock(&spp_g.lock);
+    /* The poller may hold that code's address from a stack it is reading
+     * (SPP_MECH_NONBLOCK): its round ends, and the sample is in its ring,
+     * before the drain. */
+    int poller = spp_g.mech == SPP_MECH_NONBLOCK;
+    if (poller)
+        spp_poller_lock();
     if (spp_g.profile) {
         drain_all();
         spp_resolver_forget(R.resolver, code);
     }
+    if (poller)
+        spp_poller_unlock();
     pthread_mutex_unlock(&spp_g.lock);
 }
 

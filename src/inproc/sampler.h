@@ -24,6 +24,8 @@ enum spp_mechanism {
     SPP_MECH_WALL = 3,    /* timer_create on CLOCK_MONOTONIC */
     SPP_MECH_PERF_USER = 4, /* perf_event task-clock counting user time only */
     SPP_MECH_POLL = 5,    /* a spprof thread polls CPU clocks and signals */
+    SPP_MECH_NONBLOCK = 6,/* a spprof thread polls CPU clocks and reads the stacks
+                           * itself, the threads running on: no signal */
 };
 
 const char *spp_mechanism_name(int mech);
@@ -41,6 +43,8 @@ typedef struct spp_sampler_config {
     int64_t tls_offset;          /* else: where, from the thread pointer, CPython's
                                     thread-local PyThreadState pointer sits (3.15+) */
     uint64_t eval_start, eval_end;  /* _PyEval_EvalFrameDefault's code range */
+    uint64_t interp;             /* the PyInterpreterState whose threads are sampled
+                                  * (SPP_MECH_NONBLOCK finds their states there) */
 } spp_sampler_config;
 
 typedef struct spp_sampler_stats {
@@ -76,13 +80,14 @@ int spp_sampler_active(void);
 /* SPP_EXISTS: the thread was already sampled (a success). */
 #define SPP_EXISTS 1
 
-/* Arms a clock for a thread (any thread may call this for any thread).
+/* Arms a clock for a thread (any thread may call this for any thread),
+ * ident its pthread_t (Python's threading.get_ident()), 0 if unknown.
  * Returns 0, SPP_EXISTS, SPP_EGONE, SPP_ENOMEM (all thread slots used;
  * counted as a drop), or SPP_ENOSYS when no mechanism works for it. A
  * thread beyond the ring memory budget gets a clock but no ring: its
  * samples are counted as dropped.
  * Idempotent. */
-int spp_sampler_add_thread(pid_t tid, pthread_t thread);
+int spp_sampler_add_thread(pid_t tid, uint64_t ident);
 /* Disarms the calling thread's clock and keeps its samples. */
 int spp_sampler_remove_thread(pid_t tid);
 
