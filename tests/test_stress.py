@@ -26,6 +26,10 @@ pytestmark = pytest.mark.stress
 
 TARGET = os.path.join(DATA, "stress_inproc.py")
 MODES = ["python", "native"]
+# The scenarios that a clock reading running threads' stacks must survive
+# too: threads coming and going, fork, deep and fast-changing stacks, code
+# objects dying, GIL-released work, blocking calls, start/stop cycles, exit.
+WITH_NONBLOCKING = MODES + ["nonblocking"]
 
 
 def run_target(tmp_path, *args, expect=0, env=None, timeout=240):
@@ -51,7 +55,10 @@ def scenario(tmp_path, name, mode, env=None):
         pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
     proc = run_target(tmp_path, name, mode, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if mode == "nonblocking":
+        assert r["clock"] == "nonblocking", r["clock"]
+    return r
 
 
 def check_sane(r, cpu_bound=True):
@@ -104,7 +111,7 @@ def check_function(r, name, marker=None, parents=None, min_count=5, min_share=0.
         assert set(seen) <= set(parents), (name, seen)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_500_threads_started_and_renamed_while_profiling(tmp_path, mode):
     r = scenario(tmp_path, "threads_500", mode)
     check_sane(r)
@@ -121,7 +128,7 @@ def test_500_threads_started_and_renamed_while_profiling(tmp_path, mode):
     check_function(r, "burn", "BURN", parents={"worker", "run"})
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_fork_child_runs_clean_and_profiles_itself(tmp_path, mode):
     r = scenario(tmp_path, "fork", mode)
     check_sane(r)
@@ -150,7 +157,7 @@ def test_multiprocessing_fork_and_spawn(tmp_path, mode):
     check_function(r, "burn", "BURN", min_count=20)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_recursion_10000_deep(tmp_path, mode):
     r = scenario(tmp_path, "recursion", mode)
     check_sane(r)
@@ -163,7 +170,7 @@ def test_recursion_10000_deep(tmp_path, mode):
     check_function(r, "burn", "BURN", parents={"recurse"})
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_generators_coroutines_tasks_exceptions_exec_gc_callbacks(tmp_path, mode):
     r = scenario(tmp_path, "shapes", mode)
     check_sane(r)
@@ -190,7 +197,7 @@ def test_generators_coroutines_tasks_exceptions_exec_gc_callbacks(tmp_path, mode
         assert r["native_frames"] > 0.5 * r["samples"], r
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_gil_released_native_work_in_several_threads(tmp_path, mode):
     r = scenario(tmp_path, "gil_released", mode)
     check_sane(r)
@@ -222,7 +229,7 @@ def test_blocking_calls_never_see_eintr(tmp_path, mode, clock):
         assert r["samples"] >= 500, r
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_start_stop_10000_cycles_some_stopped_from_another_thread(tmp_path, mode):
     if mode == "native" and not spprof.native_unwinding_available():
         pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
@@ -257,7 +264,7 @@ def test_program_with_its_own_sigprof(tmp_path, mode):
     assert r["after"] >= 20, r
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", WITH_NONBLOCKING)
 def test_interpreter_exit_while_profiling_saves_at_exit(tmp_path, mode):
     out = tmp_path / "exit.json"
     proc = run_target(tmp_path, "exit_atexit", mode, out)

@@ -458,9 +458,14 @@ static void look_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
     s->last_clock = cpu;
     if (spp_g.cfg.empty)
         return; /* measuring the poller's looks alone */
+    /* (Sequentially consistent, both here and in spp_sampler_code_dying:
+     * either it sees this read going on, or this read sees its code
+     * unreachable.) */
+    atomic_store(&spp_g.poller_reading, 1);
     uint64_t tstate = spp_find_tstate(spp_g.cfg.interp, s->ident);
     if (tstate)
         spp_record_sample(s, tstate, weight, SPP_WALK_RUNNING, NULL);
+    atomic_store(&spp_g.poller_reading, 0);
 }
 
 /* Asks the scheduler for its shortest time slice, 0.1 ms, and says whether

@@ -209,6 +209,38 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     return n;
 }
 
+/* Walks the stack of a thread that runs while it is read (the poller's,
+ * SPP_MECH_NONBLOCK). Its links change under the reader: a generator that
+ * yields unlinks its frame, a frame popped and pushed again at the same
+ * address holds another call, a chain may lead into memory freed since.
+ * The checks of spp_walk catch some of it; the rest shows as a chain that
+ * ends somewhere else than the thread's real outermost frame. So the stack
+ * is read twice, and kept when both reads end at the same outermost code
+ * (the same way: both truncated, or neither); otherwise read again, up to
+ * three times, and dropped if no two reads agree. A stack that only moved
+ * at its innermost end (a loop calling and returning faster than a read
+ * takes, a microsecond or two) agrees: the first read is kept, true of one
+ * moment or, at worst, with its innermost frame of the next. */
+static spp_rawframe running_scratch[SPP_MAX_PY_FRAMES]; /* the poller's alone */
+
+static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, uint64_t tstate,
+                                                  int flags, spp_rawframe *py, uint8_t *entries,
+                                                  int *truncated)
+{
+    uint8_t scratch_entries[SPP_MAX_PY_FRAMES];
+    for (int tries = 0; tries < 3; tries++) {
+        int t2 = 0;
+        int n = walk_guarded(o, tstate, flags, py, entries, truncated);
+        if (n <= 0)
+            continue; /* caught linking a frame, or with none linked as it
+                       * enters or leaves the evaluation loop */
+        int n2 = walk_guarded(o, tstate, flags, running_scratch, scratch_entries, &t2);
+        if (n2 > 0 && running_scratch[n2 - 1].code == py[n - 1].code && t2 == *truncated)
+            return n;
+    }
+    return SPP_ETORN;
+}
+
 /* The thread state whose thread_id is ident in the interpreter at interp,
  * 0 if none: the list is read while threads come and go, under the guard. */
 uint64_t spp_find_tstate(uint64_t interp, uint64_t ident)
@@ -495,11 +527,9 @@ int spp_record_sample(spp_slot *s, uint64_t tstate, uint64_t weight, int walk_fl
     spp_rawframe *py = (spp_rawframe *)(rec + 1);
     uint8_t entries[SPP_MAX_PY_FRAMES];
     int truncated = 0;
-    /* A thread read while it runs may be caught linking a frame: read it
-     * again (its stack moves on in the meantime). */
-    int tries = (walk_flags & SPP_WALK_RUNNING) ? 3 : 1, npy = -1;
-    while (npy < 0 && tries-- > 0)
-        npy = walk_guarded(o, tstate, walk_flags, py, entries, &truncated);
+    int npy = (walk_flags & SPP_WALK_RUNNING)
+                  ? walk_running(o, tstate, walk_flags, py, entries, &truncated)
+                  : walk_guarded(o, tstate, walk_flags, py, entries, &truncated);
     if (npy < 0) {
         /* The chain led into unmapped memory, or was caught while the
          * interpreter was linking a frame: nothing consistent to record. */

@@ -90,6 +90,7 @@ typedef struct spp_sampler {
     struct sigaction old_trap; /* what held SPP_TRAP_SIGNAL before: its other
                                 * signals (breakpoints, kill) go there */
     _Atomic int in_handler;       /* handlers running now; stop waits for zero */
+    _Atomic int poller_reading;   /* the poller reads a running thread's stack now */
     _Atomic uint64_t handler_ns;  /* time spent recording samples in the handler */
 
     pthread_mutex_t lock;      /* guards slots' setup/teardown, profile, drain */

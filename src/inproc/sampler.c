@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -666,17 +667,18 @@ void spp_sampler_code_dying(uint64_t code)
         return;
     pthread_mutex_lock(&spp_g.lock);
     /* The poller may hold that code's address from a stack it is reading
-     * (SPP_MECH_NONBLOCK): its round ends, and the sample is in its ring,
-     * before the drain. */
-    int poller = spp_g.mech == SPP_MECH_NONBLOCK;
-    if (poller)
-        spp_poller_lock();
+     * now (SPP_MECH_NONBLOCK): that sample goes into its ring before the
+     * drain. (A read that starts after this look finds only frames alive
+     * since, none of which holds the dying code.) Not the poller's lock,
+     * which its whole round holds: a thread waiting for it would look
+     * asleep to the poller, and code that frees code objects often would
+     * be sampled less. */
+    while (atomic_load(&spp_g.poller_reading))
+        sched_yield();
     if (spp_g.profile) {
         drain_all();
         spp_resolver_forget(R.resolver, code);
     }
-    if (poller)
-        spp_poller_unlock();
     pthread_mutex_unlock(&spp_g.lock);
 }
 

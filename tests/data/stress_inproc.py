@@ -688,6 +688,8 @@ def main():
     scenario, mode = sys.argv[1], sys.argv[2]
     if mode == "native":
         spprof.set_native_unwinding(True)
+    elif mode == "nonblocking":
+        os.environ["SPPROF_CLOCK"] = "nonblocking"  # (a forked child's start() too)
     markers = {m: line(m) for m in ("BURN", "WORKER", "BOTTOM", "GEN", "CORO", "TASK", "RAISE",
                                    "GC", "KEY", "REPL", "SHA", "ZLIB", "RECV")}
     # Where each function's lines lie: every line sampled in it must.

@@ -1,0 +1,215 @@
+"""The nonblocking clock (start(nonblocking=True), SPPROF_CLOCK=nonblocking):
+a spprof thread reads each running thread's stack while it runs, sending
+no signal. Its profiles must be as true as the signal clocks': shares,
+rate, lines, threads; and the program's threads must never be
+interrupted."""
+
+import json
+
+import pytest
+
+from conftest import last_json
+from test_sampling import LINES, SPLIT
+
+NONBLOCKING_SPLIT = SPLIT.replace("spprof.start(interval_ms=interval)",
+                                  "spprof.start(interval_ms=interval, nonblocking=True)")
+
+
+def test_split_rate_and_weights(script):
+    """hot()'s share of the samples is its share of the CPU time measured
+    with thread_time(), within 3 points; about one sample per CPU
+    millisecond at 1 ms (the looks come every millisecond of wall time; a
+    look that finds the thread off its CPU waits for the next); the
+    weights add up to the CPU time."""
+    r = last_json(script(NONBLOCKING_SPLIT, 1))
+    assert r["clock"] == "nonblocking", r
+    truth = r["t_hot"] / (r["t_hot"] + r["t_cold"])
+    by_weight = r["w"]["hot"] / (r["w"]["hot"] + r["w"]["cold"])
+    by_count = r["c"]["hot"] / (r["c"]["hot"] + r["c"]["cold"])
+    assert abs(by_weight - truth) < 0.03, r
+    assert abs(by_count - truth) < 0.03, r
+    assert abs(r["sampled_ms"] - r["cpu_ms"]) / r["cpu_ms"] < 0.10, r
+    assert 0.7 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
+
+
+def test_hot_line(script):
+    r = last_json(script(LINES, env={"SPPROF_CLOCK": "nonblocking"}))
+    lines = {int(k): v for k, v in r["lines"].items()}
+    top = max(lines, key=lines.get)
+    assert top in (r["hot"], r["hot"] - 1), r
+    assert lines.get(r["hot"], 0) / sum(lines.values()) > 0.5, r
+
+
+NO_SIGNALS = """
+import json, signal, time
+import spprof
+
+# The program's own SIGPROF: a handler and an ITIMER_PROF timer, which a
+# signal clock refuses to share. The nonblocking clock leaves them alone.
+got = []
+signal.signal(signal.SIGPROF, lambda *a: got.append(1))
+signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
+# Every other signal a clock could send is blocked in this thread: one sent
+# to it would stay pending, and show.
+blocked = {signal.SIGTRAP, signal.SIGALRM, signal.SIGVTALRM, signal.SIGIO, signal.SIGUSR1,
+           signal.SIGUSR2}
+signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+
+def busy(budget):
+    x = 0
+    end = time.thread_time() + budget
+    while time.thread_time() < end:
+        x += 1
+    return x
+
+spprof.start(interval_ms=1, nonblocking=True)
+busy(0.5)
+pending = sorted(s.name for s in signal.sigpending())
+p = spprof.stop()
+signal.setitimer(signal.ITIMER_PROF, 0)
+print(json.dumps({"samples": p.sample_count, "clock": p.clock, "pending": pending,
+                  "sigprof": len(got),
+                  "busy": sum(s.count for s in p.samples
+                              if any(f.function_name == "busy" for f in s.frames))}))
+"""
+
+
+def test_no_signal_reaches_the_program(script):
+    """No signal is sent: the program keeps its own SIGPROF handler and
+    ITIMER_PROF timer (0.5 s of CPU at 10 ms: about 50 of its signals),
+    nothing is pending in the blocked signals, and the thread is sampled
+    about 500 times."""
+    r = last_json(script(NO_SIGNALS))
+    assert r["clock"] == "nonblocking", r
+    assert r["pending"] == [], r
+    assert r["sigprof"] >= 30, r
+    assert r["busy"] >= 350, r
+
+
+THREADS = """
+import json, threading, time
+import spprof
+
+def work_a(budget, out):
+    t0 = time.thread_time()
+    x = 0
+    while time.thread_time() < t0 + budget:
+        x += 1
+    out["a"] = time.thread_time() - t0
+
+def work_b(budget, out):
+    t0 = time.thread_time()
+    x = 0
+    while time.thread_time() < t0 + budget:
+        x += 1
+    out["b"] = time.thread_time() - t0
+
+out = {}
+# One thread alive at start(), one started after it.
+ta = threading.Thread(target=work_a, args=(0.6, out), name="thread-a")
+with spprof.Profiler(interval_ms=1, nonblocking=True) as prof:
+    ta.start()
+    time.sleep(0.05)
+    tb = threading.Thread(target=work_b, args=(0.3, out), name="thread-b")
+    tb.start()
+    ta.join(); tb.join()
+p = prof.profile
+weight = {"a": 0, "b": 0}
+threads = {"a": set(), "b": set()}
+for s in p.samples:
+    for k in weight:
+        if any(f.function_name == "work_" + k for f in s.frames):
+            weight[k] += s.weight_ns / 1e9
+            threads[k].add(s.thread_name)
+print(json.dumps({"cpu": out, "weight": weight, "clock": p.clock,
+                  "threads": {k: sorted(v) for k, v in threads.items()}}))
+"""
+
+
+def test_threads_started_before_and_after_start(script):
+    """Each thread is sampled under its name, for the CPU time it used
+    (within 15 %; the two share the GIL on a GIL build)."""
+    r = last_json(script(THREADS))
+    assert r["clock"] == "nonblocking", r
+    assert r["threads"] == {"a": ["thread-a"], "b": ["thread-b"]}, r
+    for k in ("a", "b"):
+        assert abs(r["weight"][k] - r["cpu"][k]) <= 0.15 * r["cpu"][k], r
+
+
+CHAIN = """
+import json, time
+import spprof
+
+def leaf(i):
+    return i * i
+
+def c(n):
+    x = 0
+    for i in range(n):
+        x += leaf(i)
+    return x
+
+def b(n):
+    return c(n)
+
+def a(budget):
+    end = time.thread_time() + budget
+    while time.thread_time() < end:
+        b(2000)
+
+spprof.start(interval_ms=1, nonblocking=True)
+a(1.0)
+p = spprof.stop()
+want = ["<module>", "a", "b", "c", "leaf"]
+good = bad = 0
+examples = []
+for s in p.samples:
+    names = [f.function_name for f in s.frames]
+    if names == want[:len(names)] and len(names) >= 2:
+        good += s.count
+    else:
+        bad += s.count
+        examples.append(names)
+print(json.dumps({"good": good, "bad": bad, "examples": examples[:10], "clock": p.clock}))
+"""
+
+
+def test_stacks_read_while_they_change_are_true(script):
+    """A loop that calls and returns about every 50 ns, read while it
+    runs: every stack is a real one (a prefix of <module> a b c leaf),
+    none mixing frames of two moments, within 1 %."""
+    r = last_json(script(CHAIN))
+    assert r["clock"] == "nonblocking", r
+    assert r["good"] >= 700, r
+    assert r["bad"] <= 0.01 * (r["good"] + r["bad"]), r
+
+
+ERRORS = """
+import json
+import spprof
+out = {}
+try:
+    spprof.start(interval_ms=1, nonblocking="yes")
+except TypeError as e:
+    out["type"] = str(e)
+if spprof.native_unwinding_available():
+    spprof.set_native_unwinding(True)
+    try:
+        spprof.start(interval_ms=1, nonblocking=True)
+    except ValueError as e:
+        out["native"] = str(e)
+    spprof.set_native_unwinding(False)
+else:
+    out["native"] = "libunwind missing"
+out["active"] = spprof.is_active()
+print(json.dumps(out))
+"""
+
+
+def test_bad_arguments_are_clear_errors(script):
+    r = last_json(script(ERRORS))
+    assert "nonblocking must be True or False" in r["type"], r
+    if r["native"] == "libunwind missing":
+        pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
+    assert "native frames" in r["native"] and "nonblocking" in r["native"], r
+    assert r["active"] is False, r
