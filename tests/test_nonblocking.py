@@ -202,3 +202,55 @@ def test_bad_arguments_are_clear_errors(script):
         pytest.fail("native unwinding needs libunwind: apt-get install libunwind8")
     assert "native frames" in r["native"] and "nonblocking" in r["native"], r
     assert r["active"] is False, r
+
+
+def test_unprivileged(tmp_path):
+    """Nothing it uses needs a privilege: in a user namespace (no perf
+    events for it) it samples at the same rate, as truly."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.fail("needs unshare (Debian package util-linux)")
+    (tmp_path / "t.py").write_text(NONBLOCKING_SPLIT)
+    out = subprocess.run(["unshare", "--user", sys.executable, str(tmp_path / "t.py"), "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["clock"] == "nonblocking", r
+    assert 0.7 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
+    truth = r["t_hot"] / (r["t_hot"] + r["t_cold"])
+    assert abs(r["w"]["hot"] / (r["w"]["hot"] + r["w"]["cold"]) - truth) < 0.03, r
+
+
+FAULT_HANDLER_AFTER_START = """
+import faulthandler, json, time
+import spprof
+
+def busy(budget):
+    x = 0
+    end = time.thread_time() + budget
+    while time.thread_time() < end:
+        x += 1
+
+spprof.start(interval_ms=1, nonblocking=True)
+busy(0.2)
+before = spprof.stats().collected_samples
+faulthandler.enable()  # the program's own SIGSEGV/SIGBUS handler, installed while profiling
+busy(0.3)
+p = spprof.stop()
+print(json.dumps({"before": before, "samples": p.sample_count, "dropped": p.dropped_count}))
+"""
+
+
+def test_a_fault_handler_installed_while_profiling_stops_the_reads(script):
+    """A read of a running thread's memory can fault; spprof's guard turns
+    that into a dropped sample. A program that installs its own SIGSEGV
+    handler after start() (faulthandler.enable()) would get such a fault:
+    from then on nothing is read, and the samples are counted as dropped,
+    with the program running on."""
+    r = last_json(script(FAULT_HANDLER_AFTER_START))
+    assert r["before"] >= 100, r  # 0.2 s at 1 ms
+    assert r["samples"] <= r["before"] + 20, r
+    assert r["dropped"] >= 200, r  # 0.3 s at 1 ms, none read

@@ -458,6 +458,14 @@ static void look_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
     s->last_clock = cpu;
     if (spp_g.cfg.empty)
         return; /* measuring the poller's looks alone */
+    if (!spp_fault_guard_held()) {
+        /* The program took SIGSEGV or SIGBUS for a handler of its own
+         * since start(): a read of memory the thread frees meanwhile would
+         * reach it, and end the program. Nothing is read (the signal
+         * clocks' handler reads only what the stopped thread keeps alive). */
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        return;
+    }
     /* (Sequentially consistent, both here and in spp_sampler_code_dying:
      * either it sees this read going on, or this read sees its code
      * unreachable.) */

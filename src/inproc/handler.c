@@ -188,6 +188,14 @@ void spp_fault_guard_install(void)
     atomic_store(&guard_installed, 1);
 }
 
+int spp_fault_guard_held(void)
+{
+    struct sigaction segv, bus;
+    return sigaction(SIGSEGV, NULL, &segv) == 0 && sigaction(SIGBUS, NULL, &bus) == 0 &&
+           (segv.sa_flags & SA_SIGINFO) && segv.sa_sigaction == fault_handler &&
+           (bus.sa_flags & SA_SIGINFO) && bus.sa_sigaction == fault_handler;
+}
+
 /* Walks the thread's Python frames; < 0 if a read faulted or the chain was
  * caught half-linked (SPP_ETORN). */
 static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64_t tstate,

@@ -111,6 +111,9 @@ int spp_native_init(void);
 /* Installs the SIGSEGV/SIGBUS handler that lets spp_handler survive a
  * faulting read (chaining every other fault). Idempotent. */
 void spp_fault_guard_install(void);
+/* Whether that handler still holds both signals (the program may have
+ * installed its own since: faulthandler.enable(), say). */
+int spp_fault_guard_held(void);
 /* Finds the vDSO's text for spp_handler. Idempotent; call before arming. */
 void spp_find_vdso(void);
 /* A random number below n (xorshift32; async-signal-safe). */
