@@ -73,6 +73,18 @@ def run_script(tmp_path, source, *args, timeout=300, env=None, check=True):
     return proc
 
 
+def run_unprivileged(tmp_path, source, *args):
+    """Runs source as a script in a user namespace (no perf events, no
+    privileges); its last line of output, parsed as JSON."""
+    if not shutil.which("unshare"):
+        pytest.fail("needs unshare (Debian package util-linux)")
+    (tmp_path / "t.py").write_text(source)
+    out = subprocess.run(["unshare", "--user", sys.executable, str(tmp_path / "t.py"), *map(str, args)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def last_json(proc):
     """The last line of stdout, parsed as JSON (targets report that way)."""
     lines = [l for l in proc.stdout.splitlines() if l.strip()]

@@ -4,11 +4,9 @@ no signal. Its profiles must be as true as the signal clocks': shares,
 rate, lines, threads; and the program's threads must never be
 interrupted."""
 
-import json
-
 import pytest
 
-from conftest import last_json
+from conftest import last_json, run_unprivileged
 from test_sampling import LINES, SPLIT
 
 NONBLOCKING_SPLIT = SPLIT.replace("spprof.start(interval_ms=interval)",
@@ -207,17 +205,7 @@ def test_bad_arguments_are_clear_errors(script):
 def test_unprivileged(tmp_path):
     """Nothing it uses needs a privilege: in a user namespace (no perf
     events for it) it samples at the same rate, as truly."""
-    import shutil
-    import subprocess
-    import sys
-
-    if not shutil.which("unshare"):
-        pytest.fail("needs unshare (Debian package util-linux)")
-    (tmp_path / "t.py").write_text(NONBLOCKING_SPLIT)
-    out = subprocess.run(["unshare", "--user", sys.executable, str(tmp_path / "t.py"), "1"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_unprivileged(tmp_path, NONBLOCKING_SPLIT, 1)
     assert r["clock"] == "nonblocking", r
     assert 0.7 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
     truth = r["t_hot"] / (r["t_hot"] + r["t_cold"])

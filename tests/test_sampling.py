@@ -3,7 +3,7 @@
 import json
 import pytest
 
-from conftest import last_json
+from conftest import last_json, run_unprivileged
 
 # A workload with a known split: hot() and cold() each run until they have
 # used their share of CPU time, measured independently with thread_time().
@@ -94,17 +94,7 @@ def test_unprivileged_default_clock_samples_at_the_asked_rate(tmp_path):
     looking thread that waits for a CPU passes over some, 20-33 % with two
     busy processes on this 2-CPU machine; at half the asked rate it is
     still twice the tick's.)"""
-    import shutil
-    import subprocess
-    import sys
-
-    if not shutil.which("unshare"):
-        pytest.fail("needs unshare (Debian package util-linux)")
-    (tmp_path / "t.py").write_text(SPLIT)
-    out = subprocess.run(["unshare", "--user", sys.executable, str(tmp_path / "t.py"), "1"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_unprivileged(tmp_path, SPLIT, 1)
     assert r["clock"] == "cpu_poll", r
     assert 0.5 * r["cpu_ms"] <= r["samples"] <= 1.1 * r["cpu_ms"], r
     assert abs(r["sampled_ms"] - r["cpu_ms"]) / r["cpu_ms"] < 0.10, r
