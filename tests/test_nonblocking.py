@@ -31,7 +31,9 @@ def test_split_rate_and_weights(script):
 
 
 def test_hot_line(script):
-    r = last_json(script(LINES, env={"SPPROF_CLOCK": "nonblocking"}))
+    r = last_json(script(LINES.replace('"def":', '"clock": p.clock, "def":'),
+                         env={"SPPROF_CLOCK": "nonblocking"}))
+    assert r["clock"] == "nonblocking", r
     lines = {int(k): v for k, v in r["lines"].items()}
     top = max(lines, key=lines.get)
     assert top in (r["hot"], r["hot"] - 1), r
@@ -80,7 +82,7 @@ def test_no_signal_reaches_the_program(script):
     r = last_json(script(NO_SIGNALS))
     assert r["clock"] == "nonblocking", r
     assert r["pending"] == [], r
-    assert r["sigprof"] >= 30, r
+    assert 30 <= r["sigprof"] <= 80, r  # its own, and no more
     assert r["busy"] >= 350, r
 
 
@@ -157,7 +159,8 @@ for s in p.samples:
     else:
         bad += s.count
         examples.append(names)
-print(json.dumps({"good": good, "bad": bad, "examples": examples[:10], "clock": p.clock}))
+print(json.dumps({"good": good, "bad": bad, "examples": examples[:10], "clock": p.clock,
+                  "dropped": p.dropped_count, "sampled_ms": p.sampled_time_ms}))
 """
 
 
@@ -169,6 +172,10 @@ def test_stacks_read_while_they_change_are_true(script):
     assert r["clock"] == "nonblocking", r
     assert r["good"] >= 700, r
     assert r["bad"] <= 0.01 * (r["good"] + r["bad"]), r
+    # A read that no second read confirms is tried again at the next look,
+    # its time carried: nothing dropped, the weights add up to the 1 s.
+    assert r["dropped"] == 0, r
+    assert 900 <= r["sampled_ms"] <= 1050, r
 
 
 ERRORS = """
@@ -222,13 +229,17 @@ def busy(budget):
     while time.thread_time() < end:
         x += 1
 
+import warnings
 spprof.start(interval_ms=1, nonblocking=True)
 busy(0.2)
 before = spprof.stats().collected_samples
 faulthandler.enable()  # the program's own SIGSEGV/SIGBUS handler, installed while profiling
 busy(0.3)
-p = spprof.stop()
-print(json.dumps({"before": before, "samples": p.sample_count, "dropped": p.dropped_count}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    p = spprof.stop()
+print(json.dumps({"before": before, "samples": p.sample_count, "dropped": p.dropped_count,
+                  "warnings": [str(w.message) for w in caught]}))
 """
 
 
@@ -242,3 +253,4 @@ def test_a_fault_handler_installed_while_profiling_stops_the_reads(script):
     assert r["before"] >= 100, r  # 0.2 s at 1 ms
     assert r["samples"] <= r["before"] + 20, r
     assert r["dropped"] >= 200, r  # 0.3 s at 1 ms, none read
+    assert any("own SIGSEGV handler" in w for w in r["warnings"]), r

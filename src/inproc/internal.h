@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "../pyabi/reader.h"
 #include "ring.h"
 #include "sampler.h"
 
@@ -143,6 +144,9 @@ int spp_record_sample(spp_slot *s, uint64_t tstate, uint64_t weight, int walk_fl
  * ident, in the interpreter at interp; 0 if none. Reads the live list
  * under the fault guard. */
 uint64_t spp_find_tstate(uint64_t interp, uint64_t ident);
+/* spp_local_reader under the fault guard: a fault reads as SPP_EINVAL
+ * (where spprof's fault handler is installed). Not for signal handlers. */
+extern const spp_reader spp_guarded_local_reader;
 
 /* sampler.c: the signals spp_handler takes (SPP_SIGNAL, SPP_TRAP_SIGNAL),
  * to block. */

@@ -377,6 +377,8 @@ int spp_sampler_handler_replaced(void)
             replaced = SPP_SIGNAL;
         else if (atomic_load(&spp_g.uses_trap) && held_by(SPP_TRAP_SIGNAL, NULL) == HELD_BY_OTHER)
             replaced = SPP_TRAP_SIGNAL;
+        else if (spp_g.mech == SPP_MECH_NONBLOCK && !spp_fault_guard_held())
+            replaced = SIGSEGV; /* the nonblocking clock reads nothing since */
     }
     pthread_mutex_unlock(&spp_g.lock);
     return replaced;
@@ -392,7 +394,10 @@ static void free_resolution_state(void)
 
 static int init_resolution_state(void)
 {
-    R.resolver = spp_resolver_new(spp_g.cfg.offsets, &spp_local_reader, spp_g.profile, 1);
+    R.resolver = spp_resolver_new(spp_g.cfg.offsets,
+                                  spp_g.cfg.mechanism == SPP_MECH_NONBLOCK ? &spp_guarded_local_reader
+                                                                           : &spp_local_reader,
+                                  spp_g.profile, 1);
     /* The module running the evaluation loop holds the interpreter's
      * calling glue. */
     const char *path;
@@ -673,6 +678,7 @@ void spp_sampler_code_dying(uint64_t code)
      * which its whole round holds: a thread waiting for it would look
      * asleep to the poller, and code that frees code objects often would
      * be sampled less. */
+    atomic_thread_fence(memory_order_seq_cst);
     while (atomic_load(&spp_g.poller_reading))
         sched_yield();
     if (spp_g.profile) {
@@ -753,4 +759,5 @@ void spp_sampler_atfork_child(void)
     R.resolver = NULL; /* the parent's; not freed in the child */
     R.symbols = NULL;
     atomic_store(&spp_g.in_handler, 0);
+    atomic_store(&spp_g.poller_reading, 0); /* (the poller did not follow) */
 }
