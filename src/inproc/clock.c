@@ -440,10 +440,9 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
  * CPU or waiting for one (state R) is read: one that ran but sleeps now is
  * left until a look finds it running, and that sample weighs all the CPU
  * time since the previous one (its stack in the sleep is not where that
- * time went). A stack caught while the thread links a frame is read again
- * (spp_record_sample); one that changes while it is read, in code that
- * calls and returns faster than a read takes (a microsecond or two), may
- * mix the frames of two moments. */
+ * time went). A stack that changes while it is read is read again
+ * (handler.c's walk_running); when no read holds, the next look tries
+ * again, carrying this one's time. */
 static void look_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
 {
     uint64_t cpu;

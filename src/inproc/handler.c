@@ -293,9 +293,11 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, uint64
                                                   int flags, spp_rawframe *py, uint8_t *entries,
                                                   int *truncated)
 {
+    int empty = 0;
     for (int tries = 0; tries < 8; tries++) {
         int t2 = 0;
         int n = walk_running_once(o, tstate, flags, py, entries, truncated);
+        empty += n == 0;
         if (n <= 0)
             continue; /* caught linking a frame, or with none linked as it
                        * enters or leaves the evaluation loop, or with its
@@ -304,7 +306,9 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, uint64
         if (n2 > 0 && running_scratch[n2 - 1].code == py[n - 1].code && t2 == *truncated)
             return n;
     }
-    return SPP_ETORN;
+    /* A thread with no Python frame at every read (C code run by a thread
+     * that has a state) is sampled as such, as the handler would. */
+    return empty == 8 ? 0 : SPP_ETORN;
 }
 
 /* A reader of this process's memory for the drain thread's reads of code
