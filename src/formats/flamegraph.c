@@ -386,6 +386,11 @@ static void write_fitted(spp_out *o, const char *s, size_t n, double w)
     double room = (w - 6) / FG_CHAR_W;
     if (room < 3)
         return;
+    if (!(room < (double)n + 3)) {
+        xml_text(o, s, n); /* fits whole (and room, which a garbled
+                            * profile can make huge or NaN, is not cast) */
+        return;
+    }
     size_t max = (size_t)room, keep = max - 2, chars = 0, cut = 0;
     for (size_t i = 0; i < n; i++) {
         if (((unsigned char)s[i] & 0xc0) == 0x80)
