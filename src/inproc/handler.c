@@ -259,6 +259,9 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
         goto out;
     int all = spp_walk(o, r, again, below, flags, spp_g.cfg.code_type, py, entries, running_addrs,
                        SPP_MAX_PY_FRAMES, truncated);
+    if (*truncated && all < SPP_MAX_PY_FRAMES)
+        goto out; /* a chain that ran into unreadable memory, not a deep
+                   * one: read while it changed */
     for (int k = 0; k < all; k++) {
         if (running_addrs[k] != leaf_addr)
             continue;
