@@ -166,7 +166,12 @@ def test_recursion_10000_deep(tmp_path, mode):
     assert r["max_depth"] == 257, r
     assert set(r["parents"]["burn"]) == {"recurse"}, r["parents"]["burn"]
     assert r["funcs"]["<truncated>"]["0"] >= 0.95 * r["samples"], r["funcs"]["<truncated>"]
-    check_function(r, "recurse", "BOTTOM", parents={"recurse"}, min_share=0.9)
+    # recurse's caller is recurse, but for the first call: a sample taken
+    # while the stack is under 256 frames deep (the first and last few
+    # hundred calls of the descent and the return, about 0.1 ms each) has
+    # run below it, truly. One was seen in 1 of 8 runs (3.9, nonblocking).
+    check_function(r, "recurse", "BOTTOM", parents={"recurse", "run"}, min_share=0.9)
+    assert r["parents"]["recurse"].get("run", 0) <= 2, r["parents"]["recurse"]
     check_function(r, "burn", "BURN", parents={"recurse"})
 
 
