@@ -40,6 +40,16 @@ def test_hot_line(script):
     assert lines.get(r["hot"], 0) / sum(lines.values()) > 0.5, r
 
 
+# A target's CPU-bound function: it burns `budget` seconds of its thread's CPU.
+BUSY = """
+def busy(budget):
+    x = 0
+    end = time.thread_time() + budget
+    while time.thread_time() < end:
+        x += 1
+    return x
+"""
+
 NO_SIGNALS = """
 import json, signal, time
 import spprof
@@ -55,13 +65,7 @@ blocked = {signal.SIGTRAP, signal.SIGALRM, signal.SIGVTALRM, signal.SIGIO, signa
            signal.SIGUSR2}
 signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
 
-def busy(budget):
-    x = 0
-    end = time.thread_time() + budget
-    while time.thread_time() < end:
-        x += 1
-    return x
-
+""" + BUSY + """
 spprof.start(interval_ms=1, nonblocking=True)
 busy(0.5)
 pending = sorted(s.name for s in signal.sigpending())
@@ -223,12 +227,7 @@ FAULT_HANDLER_AFTER_START = """
 import faulthandler, json, time
 import spprof
 
-def busy(budget):
-    x = 0
-    end = time.thread_time() + budget
-    while time.thread_time() < end:
-        x += 1
-
+""" + BUSY + """
 import warnings
 spprof.start(interval_ms=1, nonblocking=True)
 busy(0.2)

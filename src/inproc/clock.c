@@ -454,32 +454,28 @@ static void look_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
         return;
     uint64_t weight = cpu > s->last_clock ? cpu - s->last_clock : 0;
     if (spp_g.cfg.empty) {
-        poll_sent(ps, cpu, interval);
-        s->last_clock = cpu;
-        return; /* measuring the poller's looks alone */
-    }
-    if (!spp_fault_guard_held()) {
+        /* measuring the poller's looks alone */
+    } else if (!spp_fault_guard_held()) {
         /* The program took SIGSEGV or SIGBUS for a handler of its own
          * since start(): a read of memory the thread frees meanwhile would
          * reach it, and end the program. Nothing is read (the signal
          * clocks' handler reads only what the stopped thread keeps alive). */
         atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        poll_sent(ps, cpu, interval);
-        s->last_clock = cpu;
-        return;
+    } else {
+        /* (A full fence, here and in spp_sampler_code_dying: either it
+         * sees this read going on, or this read sees its code
+         * unreachable.) */
+        atomic_store(&spp_g.poller_reading, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        uint64_t tstate = spp_find_tstate(spp_g.cfg.interp, s->ident);
+        int rc = tstate ? spp_record_sample(s, tstate, weight, SPP_WALK_RUNNING, NULL) : SPP_EINVAL;
+        atomic_store(&spp_g.poller_reading, 0);
+        if (rc == SPP_ETORN)
+            return; /* no read agreed: the next look tries again, its
+                     * sample weighing this time too */
+        /* (A thread with no Python state, yet or any more: nothing to
+         * sample, as for the signal clocks' handler; not a drop.) */
     }
-    /* (A full fence, here and in spp_sampler_code_dying: either it sees
-     * this read going on, or this read sees its code unreachable.) */
-    atomic_store(&spp_g.poller_reading, 1);
-    atomic_thread_fence(memory_order_seq_cst);
-    uint64_t tstate = spp_find_tstate(spp_g.cfg.interp, s->ident);
-    int rc = tstate ? spp_record_sample(s, tstate, weight, SPP_WALK_RUNNING, NULL) : SPP_EINVAL;
-    atomic_store(&spp_g.poller_reading, 0);
-    if (rc == SPP_ETORN)
-        return; /* no read agreed: the next look tries again, its sample
-                 * weighing this time too */
-    /* (A thread with no Python state, yet or any more: nothing to sample,
-     * as for the signal clocks' handler; not a drop.) */
     poll_sent(ps, cpu, interval);
     s->last_clock = cpu;
 }

@@ -172,11 +172,17 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
     chain_signal(sig, old, si, uc, si->si_code > 0);
 }
 
-void spp_fault_guard_install(void)
+/* Whether spprof's fault handler holds sig now. */
+static int guard_holds(int sig)
 {
     struct sigaction cur;
-    if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-        cur.sa_sigaction == fault_handler)
+    return sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+           cur.sa_sigaction == fault_handler;
+}
+
+void spp_fault_guard_install(void)
+{
+    if (guard_holds(SIGSEGV))
         return;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -188,13 +194,7 @@ void spp_fault_guard_install(void)
     atomic_store(&guard_installed, 1);
 }
 
-int spp_fault_guard_held(void)
-{
-    struct sigaction segv, bus;
-    return sigaction(SIGSEGV, NULL, &segv) == 0 && sigaction(SIGBUS, NULL, &bus) == 0 &&
-           (segv.sa_flags & SA_SIGINFO) && segv.sa_sigaction == fault_handler &&
-           (bus.sa_flags & SA_SIGINFO) && bus.sa_sigaction == fault_handler;
-}
+int spp_fault_guard_held(void) { return guard_holds(SIGSEGV) && guard_holds(SIGBUS); }
 
 /* Walks the thread's Python frames; < 0 if a read faulted or the chain was
  * caught half-linked (SPP_ETORN). */
@@ -245,12 +245,10 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
     const spp_reader *r = &spp_local_reader;
     uint64_t frame = 0, below, again = 0, leaf_addr = 0;
     spp_rawframe leaf;
-    uint8_t leaf_entry = 0;
     int t = 0, n = SPP_ETORN;
     if (spp_thread_frame(o, r, tstate, &frame, &below) < 0)
         goto out;
-    int n1 = spp_walk(o, r, frame, below, flags, spp_g.cfg.code_type, &leaf, &leaf_entry, &leaf_addr,
-                      1, &t);
+    int n1 = spp_walk(o, r, frame, below, flags, spp_g.cfg.code_type, &leaf, NULL, &leaf_addr, 1, &t);
     if (n1 <= 0) {
         n = n1; /* no Python frame (0), or caught linking one */
         goto out;
@@ -342,32 +340,21 @@ const spp_reader spp_guarded_local_reader = {guarded_read, NULL};
 uint64_t spp_find_tstate(uint64_t interp, uint64_t ident)
 {
     const spp_pyoffsets *o = spp_g.cfg.offsets;
-    volatile uint64_t found = 0;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0)) {
-        unblock_fault_signals();
-        return 0;
-    }
-    probe = &jb;
+    const spp_reader *r = &spp_guarded_local_reader;
     uint64_t ts = 0;
-    if (interp && ident &&
-        spp_read(&spp_local_reader, interp + (uint64_t)o->interp_threads_head, &ts, 8) == 0) {
-        for (int i = 0; ts && i < 4 * SPP_MAX_THREADS; i++) {
-            uint64_t id = 0, next = 0;
-            if (spp_read(&spp_local_reader, ts + (uint64_t)o->tstate_thread_id, &id, 8) < 0)
-                break;
-            if (id == ident) {
-                found = ts;
-                break;
-            }
-            if (spp_read(&spp_local_reader, ts + (uint64_t)o->tstate_next, &next, 8) < 0 ||
-                next == ts)
-                break;
-            ts = next;
-        }
+    if (!interp || !ident || spp_read(r, interp + (uint64_t)o->interp_threads_head, &ts, 8) < 0)
+        return 0;
+    for (int i = 0; ts && i < 4 * SPP_MAX_THREADS; i++) {
+        uint64_t id = 0, next = 0;
+        if (spp_read(r, ts + (uint64_t)o->tstate_thread_id, &id, 8) < 0)
+            return 0;
+        if (id == ident)
+            return ts;
+        if (spp_read(r, ts + (uint64_t)o->tstate_next, &next, 8) < 0 || next == ts)
+            return 0;
+        ts = next;
     }
-    probe = NULL;
-    return found;
+    return 0;
 }
 
 /* Whether the signal is being delivered as a system call returns (or is
