@@ -134,8 +134,10 @@ class Variant:
 
 # The clocks spprof in-process is compared under, by label: the default
 # (SPPROF_CLOCK unset: perf_event where the kernel allows it, as for root,
-# which the bench runs as) and cpu_poll (what an unprivileged program gets
-# where the kernel keeps perf_event from counting system time).
+# which the bench runs as), cpu_poll (what an unprivileged program gets
+# where the kernel keeps perf_event from counting system time) and
+# nonblocking (start(nonblocking=True): no signal, stacks read while the
+# thread runs).
 CLOCKS = {"default": "", "cpu_poll": "poll", "nonblocking": "nonblocking"}
 
 
