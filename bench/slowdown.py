@@ -5,8 +5,8 @@ sqlite3) and 10 threads (bench/workloads.py).
 
 Variants: no profiler (a run before every 3 others, each profiled run
 compared with the ones beside it); spprof in-process at 1, 10 and 100 ms;
-spprof record at 100 Hz and 1 kHz; py-spy record at the same rates,
-blocking and --nonblocking; austin 3.7.0 at the same rates; pyinstrument
+spprof record and py-spy record at 100 Hz and 1 kHz, each blocking and
+--nonblocking; austin 3.7.0 at the same rates; pyinstrument
 (1 ms); yappi (CPU clock); and on a CPython 3.15 target, when one is cached, Tachyon
 (`profiling.sampling attach`) at 100 Hz and 1 kHz beside spprof record and
 no profiler on the same interpreter. In-process profilers are started by
@@ -58,6 +58,7 @@ def variants(python315=None):
                    env={"SPPROF_CLOCK": "nonblocking"}) for ms in (1, 10)]
     for rate in (100, 1000):
         vs += [Variant("spprof record %d Hz" % rate, "spprof", rate),
+               Variant("spprof record --nonblocking %d Hz" % rate, "spprof", rate, ["--nonblocking"]),
                Variant("py-spy %d Hz" % rate, "py-spy", rate),
                Variant("py-spy --nonblocking %d Hz" % rate, "py-spy", rate, ["--nonblocking"]),
                Variant("austin %d Hz" % rate, "austin", rate)]
