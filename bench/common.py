@@ -261,7 +261,8 @@ if spec["kind"] == "lines":
 else:
     groups, series = spec["groups"], spec["series"]
     width = 0.8 / max(1, len(series))
-    colors = plt.get_cmap("tab20").colors
+    # tab20, then tab20b: no two of up to 40 series share a colour.
+    colors = plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors
     for i, s in enumerate(series):
         ax.bar([g + i * width for g in range(len(groups))], s["y"], width, label=s["label"],
                color=colors[i % len(colors)])
@@ -274,7 +275,12 @@ if spec.get("logy"):
 ax.set_title(spec["title"])
 ax.set_xlabel(spec.get("xlabel", ""))
 ax.set_ylabel(spec.get("ylabel", ""))
-ax.legend(fontsize=7)
+if len(ax.get_legend_handles_labels()[1]) > 8:
+    # many series: the legend beside the plot, not over its bars
+    fig.set_size_inches(12, 4.5)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+else:
+    ax.legend(fontsize=7)
 fig.tight_layout()
 fig.savefig(spec["path"], dpi=100)
 """
