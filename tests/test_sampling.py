@@ -456,10 +456,13 @@ def expect_one_cpu_skew_on_old_kernels(request, cpus):
             reason="Linux %s gives no 0.1 ms slice (6.12+)" % platform.release(), strict=False))
 
 
-def line_shares_perf_and_poll(script, source, *args, cpus="all"):
-    """source (defining work) profiled under perf_event and under the
-    polling clock: {"perf": {tag: share}, "poll": {tag: share}}, and what
-    each run measured itself as {"perf_measured": ..., "poll_measured": ...}.
+CLOCK_NAMES = {"perf": "perf_event", "poll": "cpu_poll", "nonblocking": "nonblocking"}
+
+
+def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
+    """source (defining work) profiled under each of clocks (SPPROF_CLOCK
+    values): {"perf": {tag: share}, "poll": {tag: share}}, and what each
+    run measured itself as {"perf_measured": ..., "poll_measured": ...}.
     With cpus="one" the target (and so the poller) runs on one CPU, as in a
     one-CPU container: the poller then takes the CPU of the thread it
     samples, whose signal comes where it was stopped. With cpus="busy" two
@@ -480,9 +483,9 @@ def line_shares_perf_and_poll(script, source, *args, cpus="all"):
             spin = "import os\nwhile os.getppid() == %d:\n    for _ in range(100000): pass" % os.getpid()
             for _ in range(2 * len(os.sched_getaffinity(0))):
                 busy.append(subprocess.Popen([sys.executable, "-c", spin]))
-        for clock, name in (("perf", "perf_event"), ("poll", "cpu_poll")):
+        for clock in clocks:
             r = last_json(script(source + LINE_SHARES, *args, env={"SPPROF_CLOCK": clock}))
-            assert r["clock"] == name, r
+            assert r["clock"] == CLOCK_NAMES[clock], r
             out[clock] = r["shares"]
             out[clock + "_measured"] = r["measured"]
             if clock == "poll":
@@ -530,7 +533,7 @@ def test_polling_clock_keeps_lines_true_in_code_dense_with_system_calls(script, 
     against perf_event's 0.23-0.26 until such samples were handed on at a
     clock read's exit (since, 0.25-0.28)."""
     expect_one_cpu_skew_on_old_kernels(request, cpus)
-    shares = line_shares_perf_and_poll(script, SYSCALL_DENSE, cpus=cpus)
+    shares = line_shares(script, SYSCALL_DENSE, cpus=cpus)
     assert shares["perf"]["BODY"] > 0.35, shares
     assert abs(shares["poll"]["BODY"] - shares["perf"]["BODY"]) < 0.10, shares
     assert shares["poll"]["CALL"] < shares["perf"]["CALL"] + 0.10, shares
@@ -595,7 +598,7 @@ def test_polling_clock_keeps_time_in_long_system_calls_on_their_line(script, tmp
     found the thread stopped by one of them were kept, within 3 after; but
     a CI run had them 5.4 points over, so that case is not asserted.)"""
     expect_one_cpu_skew_on_old_kernels(request, cpus)
-    shares = line_shares_perf_and_poll(script, BIG_READS, str(tmp_path), cpus=cpus)
+    shares = line_shares(script, BIG_READS, str(tmp_path), cpus=cpus)
     for clock in ("perf", "poll"):
         truth = shares[clock + "_measured"]["READ"]
         assert truth > 0.15, shares  # the reads do take time
