@@ -273,29 +273,33 @@ def work(budget):
 """
 
 
-@pytest.mark.parametrize("cpus", ["all", "one", "busy", "threads"])
+# How far over perf_event's share the call's line may come, by case: the
+# spread of the runs measured (README, Nonblocking sampling) with a margin.
+# "busy" and "threads" (on a free-threaded build) fail the clock that read
+# waiting threads (0.15-0.27 over, on 3.14t); "all", "one" and "one_busy"
+# guard the rest.
+OVER = {"all": 0.06, "one": 0.10, "busy": 0.12, "one_busy": 0.12, "threads": 0.14}
+
+
+@pytest.mark.parametrize("cpus", sorted(OVER))
 def test_lines_true_in_code_dense_with_system_calls(script, cpus, request):
     """A loop that reads its thread's CPU clock every few microseconds.
     The scheduler finds a thread's slice spent at such a read, and stops
     the thread at its exit: a stack read while the thread waits for a CPU
     is at the call's line far more often than the call's share of the
     time. The nonblocking clock reads a thread while it runs (or as the
-    poller's waking stopped it, or for its first sample), and its lines
-    must match perf_event's, whose samples come at exact moments of the
-    thread's CPU time: with busy processes beside (other tasks take the
-    thread's CPU), and with more threads than CPUs. While it read waiting
-    threads, on 3.14t, the call's line got 0.40-0.44 with busy processes
-    beside and 0.46-0.50 with four threads, perf_event 0.19-0.25; since,
-    0.21-0.25 and 0.25-0.29. On one CPU the poller takes the thread's CPU
-    to read it, and the call's line comes out 4-9 points over perf_event's
-    (0.24-0.26 against 0.17-0.20), as the polling clock's does there; with
-    four threads on a free-threaded build, 2-8 over."""
-    expect_one_cpu_skew_on_old_kernels(request, cpus)
+    poller's waking stopped it, for its first sample, or once long
+    overdue), and its lines must stay near perf_event's, whose samples
+    come at exact moments of the thread's CPU time: on all CPUs, on one
+    (the poller takes the thread's CPU to read it), with busy processes
+    beside (other tasks take the thread's CPU), on one CPU with busy
+    processes beside, and with four threads at once."""
+    where = {"threads": "all", "one_busy": "one"}.get(cpus, cpus)
+    expect_one_cpu_skew_on_old_kernels(request, where)
     source = SYSCALL_DENSE + (OVERSUBSCRIBED if cpus == "threads" else "")
-    shares = line_shares(script, source, cpus="all" if cpus == "threads" else cpus,
-                         clocks=("perf", "nonblocking"))
+    shares = line_shares(script, source, cpus=where, clocks=("perf", "nonblocking"),
+                         busy=cpus in ("busy", "one_busy"))
     perf, nb = shares["perf"], shares["nonblocking"]
-    over = 0.10 if cpus in ("one", "threads") else 0.06
     assert perf["BODY"] > 0.35, shares
-    assert nb["BODY"] > perf["BODY"] - over, shares
-    assert abs(nb["CALL"] - perf["CALL"]) < over, shares
+    assert nb["CALL"] < perf["CALL"] + OVER[cpus], shares
+    assert nb["BODY"] > perf["BODY"] - OVER[cpus], shares

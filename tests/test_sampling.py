@@ -459,30 +459,30 @@ def expect_one_cpu_skew_on_old_kernels(request, cpus):
 CLOCK_NAMES = {"perf": "perf_event", "poll": "cpu_poll", "nonblocking": "nonblocking"}
 
 
-def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
+def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll"), busy=None):
     """source (defining work) profiled under each of clocks (SPPROF_CLOCK
-    values): {"perf": {tag: share}, "poll": {tag: share}}, and what each
-    run measured itself as {"perf_measured": ..., "poll_measured": ...}.
-    With cpus="one" the target (and so the poller) runs on one CPU, as in a
-    one-CPU container: the poller then takes the CPU of the thread it
-    samples, whose signal comes where it was stopped. With cpus="busy" two
-    busy processes per CPU run beside it, as on a loaded host: other tasks
-    then take the target's CPU, and the poller's signals find it stopped
-    where they did."""
+    values): {clock: {tag: share}} and what each run measured itself,
+    {clock + "_measured": ...}. With cpus="one" the target (and so the
+    poller) runs on one CPU, as in a one-CPU container: the poller then
+    takes the CPU of the thread it samples, whose signal comes where it was
+    stopped. With busy (the default for cpus="busy") two busy processes
+    per CPU run beside it, as on a loaded host: other tasks then take the
+    target's CPU, and the poller's signals find it stopped where they
+    did."""
     import os
     import subprocess
     import sys
 
     if cpus == "one":
         source = ONE_CPU + source
-    busy = []
+    spinners = []
     out = {}
     try:
-        if cpus == "busy":
+        if busy or (busy is None and cpus == "busy"):
             # each spins until this process is gone, if it is killed
             spin = "import os\nwhile os.getppid() == %d:\n    for _ in range(100000): pass" % os.getpid()
             for _ in range(2 * len(os.sched_getaffinity(0))):
-                busy.append(subprocess.Popen([sys.executable, "-c", spin]))
+                spinners.append(subprocess.Popen([sys.executable, "-c", spin]))
         for clock in clocks:
             r = last_json(script(source + LINE_SHARES, *args, env={"SPPROF_CLOCK": clock}))
             assert r["clock"] == CLOCK_NAMES[clock], r
@@ -491,7 +491,7 @@ def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
             if clock == "poll":
                 out["poll_judged"] = r["judged"]
     finally:
-        for p in busy:
+        for p in spinners:
             p.kill()
             p.wait()
     return out

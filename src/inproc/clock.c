@@ -182,7 +182,7 @@ typedef struct {
     uint64_t sent_cpu;  /* its CPU time when it was last signalled (or deferred) */
     uint64_t deferred_for; /* the CPU time after which its own clock fires */
     uint32_t rng;       /* the poller's random state for delays */
-    int read_once;      /* the nonblocking clock has read its stack */
+    int read_once;      /* the nonblocking clock has taken (or dropped) a sample of it */
 } poll_state;
 
 #define POLL_TICK_SLACK_NS 20000000ull /* five ticks of a 250 Hz kernel */
@@ -237,6 +237,16 @@ static uint64_t mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts_ns(&ts);
+}
+
+/* A thread's CPU time; < 0 if it has ended. */
+static int thread_cpu_ns(pid_t tid, uint64_t *ns)
+{
+    struct timespec ts;
+    if (clock_gettime(thread_cpu_clock(tid), &ts) < 0)
+        return -1;
+    *ns = ts_ns(&ts);
+    return 0;
 }
 
 /* Whether the thread is running or runnable now (state R in its stat
@@ -309,10 +319,8 @@ static int look_begin(spp_slot *s, poll_state *ps, uint64_t interval, uint64_t *
         ps->tid = s->tid;
         ps->rng = (uint32_t)s->tid * 2654435761u | 1;
     }
-    struct timespec ts;
-    if (clock_gettime(thread_cpu_clock(s->tid), &ts) < 0)
+    if (thread_cpu_ns(s->tid, cpu) < 0)
         return -1;
-    *cpu = ts_ns(&ts);
     if (!ps->due) {
         /* First look: due an interval of CPU time after the clock was
          * armed, so that a short-lived thread is sampled too. */
@@ -337,6 +345,16 @@ static int look_ran_through(poll_state *ps, uint64_t cpu, const poll_round *roun
     return through;
 }
 
+/* Whether this round's waking of the poller stopped the thread, at the
+ * random moment the poller's timer fired: the thread waits on the
+ * poller's CPU, had a CPU all the time since the previous look
+ * (look_ran_through), and the poller has the shortest slice
+ * (prefer_short_slice) and woke on time. */
+static int stopped_by_poller(int ran_through, int thread_on, int poller_on, const poll_round *round)
+{
+    return P.short_slice && ran_through && thread_on >= 0 && thread_on == poller_on && !round->late;
+}
+
 /* One look at one thread:
  *  - running, with a sample due (within half an interval: the looks and a
  *    busy thread's CPU time advance in step, and a look a little early
@@ -357,7 +375,6 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
     uint64_t cpu;
     if (look_begin(s, ps, interval, &cpu) < 0)
         return; /* ended: the drain thread reaps its slot */
-    struct timespec ts;
     int advanced = cpu != ps->last_cpu;
     int ran_through = look_ran_through(ps, cpu, round);
     if (atomic_load_explicit(&s->deferred, memory_order_acquire)) {
@@ -426,13 +443,12 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
         atomic_store_explicit(&s->signal_out, 0, memory_order_release);
         return;
     }
-    if (clock_gettime(thread_cpu_clock(tid), &ts) == 0) {
-        uint64_t after = ts_ns(&ts);
+    uint64_t after;
+    if (thread_cpu_ns(tid, &after) == 0) {
         uint64_t where = 0;
         if (after == cpu) {
             where = SPP_SENT_STOPPED;
-            if (P.short_slice && thread_on >= 0 && thread_on == poller_on && ran_through &&
-                !round->late)
+            if (stopped_by_poller(ran_through, thread_on, poller_on, round))
                 where |= SPP_SENT_BY_POLLER;
         }
         atomic_store_explicit(&s->poll_sent_cpu, (after & ~SPP_SENT_FLAGS) | where,
@@ -441,58 +457,52 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
     poll_sent(ps, cpu, interval);
 }
 
+/* How far past its due point a thread that waits for a CPU at every look
+ * may run before it is read where it waits (look_nonblocking), in
+ * intervals of its CPU time. */
+#define NB_OVERDUE_INTERVALS 4
+
 /* SPP_MECH_NONBLOCK: one look at one thread. A sample is due an interval
  * of the thread's CPU time after the previous one (within half an
  * interval, as for poll_thread); the poller then reads the stack of the
- * thread, which runs on: nothing interrupts it. The stack is read while
- * the thread is on a CPU. One that ran but sleeps now, or waits for a CPU,
- * is left until a look finds it running, and that sample weighs all the
- * CPU time since the previous one: neither stack is where that time went.
- * A sleeping thread's is in its sleep; a waiting thread's is where the
- * scheduler took its CPU, which is seldom a random moment: it finds a
- * slice spent at a tick, or in a system call that reads the thread's CPU
- * clock or wakes another task, and the thread stops at that call's exit.
- * (test_nonblocking's loop that reads its CPU clock every few
- * microseconds, on 3.14t: its call's line got 0.40-0.44 of the samples
- * with four busy processes beside, 0.46-0.50 run by four threads at once,
- * while waiting threads were read; perf_event 0.19-0.25; since,
- * 0.21-0.29.) A waiting thread is read all the same
- *  - when the poller's waking stopped it: on the poller's CPU, having had
- *    that CPU since the previous look, the poller on time (poll_thread's
- *    SPP_SENT_BY_POLLER); a random moment when the poller has the short
- *    slice, else where the thread's slice ran out (on one CPU, the only
- *    moments there are);
- *  - for its first sample: a short-lived thread that never runs while the
- *    poller looks would be missing from the profile (half of the 500
- *    threads of 2 ms of test_stress, on 3.14t).
+ * thread, which runs on: nothing interrupts it. It reads a thread whose
+ * CPU clock moved during the look, which is on a CPU. One that ran but
+ * sleeps now, or waits for a CPU, is left until a look finds it running,
+ * and that sample weighs all the CPU time since the previous one: neither
+ * stack is where that time went. A sleeping thread's is in its sleep; a
+ * waiting thread's is where the scheduler took its CPU, which is seldom a
+ * random moment: it finds a slice spent at a tick, or in a system call
+ * that reads the thread's CPU clock or wakes another task, and the thread
+ * stops at that call's exit (README, Nonblocking sampling, has the
+ * figures). A waiting thread is read all the same
+ *  - when this round's waking stopped it (stopped_by_poller);
+ *  - for its first sample, so that a short-lived thread that never runs
+ *    while the poller looks is in the profile;
+ *  - once it has run NB_OVERDUE_INTERVALS past its due point without a
+ *    look finding it running: a thread that shares one CPU with other
+ *    work, or a kernel without the short slice, leaves no other moments.
  * A stack that changes while it is read is read again (handler.c's
  * walk_running); when no read holds, the next look tries again, carrying
- * this one's time. */
+ * this one's time. The time a thread runs after its last sample is lost
+ * if it ends before a look reads it. */
 static void look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round, uint64_t interval)
 {
-    uint64_t cpu;
+    uint64_t cpu, now;
     if (look_begin(s, ps, interval, &cpu) < 0)
         return;
     int advanced = cpu != ps->last_cpu, thread_on;
     int ran_through = look_ran_through(ps, cpu, round);
     if (cpu + interval / 2 < ps->due || !advanced)
         return;
-    /* On a CPU now, if its CPU time moved since the look began (a running
-     * thread's moves every nanosecond). Asked before the stat line is
-     * read, not just before the stack: reading a running thread's clock
-     * locks its CPU's run queue, which a thread that reads its own clock
-     * then waits for, and a stack read at once found it in that call more
-     * often than its share (0.42 of the samples against perf_event's 0.27,
-     * 3.11, in a trial). */
-    struct timespec ts;
-    if (clock_gettime(thread_cpu_clock(s->tid), &ts) < 0)
+    /* Asked before the stat line is read, not just before the stack:
+     * reading a running thread's clock locks its CPU's run queue, which a
+     * thread that reads its own clock then waits for, and a stack read at
+     * once found it in that call more often than its share (0.42 of the
+     * samples against perf_event's 0.27, 3.11, in a trial). */
+    if (thread_cpu_ns(s->tid, &now) < 0 || !poll_running(s->tid, &thread_on))
         return;
-    int on_cpu = ts_ns(&ts) != cpu;
-    if (!poll_running(s->tid, &thread_on))
-        return;
-    int stopped_by_poller = ran_through && thread_on >= 0 && thread_on == sched_getcpu() &&
-                            !(P.short_slice && round->late);
-    if (!on_cpu && !stopped_by_poller && ps->read_once)
+    if (now == cpu && ps->read_once && cpu < ps->due + NB_OVERDUE_INTERVALS * interval &&
+        !stopped_by_poller(ran_through, thread_on, sched_getcpu(), round))
         return;
     uint64_t weight = cpu > s->last_clock ? cpu - s->last_clock : 0;
     if (spp_g.cfg.empty) {
