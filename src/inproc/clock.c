@@ -498,7 +498,8 @@ static void look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *roun
      * reading a running thread's clock locks its CPU's run queue, which a
      * thread that reads its own clock then waits for, and a stack read at
      * once found it in that call more often than its share (0.42 of the
-     * samples against perf_event's 0.27, 3.11, in a trial). */
+     * samples against perf_event's 0.27, 3.11, in a trial with a compiler
+     * running beside). */
     if (thread_cpu_ns(s->tid, &now) < 0 || !poll_running(s->tid, &thread_on))
         return;
     if (now == cpu && ps->read_once && cpu < ps->due + NB_OVERDUE_INTERVALS * interval &&
