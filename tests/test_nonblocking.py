@@ -295,11 +295,10 @@ def test_lines_true_in_code_dense_with_system_calls(script, cpus, request):
     (the poller takes the thread's CPU to read it), with busy processes
     beside (other tasks take the thread's CPU), on one CPU with busy
     processes beside, and with four threads at once."""
-    where = {"threads": "all", "one_busy": "one"}.get(cpus, cpus)
-    expect_one_cpu_skew_on_old_kernels(request, where)
+    expect_one_cpu_skew_on_old_kernels(request, cpus)
     source = SYSCALL_DENSE + (OVERSUBSCRIBED if cpus == "threads" else "")
-    shares = line_shares(script, source, cpus=where, clocks=("perf", "nonblocking"),
-                         busy=cpus in ("busy", "one_busy"))
+    shares = line_shares(script, source, cpus="all" if cpus == "threads" else cpus,
+                         clocks=("perf", "nonblocking"))
     perf, nb = shares["perf"], shares["nonblocking"]
     assert perf["BODY"] > 0.35, shares
     assert nb["CALL"] < perf["CALL"] + OVER[cpus], shares

@@ -451,7 +451,7 @@ def expect_one_cpu_skew_on_old_kernels(request, cpus):
 
     from conftest import kernel_at_least
 
-    if cpus == "one" and not kernel_at_least(6, 12):
+    if cpus in ("one", "one_busy") and not kernel_at_least(6, 12):
         request.applymarker(pytest.mark.xfail(
             reason="Linux %s gives no 0.1 ms slice (6.12+)" % platform.release(), strict=False))
 
@@ -459,26 +459,26 @@ def expect_one_cpu_skew_on_old_kernels(request, cpus):
 CLOCK_NAMES = {"perf": "perf_event", "poll": "cpu_poll", "nonblocking": "nonblocking"}
 
 
-def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll"), busy=None):
+def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
     """source (defining work) profiled under each of clocks (SPPROF_CLOCK
     values): {clock: {tag: share}} and what each run measured itself,
     {clock + "_measured": ...}. With cpus="one" the target (and so the
     poller) runs on one CPU, as in a one-CPU container: the poller then
     takes the CPU of the thread it samples, whose signal comes where it was
-    stopped. With busy (the default for cpus="busy") two busy processes
-    per CPU run beside it, as on a loaded host: other tasks then take the
-    target's CPU, and the poller's signals find it stopped where they
-    did."""
+    stopped. With cpus="busy" two busy processes per CPU run beside it, as
+    on a loaded host: other tasks then take the target's CPU, and the
+    poller's signals find it stopped where they did. cpus="one_busy" is
+    both."""
     import os
     import subprocess
     import sys
 
-    if cpus == "one":
+    if cpus in ("one", "one_busy"):
         source = ONE_CPU + source
     spinners = []
     out = {}
     try:
-        if busy or (busy is None and cpus == "busy"):
+        if cpus in ("busy", "one_busy"):
             # each spins until this process is gone, if it is killed
             spin = "import os\nwhile os.getppid() == %d:\n    for _ in range(100000): pass" % os.getpid()
             for _ in range(2 * len(os.sched_getaffinity(0))):
