@@ -275,11 +275,13 @@ def work(budget):
 
 # How far over perf_event's share the call's line may come, by case: the
 # spread of the runs measured (README, Nonblocking sampling: up to 0.05
-# over with busy processes, 0.07 with four threads, 0.09 on one CPU) with
-# a margin. "busy" and "threads" (on a free-threaded build) fail the clock
-# that read waiting threads (0.15-0.31 over, on 3.14t); "all", "one" and
-# "one_busy" guard the rest.
-OVER = {"all": 0.06, "one": 0.12, "busy": 0.12, "one_busy": 0.12, "threads": 0.14}
+# over with busy processes, 0.07 with four threads, 0.09 on one CPU; on
+# all CPUs 0.04 in six runs, 0.067 in a CI run on 3.11, hence the polling
+# clock's 0.10 there, as in test_sampling's twin) with a margin. "busy"
+# and "threads" (on a free-threaded build) fail the clock that read
+# waiting threads (0.15-0.31 over, on 3.14t); "all", "one" and "one_busy"
+# guard the rest.
+OVER = {"all": 0.10, "one": 0.12, "busy": 0.12, "one_busy": 0.12, "threads": 0.14}
 
 
 @pytest.mark.parametrize("cpus", sorted(OVER))
