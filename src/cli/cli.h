@@ -99,6 +99,12 @@ uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled
  * into its sleep, and costs no ptrace calls. Its stack is still read, not
  * consistently if it wakes meanwhile, and marked idle. */
 void spp_session_pause_idle(spp_session *s, int pause_idle);
+/* Whether a paused sample is placed at the moment its running threads are
+ * read just before the pause rather than where the pause stopped them (see
+ * read_moments in session.c). On for record and top; off for dump, which
+ * shows where each thread is paused. No effect with --nonblocking, or
+ * with native stacks (unwound where the thread stopped). */
+void spp_session_sample_moments(spp_session *s, int on);
 /* Called by spp_session_sample_visit with the threads just sampled, while
  * the target is still paused (unless nonblocking): the place to read more
  * of its memory consistently with the stacks, through r, and to name their

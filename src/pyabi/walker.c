@@ -19,27 +19,39 @@ static int read_ptr(const spp_reader *r, uint64_t addr, uint64_t *out)
     return spp_read(r, addr, out, sizeof(*out));
 }
 
+int spp_thread_frame_at(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *at)
+{
+    *at = tstate + (uint64_t)o->tstate_frame;
+    if (o->cframe_current_frame < 0)
+        return SPP_OK;
+    uint64_t cframe;
+    if (read_ptr(r, *at, &cframe) < 0)
+        return SPP_EINVAL;
+    *at = cframe ? cframe + (uint64_t)o->cframe_current_frame : 0;
+    return SPP_OK;
+}
+
 int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame,
                      uint64_t *below)
 {
-    uint64_t p, prev_cframe = 0;
+    uint64_t at, prev_cframe = 0;
     *below = SPP_ANY_FRAME;
-    if (read_ptr(r, tstate + (uint64_t)o->tstate_frame, &p) < 0)
+    *frame = 0;
+    if (spp_thread_frame_at(o, r, tstate, &at) < 0)
         return SPP_EINVAL;
-    if (o->cframe_current_frame >= 0 && p) {
+    if (!at)
+        return SPP_OK;
+    if (o->cframe_current_frame >= 0 && o->cframe_previous >= 0) {
         /* 3.11/3.12: the eval loop that calls this one is blocked in the
          * call, so its current frame is what the first frame of this one
          * must return to. (This loop links itself in before filling its
          * own _PyCFrame; reading both exposes that window.) */
-        if (o->cframe_previous >= 0 &&
-            read_ptr(r, p + (uint64_t)o->cframe_previous, &prev_cframe) == 0 && prev_cframe &&
+        uint64_t cframe = at - (uint64_t)o->cframe_current_frame;
+        if (read_ptr(r, cframe + (uint64_t)o->cframe_previous, &prev_cframe) == 0 && prev_cframe &&
             read_ptr(r, prev_cframe + (uint64_t)o->cframe_current_frame, below) < 0)
             *below = SPP_ANY_FRAME;
-        if (read_ptr(r, p + (uint64_t)o->cframe_current_frame, &p) < 0)
-            return SPP_EINVAL;
     }
-    *frame = p;
-    return SPP_OK;
+    return read_ptr(r, at, frame) < 0 ? SPP_EINVAL : SPP_OK;
 }
 
 /* Free-threaded 3.14+ runs each thread on its own copy of the bytecode

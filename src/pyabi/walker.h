@@ -35,6 +35,11 @@ typedef struct spp_rawframe {
 int spp_thread_frame(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *frame,
                      uint64_t *below);
 
+/* The address where a thread state's current frame pointer is (what
+ * spp_thread_frame reads last), 0 if the thread has none (3.11/3.12: no
+ * evaluation loop linked). Returns 0 or < 0. */
+int spp_thread_frame_at(const spp_pyoffsets *o, const spp_reader *r, uint64_t tstate, uint64_t *at);
+
 /* Walks from frame outward, storing at most cap frames (innermost first).
  * Frames whose code object's type is not code_type are skipped (when
  * code_type != 0), as are interpreter shim frames. If entries is not NULL,
