@@ -28,6 +28,7 @@ typedef struct spp_cli_opts {
     int idle, gil, threads, function, nolineno, full_filenames;
     int subprocesses, native, nonblocking;
     int json, locals;       /* dump */
+    int at_pause;           /* dump: stacks where the threads are paused (spp_session_sample_moments) */
     int delay_ms;           /* top: refresh period */
     spp_upload_opts upload; /* record --upload (url NULL: none) */
     int diff_lines, negate; /* diff: match frames by line; widths from BEFORE */
@@ -99,11 +100,12 @@ uint32_t spp_session_frames(spp_session *s, spp_resolver *res, const spp_sampled
  * into its sleep, and costs no ptrace calls. Its stack is still read, not
  * consistently if it wakes meanwhile, and marked idle. */
 void spp_session_pause_idle(spp_session *s, int pause_idle);
-/* Whether a paused sample is placed at the moment its running threads are
- * read just before the pause rather than where the pause stopped them (see
- * read_moments in session.c). On for record and top; off for dump, which
- * shows where each thread is paused. No effect with --nonblocking, or
- * with native stacks (unwound where the thread stopped). */
+/* Whether a paused sample of a thread that stopped on its way out of a
+ * system call is placed at the moment it was read just before the pause
+ * rather than where the pause stopped it (see read_moment in session.c).
+ * On for record and top; off for dump, which shows where each thread is
+ * paused. No effect with --nonblocking, with native stacks (unwound where
+ * the thread stopped), or off x86-64. */
 void spp_session_sample_moments(spp_session *s, int on);
 /* Called by spp_session_sample_visit with the threads just sampled, while
  * the target is still paused (unless nonblocking): the place to read more

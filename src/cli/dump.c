@@ -221,6 +221,7 @@ int spp_cmd_dump(const spp_cli_opts *o)
      * is read (and, with --native, unwound). */
     spp_cli_opts po = *o;
     po.idle = 1;
+    po.at_pause = 1;
     int rc = 1;
     dumper d;
     memset(&d, 0, sizeof(d));

@@ -57,7 +57,7 @@ static int add_proc(spp_procs *ps, pid_t pid, spp_session *s)
     pr->pid = pid;
     pr->session = s;
     spp_session_pause_idle(s, ps->o->idle);
-    spp_session_sample_moments(s, 1);
+    spp_session_sample_moments(s, !ps->o->at_pause);
     if (spp_session_want_names(s) < 0 || (ps->o->native && spp_session_native(s, ps->o->idle) < 0))
         return SPP_ENOMEM;
     pr->resolver = spp_session_resolver(s, ps->profile, ps->lines);

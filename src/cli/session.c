@@ -50,6 +50,13 @@ typedef struct spp_stack_pages {
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 
+/* Where a paused thread stopped is known (stopped_in_syscall). */
+#if defined(__x86_64__)
+#define MOMENTS_KNOWN 1
+#else
+#define MOMENTS_KNOWN 0
+#endif
+
 /* read_moment: tries at reading a running thread's innermost frame, and the
  * most of a frame it reads. */
 #define MOMENT_TRIES 3
@@ -59,6 +66,7 @@ enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
 typedef struct moment {
     int read;          /* the rest is set */
     uint64_t addr;     /* the frame's */
+    uint64_t caller;   /* its link to its caller's frame */
     spp_rawframe frame;
 } moment;
 
@@ -885,17 +893,22 @@ static size_t frame_header(const spp_pyoffsets *o)
  * 0.17-0.20 with perf_event in-process; every 20 us: 0.16 against 0.03).
  * py-spy's pauses show the same.
  *
- * What is read is the thread's innermost frame, in one system call that
- * copies the thread's current-frame pointer, that frame's fields, and the
- * pointer again, a few hundred bytes within a microsecond: a read during
- * which the pointer changed (a call or a return) is made again, at most
- * MOMENT_TRIES times. The innermost frame alone, because that is what
- * moves fast and what the pause displaces; its callers are suspended in
- * their calls, and the paused stack has them (at_moment). Read in more
- * system calls, a frame's fields and the pointer to it are copied apart,
- * and a call or return between the copies shows a frame at its call
- * instead of in the callee (the call's line got 0.17-0.27 of the samples
- * where it has 0.01-0.02 in this loop with its call in a function). */
+ * What is read is the thread's innermost frame, found through its
+ * current-frame pointer (read first), then in one system call that copies
+ * that pointer, the frame's fields and the pointer again, a few hundred
+ * bytes within about a microsecond here: a read during which the pointer
+ * changed (a call or a return) is made again, at most MOMENT_TRIES times
+ * (and as many for a pointer that had changed since it was first read).
+ * The innermost frame alone, because that is what moves fast and what the
+ * pause displaces; its callers are suspended in their calls, and the
+ * paused stack has them (at_moment). Read in separate system calls, a
+ * frame's fields and the pointer to it are copied microseconds apart, and
+ * a call or return between the copies shows a frame at its call instead
+ * of in the callee (the call's line got 0.17-0.27 of the samples where it
+ * has 0.01-0.02, in the loop above with its call in a function).
+ * Only a thread that stopped at a system call's exit is given its moment
+ * (stopped_in_syscall): one that an interrupt stopped in user mode was
+ * stopped at a moment of its own, and its paused stack is exact. */
 static int raw_read(void *ctx, uint64_t addr, void *buf, size_t n)
 {
     return spp_remote_read_raw(*(const pid_t *)ctx, addr, buf, n) < 0 ? SPP_EINVAL : SPP_OK;
@@ -912,15 +925,41 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
      * change.) */
     if (spp_thread_frame_at(o, &raw, tstate, &at) < 0 || !at || spp_read(&raw, at, &frame, 8) < 0)
         return;
+    /* 3.11/3.12 keep the pointer in the innermost evaluation loop's
+     * _PyCFrame, on the C stack: the thread state's link to that is read
+     * around the rest, so that a loop that returned meanwhile (Python
+     * called from C) is not read from its dead stack slot. */
+    int linked = o->cframe_current_frame >= 0;
+    uint64_t link = tstate + (uint64_t)o->tstate_frame, cframe = at - (uint64_t)o->cframe_current_frame;
     size_t len = frame_header(o);
-    for (int tries = 0, stale = 0; tries < MOMENT_TRIES && stale < MOMENT_TRIES && frame; ) {
-        uint64_t p1 = 0, p2 = 0;
+    for (int tries = 0, stale = 0; tries < MOMENT_TRIES && stale < MOMENT_TRIES && frame;) {
+        uint64_t c1 = 0, c2 = 0, p1 = 0, p2 = 0;
         unsigned char hdr[MOMENT_HEADER];
-        struct iovec local[3] = {{&p1, 8}, {hdr, len}, {&p2, 8}};
-        struct iovec remote[3] = {{(void *)(uintptr_t)at, 8}, {(void *)(uintptr_t)frame, len},
-                                  {(void *)(uintptr_t)at, 8}};
-        if (process_vm_readv(s->pid, local, 3, remote, 3, 0) != (ssize_t)(len + 16))
+        struct iovec local[5], remote[5];
+        int n = 0;
+#define MOMENT_PART(into, size, from)                                                              \
+    (local[n] = (struct iovec){(into), (size)},                                                    \
+     remote[n++] = (struct iovec){(void *)(uintptr_t)(from), (size)})
+        if (linked)
+            MOMENT_PART(&c1, 8, link);
+        MOMENT_PART(&p1, 8, at);
+        MOMENT_PART(hdr, len, frame);
+        MOMENT_PART(&p2, 8, at);
+        if (linked)
+            MOMENT_PART(&c2, 8, link);
+#undef MOMENT_PART
+        if (process_vm_readv(s->pid, local, (unsigned long)n, remote, (unsigned long)n, 0) !=
+            (ssize_t)(len + 16 + (linked ? 16 : 0)))
             return;
+        if (linked && (c1 != cframe || c2 != cframe)) {
+            /* another evaluation loop: again from its pointer */
+            if (!c2 || spp_read(&raw, c2 + (uint64_t)o->cframe_current_frame, &frame, 8) < 0)
+                return;
+            cframe = c2;
+            at = c2 + (uint64_t)o->cframe_current_frame;
+            tries++;
+            continue;
+        }
         if (p1 != p2 || p1 != frame) {
             tries += p1 != p2;
             stale += p1 == p2;
@@ -935,7 +974,7 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
          * code, leads it to its caller, read at another time: no moment.) */
         if (spp_walk(o, &in_window, frame, SPP_ANY_FRAME, SPP_WALK_RUNNING, s->target.code_type,
                      &m->frame, NULL, &addr, 1, &truncated) == 1 &&
-            addr == frame) {
+            addr == frame && spp_read(&in_window, frame + (uint64_t)o->frame_previous, &m->caller, 8) == 0) {
             m->addr = frame;
             m->read = 1;
         }
@@ -948,27 +987,34 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
  * orig_rax, the call's number, -1 for other entries into the kernel. */
 static int stopped_in_syscall(pid_t tid)
 {
-#if defined(__x86_64__)
+#if MOMENTS_KNOWN
     struct user_regs_struct regs;
     return ptrace(PTRACE_GETREGS, tid, 0, &regs) == 0 && (long long)regs.orig_rax >= 0;
 #else
     (void)tid;
-    return 0; /* (not known: the paused stack is kept) */
+    return 0;
 #endif
 }
 
 /* Places a paused stack at its moment (read_moment): when the frame that
  * was innermost then is in the paused stack (the same frame, running the
- * same code), the stack is that frame at the moment's instruction and its
- * callers as paused; the frames inside it were called after the moment.
+ * same code, under the same caller), the stack is that frame at the
+ * moment's instruction and its callers as paused; the frames inside it
+ * were called after the moment.
  * Otherwise (that frame returned before the pause) the paused stack is
  * kept. */
-static void at_moment(const moment *m, spp_sampled_thread *st)
+static void at_moment(spp_session *s, const moment *m, spp_sampled_thread *st)
 {
+    uint64_t caller;
     if (!m->read)
         return;
     for (int k = 0; k < st->nframes; k++)
         if (st->addrs[k] == m->addr && st->frames[k].code == m->frame.code) {
+            /* (Another call of the same function, at the same address under
+             * another caller, is not the same frame.) */
+            if (spp_read(&s->reader, m->addr + (uint64_t)s->target.off.frame_previous, &caller, 8) < 0 ||
+                caller != m->caller)
+                return;
             if (k > 0 && st->frames[k].instr == m->frame.instr)
                 return; /* in the same call then, most likely: see read_moment */
             int keep = st->nframes - k;
@@ -1068,7 +1114,7 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
     for (int i = 0; i < s->ntids; i++)
         s->tids[i].idle = s->tids[i].state == T_LISTENING ? 1 : thread_idle(&s->tids[i]);
     /* (pause_all keeps the tids[] slots where they are.) */
-    int moments = !s->nonblocking && s->moments && !s->unwinder;
+    int moments = MOMENTS_KNOWN && !s->nonblocking && s->moments && !s->unwinder;
     if (moments)
         for (int i = 0; i < s->ntids; i++) {
             traced *t = &s->tids[i];
@@ -1108,7 +1154,7 @@ int spp_session_sample_visit(spp_session *s, spp_sampled_thread *out, int cap, i
         if (t) {
             if (moments && t->moment.read && t->tstate == threads[i].tstate &&
                 t->state == T_STOPPED && stopped_in_syscall(t->tid))
-                at_moment(&t->moment, st);
+                at_moment(s, &t->moment, st);
             t->tstate = threads[i].tstate;
         }
         if (!threads[i].tid && st->nframes <= 0)
