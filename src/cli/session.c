@@ -897,8 +897,9 @@ static size_t frame_header(const spp_pyoffsets *o)
  * current-frame pointer (read first), then in one system call that copies
  * that pointer, the frame's fields and the pointer again, a few hundred
  * bytes within about a microsecond here: a read during which the pointer
- * changed (a call or a return) is made again, at most MOMENT_TRIES times
- * (and as many for a pointer that had changed since it was first read).
+ * changed (a call or a return), or the evaluation loop did (3.11/3.12), is
+ * made again, at most MOMENT_TRIES times for those two causes together,
+ * and as many for a pointer that had changed since it was first read.
  * The innermost frame alone, because that is what moves fast and what the
  * pause displaces; its callers are suspended in their calls, and the
  * paused stack has them (at_moment). Read in separate system calls, a
