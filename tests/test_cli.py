@@ -400,7 +400,7 @@ def test_paused_samples_are_not_drawn_to_system_call_exits(tmp_path, where):
     microseconds later: nearly always that call's exit, which got 0.90-1.00
     of the samples on 3.9-3.15 before record placed a sample stopped at a
     system call's exit at the moment it read the running thread's innermost
-    frame, just before the pause (now 0.15-0.24 for the line, 0.02-0.32
+    frame, just before the pause (now 0.15-0.28 for the line, 0.02-0.32
     for the function: README, "Where a paused sample stands")."""
     src = textwrap.dedent(SYSCALL_DENSE)
     path = tmp_path / "syscalls.py"
