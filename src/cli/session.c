@@ -889,8 +889,9 @@ static size_t frame_header(const spp_pyoffsets *o)
  * the request, which in code that makes a system call every few
  * microseconds is nearly always such a call's exit. Paused stacks then put
  * that call far over its share (a loop calling time.thread_time() every
- * 2-3 us of work, CPython 3.11: its line had 0.99 of the samples, against
- * 0.17-0.20 with perf_event in-process; every 20 us: 0.16 against 0.03).
+ * 2-3 us of work: its line had 0.94-1.00 of the samples on 3.9-3.15,
+ * against 0.18-0.23 with perf_event in-process; every 20 us, 3.11: 0.16
+ * against 0.03).
  * py-spy's pauses show the same.
  *
  * What is read is the thread's innermost frame, found through its
@@ -931,7 +932,8 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
      * around the rest, so that a loop that returned meanwhile (Python
      * called from C) is not read from its dead stack slot. */
     int linked = o->cframe_current_frame >= 0;
-    uint64_t link = tstate + (uint64_t)o->tstate_frame, cframe = at - (uint64_t)o->cframe_current_frame;
+    uint64_t link = tstate + (uint64_t)o->tstate_frame;
+    uint64_t cframe = at - (uint64_t)o->cframe_current_frame; /* (used when linked) */
     size_t len = frame_header(o);
     for (int tries = 0, stale = 0; tries < MOMENT_TRIES && stale < MOMENT_TRIES && frame;) {
         uint64_t c1 = 0, c2 = 0, p1 = 0, p2 = 0;
@@ -975,7 +977,8 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
          * code, leads it to its caller, read at another time: no moment.) */
         if (spp_walk(o, &in_window, frame, SPP_ANY_FRAME, SPP_WALK_RUNNING, s->target.code_type,
                      &m->frame, NULL, &addr, 1, &truncated) == 1 &&
-            addr == frame && spp_read(&in_window, frame + (uint64_t)o->frame_previous, &m->caller, 8) == 0) {
+            addr == frame &&
+            spp_read(&in_window, frame + (uint64_t)o->frame_previous, &m->caller, 8) == 0) {
             m->addr = frame;
             m->read = 1;
         }
@@ -1013,8 +1016,8 @@ static void at_moment(spp_session *s, const moment *m, spp_sampled_thread *st)
         if (st->addrs[k] == m->addr && st->frames[k].code == m->frame.code) {
             /* (Another call of the same function, at the same address under
              * another caller, is not the same frame.) */
-            if (spp_read(&s->reader, m->addr + (uint64_t)s->target.off.frame_previous, &caller, 8) < 0 ||
-                caller != m->caller)
+            uint64_t link = m->addr + (uint64_t)s->target.off.frame_previous;
+            if (spp_read(&s->reader, link, &caller, 8) < 0 || caller != m->caller)
                 return;
             if (k > 0 && st->frames[k].instr == m->frame.instr)
                 return; /* in the same call then, most likely: see read_moment */
