@@ -520,7 +520,14 @@ static void look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *roun
          * unreachable.) */
         atomic_store(&spp_g.poller_reading, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        uint64_t tstate = spp_find_tstate(spp_g.cfg.interp, s->ident);
+        /* (The thread state found before is used, and checked after the
+         * stack is read: a read of it just before would hold up the
+         * thread's next write to it, at its next call, and the stack read
+         * next would find it there: the calls' lines of a function got
+         * twice their share, 3.12.) */
+        uint64_t tstate = s->nb.tid == s->tid && s->nb.tstate
+                              ? s->nb.tstate
+                              : spp_find_tstate(spp_g.cfg.interp, s->ident);
         int rc = tstate ? spp_record_sample(s, tstate, weight, SPP_WALK_RUNNING, NULL) : SPP_EINVAL;
         atomic_store(&spp_g.poller_reading, 0);
         if (rc == SPP_ETORN)

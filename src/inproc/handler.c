@@ -217,105 +217,345 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
     return n;
 }
 
-/* The poller's buffers (SPP_MECH_NONBLOCK: one thread uses them). */
-static spp_rawframe running_scratch[SPP_MAX_PY_FRAMES];
-static uint8_t running_scratch_entries[SPP_MAX_PY_FRAMES];
+/* SPP_MECH_NONBLOCK: reading the stack of a thread that runs on while it
+ * is read.
+ *
+ * Where a thread is must be read at one moment, and quickly: the thread
+ * changes frames every few tens of nanoseconds in some code, and a read of
+ * memory it writes costs a transfer of that cache line from its CPU, 40 ns
+ * or 200+ ns on this VM depending on where its two vCPUs run (measured by
+ * bouncing a line between them: 75-125 ns or 400-470 ns a round trip,
+ * changing from one minute to the next). Reads made one after another
+ * (the pointer to the current frame, then that frame's fields, then the
+ * pointer again to check it) span several transfers, and the thread's
+ * writes to the lines read wait on them: what they return is not a random
+ * moment. Read that way, with slow transfers, the line of a function's
+ * loop got 0.02-0.17 of its samples against perf_event's 0.28-0.38 (3.12),
+ * and a generator resumed in a loop 0.14-0.40 of them, or none, against
+ * 0.70.
+ *
+ * So the poller remembers the frames it found a thread in (spp_nb_memory:
+ * in a loop, the few addresses its frames take again and again), and reads
+ * the thread's current-frame pointer and the fields of every remembered
+ * frame in one burst of independent loads, which the CPU issues together:
+ * one moment. If the pointer is one of those frames, the stack is walked
+ * from it with the fields of remembered frames as the burst read them: the
+ * leaf's code, position and link to its caller (which a generator holds
+ * only while it runs), and its callers' (a caller read later may have moved
+ * on, and a shim frame on the C stack is overwritten once its evaluation
+ * loop returns); the frames not remembered yet are read as the walk comes
+ * to them, and remembered for the next bursts. If the pointer is not a
+ * remembered frame, it is remembered and the thread read again a moment
+ * later: the moments kept are those of frames already known, which in
+ * code that runs long enough to be sampled are nearly all (in the loops
+ * measured, the first try held at 97-99 % of the looks). */
+
+enum {
+    RUNNING_TRIES = 32,
+    SNAP_FIELDS = 7,
+    LEARNED = -100, /* walk_running_once: read again at once, with the new frame */
+};
+
+/* The fields of a frame that spp_walk reads, and what one burst read. */
+typedef struct snapshot {
+    int nfields;
+    int32_t field[SNAP_FIELDS];
+    uint32_t nframes, last;                  /* frames read; the one served last */
+    uint64_t frames[SPP_NB_FRAMES];          /* (the remembered ones, as of the burst) */
+    uint64_t words[SPP_NB_FRAMES][SNAP_FIELDS]; /* 8 bytes at frame + field */
+} snapshot;
+
+static snapshot snap; /* (the poller's: one thread uses it) */
+
+static void snapshot_plan(const spp_pyoffsets *o)
+{
+    const int32_t fields[SNAP_FIELDS] = {o->frame_code,     o->frame_previous, o->frame_instr,
+                                         o->frame_owner,    o->frame_is_entry, o->frame_state,
+                                         o->frame_tlbc_index};
+    snap.nfields = 0;
+    for (int i = 0; i < SNAP_FIELDS; i++)
+        if (fields[i] >= 0 || i == 5) /* (frame_state is negative from 3.11) */
+            snap.field[snap.nfields++] = fields[i];
+}
+
+/* The burst: the current-frame pointer (3.11/3.12: in each remembered
+ * _PyCFrame, into ptrs, with the _PyCFrame of the loop that called it into
+ * outer, and which one the thread state links to, at link; elsewhere: at
+ * at, into ptrs[0]), and every field of the frames given (the remembered
+ * ones, or the one just learned). Plain loads with no dependence between them, so that
+ * they are in flight together. The addresses are plausible (plausible());
+ * a fault is caught by the caller's guard. */
+static SPP_UNCHECKED uint64_t snapshot_load(const spp_pyoffsets *o, uint64_t at, uint64_t link,
+                                            const spp_nb_memory *m, uint64_t *ptrs,
+                                            uint64_t *outer, const uint64_t *frames,
+                                            uint32_t nframes)
+{
+    uint64_t linked = 0;
+    if (link) {
+        linked = *(const volatile uint64_t *)(uintptr_t)link;
+        for (uint32_t h = 0; h < m->nholders; h++) {
+            ptrs[h] = *(const volatile uint64_t *)(uintptr_t)(m->holders[h] +
+                                                              (uint64_t)o->cframe_current_frame);
+            outer[h] = o->cframe_previous < 0 ? 0
+                                               : *(const volatile uint64_t *)(uintptr_t)(
+                                                     m->holders[h] + (uint64_t)o->cframe_previous);
+        }
+    } else {
+        ptrs[0] = *(const volatile uint64_t *)(uintptr_t)at;
+    }
+    snap.nframes = 0;
+    for (uint32_t k = 0; k < nframes; k++) {
+        for (int f = 0; f < snap.nfields; f++)
+            snap.words[k][f] =
+                *(const volatile uint64_t *)(uintptr_t)(frames[k] + (uint64_t)(int64_t)snap.field[f]);
+        snap.frames[k] = frames[k];
+    }
+    snap.nframes = nframes;
+    return linked;
+}
+
+/* A reader that gives the fields of the remembered frames as the burst
+ * read them, and reads everything else now. */
+static int snapshot_read(void *ctx, uint64_t addr, void *buf, size_t n)
+{
+    (void)ctx;
+    for (uint32_t i = 0; i < snap.nframes; i++) {
+        uint32_t k = (snap.last + i) % snap.nframes; /* (reads come frame by frame) */
+        if (addr - snap.frames[k] + 0x10000 > 0x20000)
+            continue; /* (not near this frame) */
+        for (int f = 0; f < snap.nfields; f++) {
+            uint64_t base = snap.frames[k] + (uint64_t)(int64_t)snap.field[f];
+            if (addr >= base && n <= 8 && addr - base <= 8 - n) {
+                memcpy(buf, (const char *)&snap.words[k][f] + (addr - base), n);
+                snap.last = k;
+                return SPP_OK;
+            }
+        }
+    }
+    return spp_read(&spp_local_reader, addr, buf, n);
+}
+
+/* Whether [addr + lo, addr + hi) can be user-space memory. */
+static int plausible(uint64_t addr, int64_t lo, int64_t hi)
+{
+    return addr >= 4096 + (uint64_t)-lo && addr < 0x800000000000ull - (uint64_t)hi;
+}
+
+/* Remembers a frame; 0 if its address cannot be one. */
+static int remember_frame(spp_nb_memory *m, uint64_t frame)
+{
+    for (uint32_t k = 0; k < m->nframes; k++)
+        if (m->frames[k] == frame)
+            return 1;
+    int64_t lo = 0, hi = 0;
+    for (int f = 0; f < snap.nfields; f++) {
+        lo = snap.field[f] < lo ? snap.field[f] : lo;
+        hi = snap.field[f] + 8 > hi ? snap.field[f] + 8 : hi;
+    }
+    if (!plausible(frame, lo, hi))
+        return 0;
+    if (m->nframes < SPP_NB_FRAMES)
+        m->frames[m->nframes++] = frame;
+    else
+        m->frames[m->next++ % SPP_NB_FRAMES] = frame;
+    return 1;
+}
+
+static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t holder)
+{
+    if (!plausible(holder, 0, o->cframe_current_frame + 8))
+        return;
+    if (m->nholders < SPP_NB_HOLDERS)
+        m->holders[m->nholders++] = holder;
+    else
+        m->holders[m->next_holder++ % SPP_NB_HOLDERS] = holder;
+}
+
+/* The frames of a stack read (spp_walk's addresses), up to the innermost
+ * NB_CHAIN, and the interpreter's shim frames between them: the next
+ * bursts read them too, so that a stack's callers are read at its moment
+ * (a caller read later may have moved on, and a shim frame on the C stack
+ * is overwritten once its evaluation loop returns). */
+enum { NB_CHAIN = 24 };
 static uint64_t running_addrs[SPP_MAX_PY_FRAMES];
 
-/* One read of the stack of a thread that runs on while it is read. Its
- * innermost stored frame is read first, alone (a few reads), and kept only
- * if the thread's current frame is still the same once it is read: else
- * what was read of it, its position above all, may be of the moment its
- * call returned, or of a later call at the same address (in code that
- * calls and returns every microsecond, reading it as part of the whole
- * walk gave the line that returns 20-45 points more than its share on
- * 3.12). Then the whole chain is read, and the stack is that leaf and the
- * frames outward of it there (the thread may have called deeper since);
- * SPP_ETORN if the leaf is no longer in the chain. */
+static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_reader *r, int n)
+{
+    uint64_t add[2 * NB_CHAIN];
+    int nadd = 0;
+    for (int i = 0; i < n && i < NB_CHAIN; i++) {
+        add[nadd++] = running_addrs[i];
+        uint64_t prev;
+        if (i + 1 < n && spp_read(r, running_addrs[i] + (uint64_t)o->frame_previous, &prev, 8) == 0 &&
+            prev && prev != running_addrs[i + 1])
+            add[nadd++] = prev;
+    }
+    for (int i = 0; i < nadd; i++)
+        remember_frame(m, add[i]);
+}
+
+/* One try. Returns the number of frames, 0 if the thread has no Python
+ * frame, LEARNED if its frame (or _PyCFrame) was not a remembered one and
+ * is now, SPP_ETORN if the chain read was not a stack, < 0 if a read
+ * faulted. */
 static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, uint64_t tstate,
+                                                       spp_nb_memory *m, uint64_t *learned,
                                                        int flags, spp_rawframe *py,
                                                        uint8_t *entries, int *truncated)
 {
     sigjmp_buf jb;
     if (sigsetjmp(jb, 0)) {
         unblock_fault_signals();
+        m->nframes = m->next = m->nholders = m->next_holder = 0; /* one of them is
+                                                                  * unmapped now */
+        *learned = 0;
         return -1;
     }
     probe = &jb;
-    const spp_reader *r = &spp_local_reader;
-    uint64_t frame = 0, below, again = 0, leaf_addr = 0;
-    spp_rawframe leaf;
-    int t = 0, n = SPP_ETORN;
-    if (spp_thread_frame(o, r, tstate, &frame, &below) < 0)
+    int n = SPP_ETORN;
+    uint64_t link = 0, at = 0, frame = 0, below = SPP_ANY_FRAME;
+    uint32_t holder = 0;
+    uint64_t ptrs[SPP_NB_HOLDERS], outer[SPP_NB_HOLDERS];
+    if (o->cframe_current_frame >= 0)
+        link = tstate + (uint64_t)o->tstate_frame; /* 3.11/3.12: the
+                                                     * innermost evaluation
+                                                     * loop's _PyCFrame */
+    else
+        at = tstate + (uint64_t)o->tstate_frame;
+    if (!plausible(link | at, 0, 8))
         goto out;
-    int n1 = spp_walk(o, r, frame, below, flags, spp_g.cfg.code_type, &leaf, NULL, &leaf_addr, 1, &t);
-    if (n1 <= 0) {
-        n = n1; /* no Python frame (0), or caught linking one */
+    /* (Right after a frame is learned, the burst reads it alone: the whole
+     * memory, mostly cold lines, takes longer than a short call lasts.) */
+    uint64_t linked = *learned ? snapshot_load(o, at, link, m, ptrs, outer, learned, 1)
+                               : snapshot_load(o, at, link, m, ptrs, outer, m->frames, m->nframes);
+    *learned = 0;
+    if (link) {
+        uint32_t h = 0;
+        while (h < m->nholders && m->holders[h] != linked)
+            h++;
+        if (!linked) {
+            n = 0; /* no evaluation loop runs: no frame */
+            goto out;
+        }
+        if (h == m->nholders) {
+            remember_holder(o, m, linked);
+            n = LEARNED;
+            goto out;
+        }
+        holder = h;
+        frame = ptrs[h];
+    } else {
+        frame = ptrs[0];
+    }
+    if (!frame) {
+        n = 0;
         goto out;
     }
-    if (spp_thread_frame(o, r, tstate, &again, &below) < 0 || again != frame)
+    uint32_t k = 0;
+    while (k < snap.nframes && snap.frames[k] != frame)
+        k++;
+    if (k == snap.nframes) {
+        if (remember_frame(m, frame)) {
+            *learned = frame;
+            n = LEARNED;
+        }
         goto out;
-    int all = spp_walk(o, r, again, below, flags, spp_g.cfg.code_type, py, entries, running_addrs,
-                       SPP_MAX_PY_FRAMES, truncated);
-    if (*truncated && all < SPP_MAX_PY_FRAMES)
-        goto out; /* a chain that ran into unreadable memory, not a deep
-                   * one: read while it changed */
-    for (int k = 0; k < all; k++) {
-        if (running_addrs[k] != leaf_addr)
-            continue;
-        if (py[k].code != leaf.code)
-            break; /* another call at that address */
-        py[0] = leaf;
-        entries[0] = entries[k];
-        memmove(py + 1, py + k + 1, (size_t)(all - k - 1) * sizeof(*py));
-        memmove(entries + 1, entries + k + 1, (size_t)(all - k - 1));
-        n = all - k;
-        break;
     }
+    if (link && o->cframe_previous >= 0 && outer[holder]) {
+        /* The frame the first frame run by the innermost loop returns to
+         * (spp_thread_frame's below), at the same moment where the loop
+         * that called it is a remembered one. */
+        uint32_t h = 0;
+        while (h < m->nholders && m->holders[h] != outer[holder])
+            h++;
+        if (h < m->nholders)
+            below = ptrs[h];
+        else if (spp_read(&spp_local_reader, outer[holder] + (uint64_t)o->cframe_current_frame,
+                          &below, 8) < 0)
+            below = SPP_ANY_FRAME;
+        else
+            remember_holder(o, m, outer[holder]);
+    }
+    spp_reader at_moment = {snapshot_read, NULL};
+    n = spp_walk(o, &at_moment, frame, below, flags, spp_g.cfg.code_type, py, entries,
+                 running_addrs, SPP_MAX_PY_FRAMES, truncated);
+    if (n > 0 && *truncated && n < SPP_MAX_PY_FRAMES)
+        n = SPP_ETORN; /* a chain that ran into unreadable memory, not a
+                        * deep one: read while it changed */
+    if (n > 0)
+        remember_chain(o, m, &at_moment, n);
 out:
     probe = NULL;
     return n;
 }
 
-enum { RUNNING_TRIES = 32 };
-
-/* Walks the stack of a thread that runs while it is read (the poller's,
- * SPP_MECH_NONBLOCK). Its links change under the reader: a generator that
- * yields unlinks its frame, a frame popped and pushed again at the same
- * address holds another call, a chain may lead into memory freed since.
- * The checks of spp_walk catch some of it, walk_running_once the leaf's
- * moment. A chain cut short or led astray shows as one that ends
- * elsewhere than the thread's outermost frame: a read is kept if a second
- * read ends at the same outermost code (the same way: both truncated, or
- * neither). Up to RUNNING_TRIES tries, a few hundred nanoseconds each;
- * then SPP_ETORN, and the poller tries again at its next look, that sample
- * weighing both looks' time. (In fib(18) on 3.11, a call every few tens of
- * nanoseconds, two tries in three find the leaf changed under them: 8
- * tries left 4-9 % of the looks without a sample, 911-957 samples per
- * CPU-second at 1 ms; 32 left none in 3 s, 993-997.) The moments kept are
- * those whose innermost frame lasts longer than its own read (a few
- * hundred nanoseconds): code whose calls are shorter than that is sampled
- * less than its share. */
-static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, uint64_t tstate,
-                                                  int flags, spp_rawframe *py, uint8_t *entries,
-                                                  int *truncated)
+/* Walks the stack of a running thread (the poller's, SPP_MECH_NONBLOCK):
+ * tries walk_running_once until a stack holds, up to RUNNING_TRIES times,
+ * at once after it learned a frame, else a random 0.3-1.8 us apart (a try
+ * right after a failed one finds the thread where that one's reads held it
+ * up, not at a moment of its own: in an earlier form of these reads, 3.12's
+ * generator loop kept 62-114 samples in 120 looks without the pause,
+ * 118-120 with it). A chain led astray into memory freed meanwhile shows
+ * as one that ends elsewhere than the thread's outermost frame: a stack is
+ * kept if it ends at the same outermost code as the thread's previous
+ * stack, or as the next try's (and both are truncated, or neither). When
+ * no try holds, SPP_ETORN: the poller tries again at its next look, that
+ * sample weighing both looks' time. */
+static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_slot *s,
+                                                  uint64_t tstate, int flags, spp_rawframe *py,
+                                                  uint8_t *entries, int *truncated)
 {
-    int empty = 0;
-    for (int tries = 0; tries < RUNNING_TRIES; tries++) {
-        int t2 = 0;
-        int n = walk_running_once(o, tstate, flags, py, entries, truncated);
-        empty += n == 0;
-        if (n <= 0)
-            continue; /* caught linking a frame, or with none linked as it
-                       * enters or leaves the evaluation loop, or with its
-                       * innermost frame changed */
-        int n2 = walk_guarded(o, tstate, flags, running_scratch, running_scratch_entries, &t2);
-        if (n2 > 0 && running_scratch[n2 - 1].code == py[n - 1].code && t2 == *truncated)
-            return n;
+    spp_nb_memory *m = &s->nb;
+    if (m->tid != s->tid) {
+        memset(m, 0, sizeof(*m));
+        m->tid = s->tid;
+        m->rng = (uint32_t)s->tid * 2654435761u | 1;
     }
-    /* A thread with no Python frame at every read (C code run by a thread
-     * that has a state) is sampled as such, as the handler would. */
-    return empty == RUNNING_TRIES ? 0 : SPP_ETORN;
+    if (!snap.nfields)
+        snapshot_plan(o);
+    int empty = 0, agreed = 0;
+    uint64_t learned = 0;
+    uint64_t root = 0;
+    int root_truncated = 0;
+    for (int tries = 0; tries < RUNNING_TRIES; tries++) {
+        if (tries && !learned) {
+            struct timespec a, b;
+            uint64_t pause = 300 + spp_random_below(&m->rng, 1500);
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            do
+                clock_gettime(CLOCK_MONOTONIC, &b);
+            while ((uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u + (uint64_t)b.tv_nsec -
+                       (uint64_t)a.tv_nsec <
+                   pause);
+        }
+        int n = walk_running_once(o, tstate, m, &learned, flags, py, entries, truncated);
+        empty += n == 0;
+        if (empty == 3 && tries == 2)
+            return 0; /* no Python frame at three reads: C code run by a
+                       * thread that has a state, sampled as such (as the
+                       * handler would) */
+        if (n <= 0)
+            continue;
+        uint64_t outer = py[n - 1].code;
+        if ((m->root && outer == m->root && *truncated == m->root_truncated) ||
+            (agreed && outer == root && *truncated == root_truncated)) {
+            uint64_t id = 0;
+            if (spp_read(&spp_guarded_local_reader, tstate + (uint64_t)o->tstate_thread_id, &id,
+                         8) < 0 ||
+                id != s->ident) {
+                m->tstate = 0; /* not the thread's state (any more) */
+                return SPP_ETORN;
+            }
+            m->tstate = tstate;
+            m->root = outer;
+            m->root_truncated = *truncated;
+            return n;
+        }
+        agreed = 1;
+        root = outer;
+        root_truncated = *truncated;
+    }
+    return SPP_ETORN;
 }
 
 /* A reader of this process's memory for the drain thread's reads of code
@@ -617,7 +857,7 @@ int spp_record_sample(spp_slot *s, uint64_t tstate, uint64_t weight, int walk_fl
     uint8_t entries[SPP_MAX_PY_FRAMES];
     int truncated = 0;
     int npy = (walk_flags & SPP_WALK_RUNNING)
-                  ? walk_running(o, tstate, walk_flags, py, entries, &truncated)
+                  ? walk_running(o, s, tstate, walk_flags, py, entries, &truncated)
                   : walk_guarded(o, tstate, walk_flags, py, entries, &truncated);
     if (npy < 0) {
         /* The chain led into unmapped memory, or was caught while the

@@ -55,6 +55,22 @@ enum slot_state {
     SLOT_EXITED,   /* clock disarmed; waiting for the last drain */
 };
 
+/* SPP_MECH_NONBLOCK: the poller's memory of a thread it reads while the
+ * thread runs (handler.c, walk_running). Only the poller touches it. */
+#define SPP_NB_FRAMES 64
+#define SPP_NB_HOLDERS 8
+typedef struct spp_nb_memory {
+    pid_t tid;                     /* the thread it is of (slots are reused) */
+    uint64_t tstate;               /* its PyThreadState, once found */
+    uint64_t holders[SPP_NB_HOLDERS]; /* 3.11/3.12: _PyCFrames it was found linked to */
+    uint32_t nholders, next_holder;
+    uint64_t frames[SPP_NB_FRAMES]; /* frames it was found in, latest last */
+    uint32_t nframes, next;
+    uint64_t root;                 /* outermost code of its last stack kept */
+    int root_truncated;
+    uint32_t rng;
+} spp_nb_memory;
+
 typedef struct spp_slot {
     _Atomic int state;
     pid_t tid;
@@ -73,6 +89,7 @@ typedef struct spp_slot {
     uint64_t last_clock;       /* weight_clock at the previous sample */
     _Atomic uint64_t dropped;  /* ring full or unreadable stack */
     spp_ring ring;
+    spp_nb_memory nb;          /* SPP_MECH_NONBLOCK */
 } spp_slot;
 
 typedef struct spp_sampler {

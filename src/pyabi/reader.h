@@ -7,6 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* For the functions that read memory that may be stale, freed or being
+ * written: under ASan it must not be checked (nor copied with the
+ * intercepted memcpy), or a torn frame caught by the SIGSEGV guard would be
+ * reported as a use-after-free. */
+#if defined(__GNUC__)
+#define SPP_UNCHECKED __attribute__((no_sanitize("address", "undefined")))
+#else
+#define SPP_UNCHECKED
+#endif
+
 typedef struct spp_reader {
     /* Copies n bytes at addr into buf; returns 0 or a negative SPP_E* code.
      * The local reader is async-signal-safe. */

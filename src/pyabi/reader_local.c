@@ -2,15 +2,7 @@
 #include "../core/profile.h"
 #include "reader.h"
 
-/* Reading memory that may be stale is this function's job: under ASan it
- * must not be checked (nor call the intercepted memcpy), or a torn frame
- * caught by the SIGSEGV guard would be reported as a use-after-free. */
-#if defined(__GNUC__)
-#define SPP_UNCHECKED __attribute__((no_sanitize("address", "undefined")))
-#else
-#define SPP_UNCHECKED
-#endif
-
+/* (Reading memory that may be stale is this function's job: SPP_UNCHECKED.) */
 static SPP_UNCHECKED int local_read(void *ctx, uint64_t addr, void *buf, size_t n)
 {
     (void)ctx;
