@@ -363,7 +363,9 @@ static int remember_frame(spp_nb_memory *m, uint64_t frame)
 
 static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t holder)
 {
-    if (!plausible(holder, 0, o->cframe_current_frame + 8))
+    int32_t end = o->cframe_current_frame > o->cframe_previous ? o->cframe_current_frame
+                                                               : o->cframe_previous;
+    if (!plausible(holder, 0, end + 8))
         return;
     if (m->nholders < SPP_NB_HOLDERS)
         m->holders[m->nholders++] = holder;
@@ -513,7 +515,7 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
     }
     if (!snap.nfields)
         snapshot_plan(o);
-    int empty = 0, agreed = 0;
+    int empty = 0, agreed = 0, n = SPP_ETORN;
     uint64_t learned = 0;
     uint64_t root = 0;
     int root_truncated = 0;
@@ -528,22 +530,32 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
                        (uint64_t)a.tv_nsec <
                    pause);
         }
-        int n = walk_running_once(o, tstate, m, &learned, flags, py, entries, truncated);
-        empty += n == 0;
-        if (empty == 3 && tries == 2)
-            return 0; /* no Python frame at three reads: C code run by a
-                       * thread that has a state, sampled as such (as the
-                       * handler would) */
+        n = walk_running_once(o, tstate, m, &learned, flags, py, entries, truncated);
+        if (n == 0 && ++empty == 3) {
+            /* No Python frame at three reads in a row: C code run by a
+             * thread that has a state, sampled as such (as the handler
+             * would), unless the state read is not the thread's now (a
+             * thread of C code calling Python gets a new one each time). */
+            uint64_t now = spp_find_tstate(spp_g.cfg.interp, s->ident);
+            if (!now || now == tstate)
+                break;
+            tstate = now;
+            empty = 0;
+            continue;
+        }
+        if (n != LEARNED && n != 0)
+            empty = 0;
         if (n <= 0)
             continue;
         uint64_t outer = py[n - 1].code;
         if ((m->root && outer == m->root && *truncated == m->root_truncated) ||
             (agreed && outer == root && *truncated == root_truncated)) {
-            uint64_t id = 0;
-            if (spp_read(&spp_guarded_local_reader, tstate + (uint64_t)o->tstate_thread_id, &id,
-                         8) < 0 ||
-                id != s->ident) {
-                m->tstate = 0; /* not the thread's state (any more) */
+            /* The thread state used is checked now, after the read: a
+             * thread of C code that calls Python (PyGILState_Ensure) gets a
+             * new one each time, and the one freed still says whose it
+             * was. */
+            if (spp_find_tstate(spp_g.cfg.interp, s->ident) != tstate) {
+                m->tstate = 0;
                 return SPP_ETORN;
             }
             m->tstate = tstate;
@@ -555,7 +567,10 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
         root = outer;
         root_truncated = *truncated;
     }
-    return SPP_ETORN;
+    /* Nothing kept (or no frame): the thread state is looked up again at
+     * the next look. */
+    m->tstate = 0;
+    return empty == 3 ? 0 : SPP_ETORN;
 }
 
 /* A reader of this process's memory for the drain thread's reads of code

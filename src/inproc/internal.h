@@ -64,7 +64,7 @@ typedef struct spp_nb_memory {
     uint64_t tstate;               /* its PyThreadState, once found */
     uint64_t holders[SPP_NB_HOLDERS]; /* 3.11/3.12: _PyCFrames it was found linked to */
     uint32_t nholders, next_holder;
-    uint64_t frames[SPP_NB_FRAMES]; /* frames it was found in, latest last */
+    uint64_t frames[SPP_NB_FRAMES]; /* frames it was found in (a ring) */
     uint32_t nframes, next;
     uint64_t root;                 /* outermost code of its last stack kept */
     int root_truncated;
