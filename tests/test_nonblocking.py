@@ -249,10 +249,11 @@ def test_frames_that_change_every_microsecond_get_their_share(script):
     time against perf_event's 0.70 (3.9-3.14t), or lost nearly every
     sample (3.12: 12-27 in 0.5 s), and the callback's additions 0.02-0.17
     against 0.28-0.38 while cache lines took 200+ ns to cross between
-    this VM's CPUs (README, Nonblocking sampling). Read in one burst since:
-    the generator within 0.10 of perf_event's on 3.11-3.15 with the GIL
-    (0.04-0.17 under on 3.9), 0.14-0.32 under on the free-threaded builds;
-    the additions within 0.10 (0.08-0.18 over, free-threaded)."""
+    this VM's CPUs (README, Nonblocking sampling). Read in one burst since,
+    the latest frames first (3 runs per version): the generator within
+    0.09 of perf_event's with the GIL but 3.14 (0.10-0.14 under) and 3.10
+    (0.01-0.18 under), 0.13-0.22 under on the free-threaded builds; the
+    additions within 0.10 (0.06-0.22 over, free-threaded)."""
     import sysconfig
 
     r = {clock: last_json(script(CHANGING, env={"SPPROF_CLOCK": clock}))

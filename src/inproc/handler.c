@@ -234,16 +234,16 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * and a generator resumed in a loop 0.14-0.40 of them, or none, against
  * 0.70.
  *
- * So the poller remembers the frames it found a thread in (spp_nb_memory:
- * in a loop, the few addresses its frames take again and again), and reads
- * the thread's current-frame pointer and the fields of every remembered
- * frame in one burst of independent loads, which the CPU issues together:
- * one moment. If the pointer is one of those frames, the stack is walked
- * from it with the fields of remembered frames as the burst read them: the
- * leaf's code, position and link to its caller (which a generator holds
- * only while it runs), and its callers' (a caller read later may have moved
- * on, and a shim frame on the C stack is overwritten once its evaluation
- * loop returns); the frames not remembered yet are read as the walk comes
+ * So the poller remembers the frames it found a thread in lately
+ * (spp_nb_memory: in a loop, the few addresses its frames take again and
+ * again), and reads the thread's current-frame pointer and the fields of
+ * every remembered frame in one burst of independent loads, which the CPU
+ * issues together: one moment. If the pointer is one of those frames, the
+ * stack is walked from it with the fields of remembered frames as the
+ * burst read them: the leaf's code, position and link to its caller (which
+ * a generator holds only while it runs), and its callers' (a caller read
+ * later may have moved on, and a shim frame on the C stack is overwritten
+ * once its evaluation loop returns); the frames not remembered yet are read as the walk comes
  * to them, and remembered for the next bursts. If the pointer is not a
  * remembered frame, it is remembered and the thread read again a moment
  * later: the moments kept are those of frames already known, which in
@@ -260,6 +260,7 @@ enum {
 typedef struct snapshot {
     int nfields;
     int32_t field[SNAP_FIELDS];
+    int64_t lo, hi;                          /* the fields' extent from a frame's address */
     uint32_t nframes, last;                  /* frames read; the one served last */
     uint64_t frames[SPP_NB_FRAMES];          /* (the remembered ones, as of the burst) */
     uint64_t words[SPP_NB_FRAMES][SNAP_FIELDS]; /* 8 bytes at frame + field */
@@ -273,18 +274,25 @@ static void snapshot_plan(const spp_pyoffsets *o)
                                          o->frame_owner,    o->frame_is_entry, o->frame_state,
                                          o->frame_tlbc_index};
     snap.nfields = 0;
+    snap.lo = snap.hi = 0;
     for (int i = 0; i < SNAP_FIELDS; i++)
-        if (fields[i] >= 0 || i == 5) /* (frame_state is negative from 3.11) */
+        if (fields[i] >= 0 || i == 5) { /* (frame_state is negative from 3.11) */
             snap.field[snap.nfields++] = fields[i];
+            snap.lo = fields[i] < snap.lo ? fields[i] : snap.lo;
+            snap.hi = fields[i] + 8 > snap.hi ? fields[i] + 8 : snap.hi;
+        }
 }
 
 /* The burst: the current-frame pointer (3.11/3.12: in each remembered
  * _PyCFrame, into ptrs, with the _PyCFrame of the loop that called it into
  * outer, and which one the thread state links to, at link; elsewhere: at
- * at, into ptrs[0]), and every field of the frames given (the remembered
- * ones, or the one just learned). Plain loads with no dependence between them, so that
- * they are in flight together. The addresses are plausible (plausible());
- * a fault is caught by the caller's guard. */
+ * at, into ptrs[0]), then every field of the frames given (the remembered
+ * ones, latest first, or the one just learned). Plain loads with no
+ * dependence between them, so that they are in flight together; they
+ * still complete one after another, over a transfer or more, so that the
+ * later ones find the thread a little further on (see remember_frame on
+ * why the latest frames come first). The addresses are plausible
+ * (spp_user_range()); a fault is caught by the caller's guard. */
 static SPP_UNCHECKED uint64_t snapshot_load(const spp_pyoffsets *o, uint64_t at, uint64_t link,
                                             const spp_nb_memory *m, uint64_t *ptrs,
                                             uint64_t *outer, const uint64_t *frames,
@@ -335,29 +343,33 @@ static int snapshot_read(void *ctx, uint64_t addr, void *buf, size_t n)
     return spp_read(&spp_local_reader, addr, buf, n);
 }
 
-/* Whether [addr + lo, addr + hi) can be user-space memory. */
-static int plausible(uint64_t addr, int64_t lo, int64_t hi)
-{
-    return addr >= 4096 + (uint64_t)-lo && addr < 0x800000000000ull - (uint64_t)hi;
-}
-
-/* Remembers a frame; 0 if its address cannot be one. */
+/* Remembers a frame, first of the remembered (the one used least lately
+ * is forgotten when they are SPP_NB_FRAMES); 0 if its address cannot be
+ * one. The burst reads the remembered frames in this order, right after
+ * the pointer: the leaf's fields read soon after it, its line is the line
+ * at the pointer's moment, not a little later. With frames kept in the
+ * order found and 64 of them, a burst read 23-35 frames on 3.14t (a new
+ * generator's frame each time), and the line came late: a function's
+ * return line took its loop's share (3.12, sort_key called by sorted():
+ * 0.05-0.22 of its samples against perf_event's 0.02-0.06; the stress
+ * test's check of the loop's line failed in CI); 0.04-0.12 since. (Read
+ * before the pointer, the frames' lines are right but the pointer comes
+ * late: 3.11's generator lost up to 0.29 of its loop's share to its
+ * caller.) */
 static int remember_frame(spp_nb_memory *m, uint64_t frame)
 {
-    for (uint32_t k = 0; k < m->nframes; k++)
-        if (m->frames[k] == frame)
-            return 1;
-    int64_t lo = 0, hi = 0;
-    for (int f = 0; f < snap.nfields; f++) {
-        lo = snap.field[f] < lo ? snap.field[f] : lo;
-        hi = snap.field[f] + 8 > hi ? snap.field[f] + 8 : hi;
+    uint32_t k = 0;
+    while (k < m->nframes && m->frames[k] != frame)
+        k++;
+    if (k == m->nframes) {
+        if (!spp_user_range(frame, (uint64_t)-snap.lo, (uint64_t)snap.hi))
+            return 0;
+        if (m->nframes < SPP_NB_FRAMES)
+            m->nframes++;
+        k = m->nframes - 1;
     }
-    if (!plausible(frame, lo, hi))
-        return 0;
-    if (m->nframes < SPP_NB_FRAMES)
-        m->frames[m->nframes++] = frame;
-    else
-        m->frames[m->next++ % SPP_NB_FRAMES] = frame;
+    memmove(&m->frames[1], &m->frames[0], k * sizeof(m->frames[0]));
+    m->frames[0] = frame;
     return 1;
 }
 
@@ -365,7 +377,7 @@ static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t h
 {
     int32_t end = o->cframe_current_frame > o->cframe_previous ? o->cframe_current_frame
                                                                : o->cframe_previous;
-    if (!plausible(holder, 0, end + 8))
+    if (!spp_user_range(holder, 0, (uint64_t)end + 8))
         return;
     if (m->nholders < SPP_NB_HOLDERS)
         m->holders[m->nholders++] = holder;
@@ -374,11 +386,12 @@ static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t h
 }
 
 /* The frames of a stack read (spp_walk's addresses), up to the innermost
- * NB_CHAIN, and the interpreter's shim frames between them: the next
- * bursts read them too, so that a stack's callers are read at its moment
- * (a caller read later may have moved on, and a shim frame on the C stack
- * is overwritten once its evaluation loop returns). */
-enum { NB_CHAIN = 24 };
+ * NB_CHAIN, and the interpreter's shim frames between them, remembered
+ * first, the leaf first: the next bursts read them too, so that a stack's
+ * callers are read at its moment (a caller read later may have moved on,
+ * and a shim frame on the C stack is overwritten once its evaluation loop
+ * returns). */
+enum { NB_CHAIN = SPP_NB_FRAMES / 2 };
 static uint64_t running_addrs[SPP_MAX_PY_FRAMES];
 
 static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_reader *r, int n)
@@ -392,7 +405,7 @@ static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_r
             prev && prev != running_addrs[i + 1])
             add[nadd++] = prev;
     }
-    for (int i = 0; i < nadd; i++)
+    for (int i = nadd - 1; i >= 0; i--) /* (the leaf ends first) */
         remember_frame(m, add[i]);
 }
 
@@ -408,7 +421,7 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
     sigjmp_buf jb;
     if (sigsetjmp(jb, 0)) {
         unblock_fault_signals();
-        m->nframes = m->next = m->nholders = m->next_holder = 0; /* one of them is
+        m->nframes = m->nholders = m->next_holder = 0; /* one of them is
                                                                   * unmapped now */
         *learned = 0;
         return -1;
@@ -424,7 +437,7 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
                                                      * loop's _PyCFrame */
     else
         at = tstate + (uint64_t)o->tstate_frame;
-    if (!plausible(link | at, 0, 8))
+    if (!spp_user_range(link | at, 0, 8))
         goto out;
     /* (Right after a frame is learned, the burst reads it alone: the whole
      * memory, mostly cold lines, takes longer than a short call lasts.) */

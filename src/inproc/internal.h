@@ -57,15 +57,15 @@ enum slot_state {
 
 /* SPP_MECH_NONBLOCK: the poller's memory of a thread it reads while the
  * thread runs (handler.c, walk_running). Only the poller touches it. */
-#define SPP_NB_FRAMES 64
+#define SPP_NB_FRAMES 24
 #define SPP_NB_HOLDERS 8
 typedef struct spp_nb_memory {
     pid_t tid;                     /* the thread it is of (slots are reused) */
     uint64_t tstate;               /* its PyThreadState, once found */
     uint64_t holders[SPP_NB_HOLDERS]; /* 3.11/3.12: _PyCFrames it was found linked to */
     uint32_t nholders, next_holder;
-    uint64_t frames[SPP_NB_FRAMES]; /* frames it was found in (a ring) */
-    uint32_t nframes, next;
+    uint64_t frames[SPP_NB_FRAMES]; /* frames it was found in, the latest first */
+    uint32_t nframes;
     uint64_t root;                 /* outermost code of its last stack kept */
     int root_truncated;
     uint32_t rng;

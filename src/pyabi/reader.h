@@ -17,6 +17,15 @@
 #define SPP_UNCHECKED
 #endif
 
+/* Whether the bytes from addr - below to addr + above can be user-space
+ * memory: not NULL or the first page, not a non-canonical or kernel
+ * address, no wrap-around. (Memory that passes may still be unmapped.) */
+static inline int spp_user_range(uint64_t addr, uint64_t below, uint64_t above)
+{
+    const uint64_t end = 0x800000000000ull;
+    return addr >= 4096 + below && addr < end && above <= end - addr;
+}
+
 typedef struct spp_reader {
     /* Copies n bytes at addr into buf; returns 0 or a negative SPP_E* code.
      * The local reader is async-signal-safe. */

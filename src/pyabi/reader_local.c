@@ -10,7 +10,7 @@ static SPP_UNCHECKED int local_read(void *ctx, uint64_t addr, void *buf, size_t 
      * non-canonical or kernel addresses, and wrap-around. A torn pointer
      * that passes this may still fault; the callers only follow pointers
      * that the interrupted thread itself keeps alive. */
-    if (addr < 4096 || addr >= 0x800000000000ull || n > 0x800000000000ull - addr)
+    if (!spp_user_range(addr, 0, n))
         return SPP_EINVAL;
     const volatile unsigned char *src = (const volatile unsigned char *)(uintptr_t)addr;
     unsigned char *dst = buf;
