@@ -243,8 +243,9 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * burst read them: the leaf's code, position and link to its caller (which
  * a generator holds only while it runs), and its callers' (a caller read
  * later may have moved on, and a shim frame on the C stack is overwritten
- * once its evaluation loop returns); the frames not remembered yet are read as the walk comes
- * to them, and remembered for the next bursts. If the pointer is not a
+ * once its evaluation loop returns); the frames not remembered yet are
+ * read as the walk comes to them, and the innermost ones remembered for
+ * the next bursts (remember_chain). If the pointer is not a
  * remembered frame, it is remembered and the thread read again a moment
  * later: the moments kept are those of frames already known, which in
  * code that runs long enough to be sampled are nearly all (in the loops
@@ -391,7 +392,9 @@ static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t h
  * callers are read at its moment (a caller read later may have moved on,
  * and a shim frame on the C stack is overwritten once its evaluation loop
  * returns). */
-enum { NB_CHAIN = SPP_NB_FRAMES / 2 };
+enum { NB_CHAIN = 12 };
+/* (A chain and its shims leave room for the other leaves of a loop.) */
+_Static_assert(2 * NB_CHAIN < SPP_NB_FRAMES, "a chain fills the remembered frames");
 static uint64_t running_addrs[SPP_MAX_PY_FRAMES];
 
 static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_reader *r, int n)
@@ -422,7 +425,7 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
     if (sigsetjmp(jb, 0)) {
         unblock_fault_signals();
         m->nframes = m->nholders = m->next_holder = 0; /* one of them is
-                                                                  * unmapped now */
+                                                        * unmapped now */
         *learned = 0;
         return -1;
     }

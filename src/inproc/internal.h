@@ -57,7 +57,7 @@ enum slot_state {
 
 /* SPP_MECH_NONBLOCK: the poller's memory of a thread it reads while the
  * thread runs (handler.c, walk_running). Only the poller touches it. */
-#define SPP_NB_FRAMES 24
+#define SPP_NB_FRAMES 32
 #define SPP_NB_HOLDERS 8
 typedef struct spp_nb_memory {
     pid_t tid;                     /* the thread it is of (slots are reused) */
