@@ -241,7 +241,7 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
 {
     spp_remote *r = ctx;
     unsigned char *out = buf;
-    if (addr < 4096 || addr >= 0x800000000000ull || n > 0x800000000000ull - addr)
+    if (!spp_user_range(addr, 0, n))
         return SPP_EINVAL;
     if (n > 16384) {
         /* Large reads (line tables, long strings) bypass the cache. */
