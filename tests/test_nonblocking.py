@@ -252,8 +252,8 @@ def test_frames_that_change_every_microsecond_get_their_share(script):
     this VM's CPUs (README, Nonblocking sampling). Read in one burst since,
     the latest frames first (3 runs per version): the generator within
     0.09 of perf_event's with the GIL but 3.14 (0.10-0.14 under) and 3.10
-    (0.01-0.18 under), 0.13-0.22 under on the free-threaded builds; the
-    additions within 0.10 (0.06-0.22 over, free-threaded)."""
+    (0.01-0.18 under), 0.13-0.21 under on the free-threaded builds; the
+    additions within 0.13 (0.05-0.22 over, free-threaded)."""
     import sysconfig
 
     r = {clock: last_json(script(CHANGING, env={"SPPROF_CLOCK": clock}))
