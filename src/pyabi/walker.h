@@ -42,7 +42,8 @@ int spp_thread_frame_at(const spp_pyoffsets *o, const spp_reader *r, uint64_t ts
 
 /* Walks from frame outward, storing at most cap frames (innermost first).
  * Frames whose code object's type is not code_type are skipped (when
- * code_type != 0), as are interpreter shim frames. If entries is not NULL,
+ * code_type != 0; with SPP_WALK_RUNNING such a frame makes the chain
+ * SPP_ETORN), as are interpreter shim frames. If entries is not NULL,
  * entries[i] is set to 1 when frame i is the outermost frame run by one
  * call of the evaluation loop (for merging with native stacks). If addrs
  * is not NULL, addrs[i] is the address of frame i (for reading its locals).
