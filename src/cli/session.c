@@ -973,8 +973,9 @@ static void read_moment(spp_session *s, uint64_t tstate, moment *m)
         spp_reader in_window = {window_read, &w};
         uint64_t addr = 0;
         int truncated;
-        /* (An innermost frame that the walk skips, a shim or not Python
-         * code, leads it to its caller, read at another time: no moment.) */
+        /* (An innermost shim frame, which the walk skips, leads it to its
+         * caller, read at another time: no moment; a frame that is not
+         * Python code makes the walk torn.) */
         if (spp_walk(o, &in_window, frame, SPP_ANY_FRAME, SPP_WALK_RUNNING, s->target.code_type,
                      &m->frame, NULL, &addr, 1, &truncated) == 1 &&
             addr == frame &&

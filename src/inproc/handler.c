@@ -369,16 +369,18 @@ static int snapshot_read(void *ctx, uint64_t addr, void *buf, size_t n)
  * stress test failed in CI on it). Checking the callers alone still let
  * 2-6 % through (a caller that changed and changed back, the leaf read in
  * between); checking the leaf too, 0-0.2 %, and with the leaf's code read
- * last, right before the pointer, none in 12 runs on 3.12 and 3.13 (3.12
- * in the test's runs since: 0-1.5 %, a stack read over about one turn of
- * the loop, every frame's code the same at both ends). What a try sets
+ * last, right before the pointer, none in 12 runs on 3.13, 0-1.5 % on 3.12
+ * (a stack read over about one turn of the loop, every frame's code the
+ * same at both ends). (Frames the burst did not read, after a frame was
+ * learned or beyond the remembered ones, are compared as the walk read
+ * them.) What a try sets
  * aside (0.1-11 % of them here) is tried again a moment later; where the
  * leaf changes every 60 ns (a loop calling four functions in turn), the
  * leaves' share stayed as before (within the runs' spread). A frame that
  * changed code and came back is not seen. */
 static int stack_held(const spp_pyoffsets *o, const spp_rawframe *py, int n)
 {
-    for (int i = 0; i < n && i < SPP_NB_FRAMES; i++)
+    for (int i = 0; i < n; i++)
         for (uint32_t k = 0; k < snap.nheld; k++)
             if (snap.held[k] == running_addrs[i]) {
                 uint64_t code = snap.held_code[k];
@@ -487,8 +489,10 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
         at = tstate + (uint64_t)o->tstate_frame;
     if (!spp_user_range(link | at, 0, 8))
         goto out;
-    /* (Right after a frame is learned, the burst reads it alone: the whole
-     * memory, mostly cold lines, takes longer than a short call lasts.) */
+    /* (Right after a frame is learned, the burst reads it alone after the
+     * pointer: the whole memory, mostly cold lines, takes longer than a
+     * short call lasts. The code read before the pointer is every
+     * remembered frame's all the same, for stack_held.) */
     uint64_t linked = *learned ? snapshot_load(o, at, link, m, ptrs, outer, learned, 1)
                                : snapshot_load(o, at, link, m, ptrs, outer, m->frames, m->nframes);
     *learned = 0;

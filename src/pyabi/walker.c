@@ -153,9 +153,10 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
                  * leaf read at the pointer's moment linked to a caller
                  * read after both returned (skipped, it showed the leaf
                  * under its caller's caller in 2-6 % of its samples on
-                 * 3.14, 3.14t and 3.15). (Elsewhere skipped: an
-                 * interpreter's frame with None for code that its owner
-                 * does not mark.) */
+                 * 3.14, 3.14t and 3.15; 3.14 clears it only once the
+                 * thread's frame is another). A stopped thread's is
+                 * skipped. (The interpreter's own frames with None for
+                 * code, 3.13+, are marked by their owner: skipped above.) */
                 if (flags & SPP_WALK_RUNNING)
                     return SPP_ETORN;
                 skip = 1;

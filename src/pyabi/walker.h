@@ -53,7 +53,8 @@ int spp_thread_frame_at(const spp_pyoffsets *o, const spp_reader *r, uint64_t ts
  * not lead there, the innermost eval-loop call was caught linking itself in
  * and the stack is walked from below instead. Returns SPP_ETORN when a whole
  * chain was read but is not a stack (a 3.12+ chain that does not start with
- * a shim frame, or with SPP_WALK_RUNNING a caller that is not running).
+ * a shim frame, or with SPP_WALK_RUNNING a caller that is not running or a
+ * frame whose code is no code object).
  * Async-signal-safe (recursion depth at most one). */
 int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64_t below,
              int flags, uint64_t code_type, spp_rawframe *out, uint8_t *entries, uint64_t *addrs,
