@@ -187,8 +187,8 @@ def test_stacks_read_while_they_change_are_true(script):
 
 # Two paths called in turn, each a caller and a leaf of its own, about
 # every 100 ns: the callers take turns in the same frame memory, and so do
-# the leaves. Prints, over the samples whose leaf is leaf_a or leaf_b, how
-# many show the other path's caller.
+# the leaves. Prints, for the samples whose leaf is leaf_a or leaf_b, the
+# leaf's path letter and its caller's last letter ("p": the loop).
 ALTERNATING = """
 import collections, json, time
 import spprof
@@ -225,24 +225,22 @@ print(json.dumps({"clock": p.clock, "pairs": pairs, "samples": p.sample_count}))
 """
 
 
-def test_callers_that_take_turns_are_not_mixed(script):
-    """mid_a() and mid_b() take turns in the same frame memory, each
-    calling its own leaf, every 100 ns or so: a leaf's caller read a moment
-    after the leaf is often the other path's. At most 2 % of the leaves'
-    samples show the other path's caller: 0-1.5 % on 3.12 (the stack
-    read over about one turn of the loop, the frames' code the same at
-    both ends), none in 12 runs on 3.13; before each stack was checked
-    against the frames' code read before the pointer, 6-13 % on 3.13 and
-    2-6 % on 3.11-3.15; then 3.14+ still put 2-6 % directly under the
-    loop (their caller read after it returned) until a frame whose code
-    is no code object made the read torn."""
+def test_a_leaf_read_as_its_caller_returns_is_not_put_under_the_callers_caller(script):
+    """A leaf read at the pointer's moment links to its caller's frame,
+    read a little later; 3.14+ clear the code of a frame they pop, and the
+    walk skipped a frame that was no code object: the leaf came out
+    directly under the loop in 2-6 % of its samples on 3.14, 3.14t and
+    3.15. Such a read is torn now (tried again): at most 1 %. (A caller
+    that is another call by the time it is read is still shown: 6-13 % of
+    the leaves under the other path's caller on 3.13, 1-6 % elsewhere;
+    README, Nonblocking sampling.)"""
     r = last_json(script(ALTERNATING))
     assert r["clock"] == "nonblocking", r
     pairs = r["pairs"]
-    good = pairs.get("aa", 0) + pairs.get("bb", 0)
-    bad = sum(pairs.values()) - good
-    assert good >= 150, r
-    assert bad <= 0.02 * (good + bad), r
+    total = sum(pairs.values())
+    skipped = sum(v for k, v in pairs.items() if k[1] not in "ab")
+    assert total >= 150, r
+    assert skipped <= 0.01 * total, r
 
 
 # Code whose frames change every 0.1-1 us: a generator resumed in a loop,

@@ -265,13 +265,9 @@ typedef struct snapshot {
     uint32_t nframes, last;                  /* frames read; the one served last */
     uint64_t frames[SPP_NB_FRAMES];          /* (the remembered ones, as of the burst) */
     uint64_t words[SPP_NB_FRAMES][SNAP_FIELDS]; /* 8 bytes at frame + field */
-    uint32_t nheld;                          /* remembered frames whose code was read */
-    uint64_t held[SPP_NB_FRAMES];            /* (their addresses) */
-    uint64_t held_code[SPP_NB_FRAMES];       /* their code, read before the pointer */
 } snapshot;
 
 static snapshot snap; /* (the poller's: one thread uses it) */
-static uint64_t running_addrs[SPP_MAX_PY_FRAMES]; /* (spp_walk's frames' addresses) */
 
 static void snapshot_plan(const spp_pyoffsets *o)
 {
@@ -288,9 +284,7 @@ static void snapshot_plan(const spp_pyoffsets *o)
         }
 }
 
-/* The burst: the code of every remembered frame (for stack_held; the
- * latest last, so that the leaf's comes right before the pointer), then
- * the current-frame pointer (3.11/3.12: in each remembered
+/* The burst: the current-frame pointer (3.11/3.12: in each remembered
  * _PyCFrame, into ptrs, with the _PyCFrame of the loop that called it into
  * outer, and which one the thread state links to, at link; elsewhere: at
  * at, into ptrs[0]), then every field of the frames given (the remembered
@@ -305,13 +299,6 @@ static SPP_UNCHECKED uint64_t snapshot_load(const spp_pyoffsets *o, uint64_t at,
                                             uint64_t *outer, const uint64_t *frames,
                                             uint32_t nframes)
 {
-    for (uint32_t k = m->nframes; k-- > 0;) {
-        snap.held[k] = m->frames[k];
-        snap.held_code[k] =
-            *(const volatile uint64_t *)(uintptr_t)(m->frames[k] + (uint64_t)o->frame_code);
-    }
-    snap.nheld = m->nframes;
-    atomic_thread_fence(memory_order_acquire); /* (those before the pointer) */
     uint64_t linked = 0;
     if (link) {
         linked = *(const volatile uint64_t *)(uintptr_t)link;
@@ -355,42 +342,6 @@ static int snapshot_read(void *ctx, uint64_t addr, void *buf, size_t n)
         }
     }
     return spp_read(&spp_local_reader, addr, buf, n);
-}
-
-/* Whether every frame of a stack read (spp_walk's frames, at
- * running_addrs) that is a remembered one ran the code it ran before the
- * pointer was read. The burst reads the leaf's fields, then its callers',
- * over 0.2-1.6 us here (each line fetched from the thread's CPU); a frame
- * the thread returned through meanwhile and called something else in
- * place of is that other call, and the stack is one the thread never had:
- * with mid_a() and mid_b() called in turn, each calling a leaf of its own,
- * 3.13 gave 6-13 % of the leaves' samples the other one's caller, and a
- * thread that had just left run() the stack _delete() -> worker() (the
- * stress test failed in CI on it). Checking the callers alone still let
- * 2-6 % through (a caller that changed and changed back, the leaf read in
- * between); checking the leaf too, 0-0.2 %, and with the leaf's code read
- * last, right before the pointer, none in 12 runs on 3.13, 0-1.5 % on 3.12
- * (a stack read over about one turn of the loop, every frame's code the
- * same at both ends). (Frames the burst did not read, after a frame was
- * learned or beyond the remembered ones, are compared as the walk read
- * them.) What a try sets
- * aside (0.1-11 % of them here) is tried again a moment later; where the
- * leaf changes every 60 ns (a loop calling four functions in turn), the
- * leaves' share stayed as before (within the runs' spread). A frame that
- * changed code and came back is not seen. */
-static int stack_held(const spp_pyoffsets *o, const spp_rawframe *py, int n)
-{
-    for (int i = 0; i < n; i++)
-        for (uint32_t k = 0; k < snap.nheld; k++)
-            if (snap.held[k] == running_addrs[i]) {
-                uint64_t code = snap.held_code[k];
-                if (o->code_tagged)
-                    code &= ~(uint64_t)7;
-                if (code != py[i].code)
-                    return 0;
-                break;
-            }
-    return 1;
 }
 
 /* Remembers a frame, first of the remembered (the one used least lately
@@ -444,6 +395,8 @@ static void remember_holder(const spp_pyoffsets *o, spp_nb_memory *m, uint64_t h
 enum { NB_CHAIN = 12 };
 /* (A chain and its shims leave room for the other leaves of a loop.) */
 _Static_assert(2 * NB_CHAIN < SPP_NB_FRAMES, "a chain fills the remembered frames");
+static uint64_t running_addrs[SPP_MAX_PY_FRAMES];
+
 static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_reader *r, int n)
 {
     uint64_t add[2 * NB_CHAIN];
@@ -489,10 +442,8 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
         at = tstate + (uint64_t)o->tstate_frame;
     if (!spp_user_range(link | at, 0, 8))
         goto out;
-    /* (Right after a frame is learned, the burst reads it alone after the
-     * pointer: the whole memory, mostly cold lines, takes longer than a
-     * short call lasts. The code read before the pointer is every
-     * remembered frame's all the same, for stack_held.) */
+    /* (Right after a frame is learned, the burst reads it alone: the whole
+     * memory, mostly cold lines, takes longer than a short call lasts.) */
     uint64_t linked = *learned ? snapshot_load(o, at, link, m, ptrs, outer, learned, 1)
                                : snapshot_load(o, at, link, m, ptrs, outer, m->frames, m->nframes);
     *learned = 0;
@@ -549,8 +500,6 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
     if (n > 0 && *truncated && n < SPP_MAX_PY_FRAMES)
         n = SPP_ETORN; /* a chain that ran into unreadable memory, not a
                         * deep one: read while it changed */
-    if (n > 0 && !stack_held(o, py, n))
-        n = SPP_ETORN;
     if (n > 0)
         remember_chain(o, m, &at_moment, n);
 out:
