@@ -63,7 +63,9 @@ int spp_walk(const spp_pyoffsets *o, const spp_reader *r, uint64_t frame, uint64
 /* spp_walk flag: the thread runs while it is read (not stopped, not the
  * caller): every frame in the chain but the innermost must say it is
  * running (the innermost may be being entered or left, as long as it links
- * to a caller). (A stopped thread can legitimately be between marking a
+ * to a caller), and every frame, the innermost too, must hold a code object
+ * unless its owner marks it as the interpreter's (3.14+ clear the code of a
+ * frame they pop). (A stopped thread can legitimately be between marking a
  * frame and linking it.) */
 #define SPP_WALK_RUNNING 1
 
