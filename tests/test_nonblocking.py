@@ -234,8 +234,9 @@ def test_a_leaf_read_as_its_caller_returns_is_not_put_under_the_callers_caller(s
     that is another call by the time it is read is still shown: 0-13 % of
     the leaves under the other path's caller, 6-13 % on 3.13 one hour and
     none the next, 1-6 % on 3.11 and 3.12; README, Nonblocking sampling.)
-    The in-process clock only: `spprof record --nonblocking` walks the
-    same way, untested here."""
+    The in-process clock: `spprof record --nonblocking` walks the same way
+    (test_cli's test_nonblocking_keeps_its_samples_and_shows_only_stacks_the_program_had
+    counts a leaf under anything but its own caller as torn)."""
     r = last_json(script(ALTERNATING))
     assert r["clock"] == "nonblocking", r
     pairs = r["pairs"]
