@@ -315,20 +315,34 @@ def test_frames_that_change_every_microsecond_get_their_share(script):
     the latest frames first (3 runs per version): the generator within
     0.09 of perf_event's with the GIL but 3.14 (0.10-0.14 under) and 3.10
     (0.01-0.18 under), 0.13-0.21 under on the free-threaded builds; the
-    additions within 0.13 (0.05-0.22 over, free-threaded)."""
+    additions within 0.13 (0.05-0.22 over, free-threaded). On the
+    free-threaded builds a new generator's frame is at a new address, and
+    a look that found it kept whatever the next read found: 0.23-0.48
+    against 0.66-0.70 (3.13t, 3.14t), one CI run 0.36 under; 0.05-0.16
+    under since a look keeps only a stack in the frame it found (README).
+    Both clocks run twice, in turn, and their shares are averaged: this
+    VM's fetches change speed from one minute to the next."""
     import sysconfig
 
-    r = {clock: last_json(script(CHANGING, env={"SPPROF_CLOCK": clock}))
-         for clock in ("perf", "nonblocking")}
-    perf, nb = r["perf"], r["nonblocking"]
-    assert nb["clock"] == "nonblocking" and perf["clock"] == "perf_event", r
-    assert nb["samples"] >= 0.8 * perf["samples"], r
-    assert perf["consume"]["numbers"] > 0.5 and perf["repl_lines"]["ADD"] > 0.2, r
+    runs = {"perf": [], "nonblocking": []}
+    for _ in range(2):
+        for clock in runs:
+            runs[clock].append(last_json(script(CHANGING, env={"SPPROF_CLOCK": clock})))
+    for clock, clock_name in (("perf", "perf_event"), ("nonblocking", "nonblocking")):
+        assert all(r["clock"] == clock_name for r in runs[clock]), runs
+    perf_n, nb_n = (sum(r["samples"] for r in runs[c]) for c in runs)
+    assert nb_n >= 0.8 * perf_n, runs
+
+    def mean(clock, part, key):
+        return sum(r[part][key] for r in runs[clock]) / len(runs[clock])
+
+    gen = {c: mean(c, "consume", "numbers") for c in runs}
+    add = {c: mean(c, "repl_lines", "ADD") for c in runs}
+    shares = {"generator": gen, "additions": add, "runs": runs}
+    assert gen["perf"] > 0.5 and add["perf"] > 0.2, shares
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    assert abs(nb["consume"]["numbers"] - perf["consume"]["numbers"]) < (
-        0.35 if free_threaded else 0.2), r
-    assert abs(nb["repl_lines"]["ADD"] - perf["repl_lines"]["ADD"]) < (
-        0.25 if free_threaded else 0.15), r
+    assert abs(gen["nonblocking"] - gen["perf"]) < (0.25 if free_threaded else 0.2), shares
+    assert abs(add["nonblocking"] - add["perf"]) < (0.25 if free_threaded else 0.15), shares
 
 
 # A C thread calling Python 300 times, each under a new thread state

@@ -246,10 +246,10 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * once its evaluation loop returns); the frames not remembered yet are
  * read as the walk comes to them, and the innermost ones remembered for
  * the next bursts (remember_chain). If the pointer is not a
- * remembered frame, it is remembered and the thread read again a moment
- * later: the moments kept are those of frames already known, which in
- * code that runs long enough to be sampled are nearly all (in the loops
- * measured, the first try held at 97-99 % of the looks). */
+ * remembered frame, it is remembered and the thread read again at once,
+ * until it is found in that frame (walk_running). In code that runs long
+ * enough to be sampled, nearly all frames are known (in the loops measured
+ * with the GIL, the first try held at 97-99 % of the looks). */
 
 enum {
     RUNNING_TRIES = 32,
@@ -414,13 +414,16 @@ static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_r
 
 /* One try. Returns the number of frames, 0 if the thread has no Python
  * frame, LEARNED if its frame (or _PyCFrame) was not a remembered one and
- * is now, SPP_ETORN if the chain read was not a stack, < 0 if a read
- * faulted. */
+ * is now, SPP_ETORN if the chain read was not a stack or its frame is not
+ * the one at want (when not 0), < 0 if a read faulted. The thread's frame
+ * read goes to *found (0 if none was). */
 static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, uint64_t tstate,
                                                        spp_nb_memory *m, uint64_t *learned,
-                                                       int flags, spp_rawframe *py,
-                                                       uint8_t *entries, int *truncated)
+                                                       uint64_t want, uint64_t *found, int flags,
+                                                       spp_rawframe *py, uint8_t *entries,
+                                                       int *truncated)
 {
+    *found = 0;
     sigjmp_buf jb;
     if (sigsetjmp(jb, 0)) {
         unblock_fault_signals();
@@ -469,16 +472,19 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
         n = 0;
         goto out;
     }
+    *found = frame;
     uint32_t k = 0;
     while (k < snap.nframes && snap.frames[k] != frame)
         k++;
     if (k == snap.nframes) {
         if (remember_frame(m, frame)) {
-            *learned = frame;
+            *learned = want ? 0 : frame; /* (at once only for the one wanted) */
             n = LEARNED;
         }
         goto out;
     }
+    if (want && frame != want)
+        goto out;
     if (link && o->cframe_previous >= 0 && outer[holder]) {
         /* The frame the first frame run by the innermost loop returns to
          * (spp_thread_frame's below), at the same moment where the loop
@@ -516,9 +522,20 @@ out:
  * 118-120 with it). A chain led astray into memory freed meanwhile shows
  * as one that ends elsewhere than the thread's outermost frame: a stack is
  * kept if it ends at the same outermost code as the thread's previous
- * stack, or as the next try's (and both are truncated, or neither). When
- * no try holds, SPP_ETORN: the poller tries again at its next look, that
- * sample weighing both looks' time. */
+ * stack, or as the next try's (and both are truncated, or neither).
+ *
+ * A look stands for the frame the thread was in at its moment: when the
+ * first try finds the thread's frame but cannot keep its stack (a frame
+ * not remembered yet, or one whose fields, read a little after the
+ * pointer, show it already left), the tries after it keep only a stack
+ * whose frame is that one. (Kept whatever they found, a short frame was
+ * sampled only when two looks in a row found it, its share p read as
+ * about p*p: a generator resumed in a loop, whose frame the free-threaded
+ * builds put at another address each time it is made, got 0.23-0.42 of
+ * the loop against perf_event's 0.66-0.70 on 3.13t and 3.14t, where a
+ * quarter of the first tries were torn, most of them a generator frame
+ * read after it yielded.) When no try holds, SPP_ETORN: the poller tries
+ * again at its next look, that sample weighing both looks' time. */
 static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_slot *s,
                                                   uint64_t tstate, int flags, spp_rawframe *py,
                                                   uint8_t *entries, int *truncated)
@@ -532,7 +549,7 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
     if (!snap.nfields)
         snapshot_plan(o);
     int empty = 0, agreed = 0, n = SPP_ETORN;
-    uint64_t learned = 0;
+    uint64_t learned = 0, want = 0, found;
     uint64_t root = 0;
     int root_truncated = 0;
     for (int tries = 0; tries < RUNNING_TRIES; tries++) {
@@ -546,7 +563,14 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
                        (uint64_t)a.tv_nsec <
                    pause);
         }
-        n = walk_running_once(o, tstate, m, &learned, flags, py, entries, truncated);
+        n = walk_running_once(o, tstate, m, &learned, want, &found, flags, py, entries, truncated);
+        if ((n == SPP_ETORN || n == LEARNED) && found && !want) {
+            want = found;
+            if (n == SPP_ETORN)
+                remember_frame(m, want); /* (read first from now on) */
+        } else if (n < 0 && n != SPP_ETORN && n != LEARNED) {
+            want = 0; /* (the remembered frames were forgotten) */
+        }
         if (n == 0 && ++empty == 3) {
             /* No Python frame at three reads in a row: C code run by a
              * thread that has a state, sampled as such (as the handler
@@ -557,6 +581,7 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
                 break;
             tstate = now;
             empty = 0;
+            want = 0;
             continue;
         }
         if (n != LEARNED && n != 0)
