@@ -183,6 +183,8 @@ typedef struct {
     uint64_t deferred_for; /* the CPU time after which its own clock fires */
     uint32_t rng;       /* the poller's random state for delays */
     int read_once;      /* the nonblocking clock has taken (or dropped) a sample of it */
+    uint64_t read_cpu;  /* nonblocking: its CPU time at the look that will read it */
+    uint64_t read_at;   /* and when it may be read (CLOCK_MONOTONIC) */
 } poll_state;
 
 #define POLL_TICK_SLACK_NS 20000000ull /* five ticks of a 250 Hz kernel */
@@ -219,6 +221,7 @@ static struct {
     int short_slice;    /* the poller has the shortest slice (prefer_short_slice) */
     _Atomic uint64_t cpu_ns;  /* the thread's CPU time, after each look */
     poll_state st[SPP_MAX_THREADS];
+    int to_read[SPP_MAX_THREADS]; /* a round's nonblocking reads, by slot */
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static uint64_t ts_ns(const struct timespec *ts)
@@ -462,6 +465,19 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
  * intervals of its CPU time. */
 #define NB_OVERDUE_INTERVALS 4
 
+/* How long after the poller last read a thread's CPU clock its stack is
+ * read. Reading a running thread's clock takes its CPU's run queue lock
+ * and updates the thread's times there; a thread that reads its own clock
+ * meanwhile (time.thread_time()) waits in that call for the lines the
+ * poller took, and a stack read at once finds it there far more often
+ * than its share. Measured (2026-12-05, Linux 6.18, two busy processes
+ * per CPU beside, test_sampling's syscall-dense loop, 3.13): the calling
+ * line got 0.40-0.55 of the samples read at once (perf_event: 0.10-0.12),
+ * 0.33-0.42 read 1-2 us later, 0.20-0.25 at 3 us, 0.14-0.15 at 5 us and
+ * at 50 us. (Reading the thread's stat line between the two had been
+ * pause enough on an earlier machine.) */
+#define NB_SETTLE_NS 10000ull
+
 /* SPP_MECH_NONBLOCK: one look at one thread. A sample is due an interval
  * of the thread's CPU time after the previous one (within half an
  * interval, as for poll_thread); the poller then reads the stack of the
@@ -485,26 +501,34 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
  * walk_running); when no read holds, the next look tries again, carrying
  * this one's time. The time a thread runs after its last sample is lost
  * if it ends before a look reads it. */
-static void look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round, uint64_t interval)
+static int look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round, uint64_t interval)
 {
     uint64_t cpu, now;
     if (look_begin(s, ps, interval, &cpu) < 0)
-        return;
+        return 0;
     int advanced = cpu != ps->last_cpu, thread_on;
     int ran_through = look_ran_through(ps, cpu, round);
     if (cpu + interval / 2 < ps->due || !advanced)
-        return;
-    /* Asked before the stat line is read, not just before the stack:
-     * reading a running thread's clock locks its CPU's run queue, which a
-     * thread that reads its own clock then waits for, and a stack read at
-     * once found it in that call more often than its share (0.42 of the
-     * samples against perf_event's 0.27, 3.11, in a trial with a compiler
-     * running beside). */
+        return 0;
+    /* (The stack is read NB_SETTLE_NS after this clock read.) */
     if (thread_cpu_ns(s->tid, &now) < 0 || !poll_running(s->tid, &thread_on))
-        return;
+        return 0;
     if (now == cpu && ps->read_once && cpu < ps->due + NB_OVERDUE_INTERVALS * interval &&
         !stopped_by_poller(ran_through, thread_on, sched_getcpu(), round))
-        return;
+        return 0;
+    ps->read_cpu = cpu;
+    ps->read_at = mono_ns() + NB_SETTLE_NS; /* (after the stat line too) */
+    return 1;
+}
+
+/* The read that look_nonblocking decided on, once the thread has settled
+ * (NB_SETTLE_NS: the poller reads all the round's clocks first, then the
+ * stacks, so that it waits only when it samples few threads). */
+static void read_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
+{
+    uint64_t cpu = ps->read_cpu;
+    while (mono_ns() < ps->read_at)
+        ;
     uint64_t weight = cpu > s->last_clock ? cpu - s->last_clock : 0;
     if (spp_g.cfg.empty) {
         /* measuring the poller's looks alone */
@@ -626,15 +650,25 @@ static void *poll_main(void *arg)
         round.mono = mono_ns();
         round.own_cpu = atomic_load_explicit(&P.cpu_ns, memory_order_relaxed);
         round.late = round.mono > next + POLL_LATE_NS;
+        int nread = 0;
         for (int i = 0; i < SPP_MAX_THREADS; i++) {
             spp_slot *s = &spp_g.slots[i];
             int state = atomic_load_explicit(&s->state, memory_order_acquire);
             if (state == SLOT_ACTIVE && s->mech == SPP_MECH_POLL)
                 poll_thread(i, s, &P.st[i], &round, interval, pid, uid);
-            else if (state == SLOT_ACTIVE && s->mech == SPP_MECH_NONBLOCK)
-                look_nonblocking(s, &P.st[i], &round, interval);
-            else
+            else if (state == SLOT_ACTIVE && s->mech == SPP_MECH_NONBLOCK) {
+                if (look_nonblocking(s, &P.st[i], &round, interval))
+                    P.to_read[nread++] = i;
+            } else
                 P.st[i].tid = 0;
+        }
+        for (int k = 0; k < nread; k++) {
+            spp_slot *s = &spp_g.slots[P.to_read[k]];
+            /* (still the thread looked at: a slot is reused only once its
+             * thread has unregistered) */
+            if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ACTIVE &&
+                s->mech == SPP_MECH_NONBLOCK && s->tid == P.st[P.to_read[k]].tid)
+                read_nonblocking(s, &P.st[P.to_read[k]], interval);
         }
         if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
             atomic_store_explicit(&P.cpu_ns, ts_ns(&cpu) - cpu0, memory_order_relaxed);
