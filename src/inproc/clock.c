@@ -183,8 +183,9 @@ typedef struct {
     uint64_t deferred_for; /* the CPU time after which its own clock fires */
     uint32_t rng;       /* the poller's random state for delays */
     int read_once;      /* the nonblocking clock has taken (or dropped) a sample of it */
-    uint64_t read_cpu;  /* nonblocking: its CPU time at the look that will read it */
-    uint64_t read_at;   /* and when it may be read (CLOCK_MONOTONIC) */
+    uint64_t read_cpu;  /* nonblocking: its CPU time at the look that will read it, */
+    uint64_t read_now;  /* at the look's second read of it (the same: not running), */
+    uint64_t read_at;   /* and when its stack may be read (CLOCK_MONOTONIC) */
 } poll_state;
 
 #define POLL_TICK_SLACK_NS 20000000ull /* five ticks of a 250 Hz kernel */
@@ -470,19 +471,27 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
  * and updates the thread's times there; a thread that reads its own clock
  * meanwhile (time.thread_time()) waits in that call for the lines the
  * poller took, and a stack read at once finds it there far more often
- * than its share. Measured (2026-12-05, Linux 6.18, two busy processes
- * per CPU beside, test_sampling's syscall-dense loop, 3.13): the calling
- * line got 0.40-0.55 of the samples read at once (perf_event: 0.10-0.12),
- * 0.33-0.42 read 1-2 us later, 0.20-0.25 at 3 us, 0.14-0.15 at 5 us and
- * at 50 us. (Reading the thread's stat line between the two had been
- * pause enough on an earlier machine.) */
+ * than its share. Measured (2026-12-05, an Intel VM with Linux 6.18, two
+ * busy processes per CPU beside, test_sampling's syscall-dense loop,
+ * 3.13): the calling line got 0.40-0.55 of the samples read at once
+ * (perf_event: 0.10-0.12), 0.33-0.42 read 1-2 us later, 0.20-0.25 at
+ * 3 us, 0.14-0.15 at 5 us and at 50 us, 0.13-0.14 at 10 us. (Reading the
+ * thread's stat line between the two had been pause enough on an earlier
+ * machine.) A thread off its CPU has its clock read without that lock. */
 #define NB_SETTLE_NS 10000ull
+
+/* How long after its look a thread's stack may be read without looking
+ * again whether it runs (the reads of the round's other threads come
+ * between). */
+#define NB_STALE_NS 100000ull
 
 /* SPP_MECH_NONBLOCK: one look at one thread. A sample is due an interval
  * of the thread's CPU time after the previous one (within half an
  * interval, as for poll_thread); the poller then reads the stack of the
  * thread, which runs on: nothing interrupts it. It reads a thread whose
- * CPU clock moved during the look, which is on a CPU. One that ran but
+ * CPU clock moved during the look, which was on a CPU, NB_SETTLE_NS
+ * later (read_nonblocking; checked again if other reads held it past
+ * NB_STALE_NS). One that ran but
  * sleeps now, or waits for a CPU, is left until a look finds it running,
  * and that sample weighs all the CPU time since the previous one: neither
  * stack is where that time went. A sleeping thread's is in its sleep; a
@@ -517,8 +526,15 @@ static int look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round
         !stopped_by_poller(ran_through, thread_on, sched_getcpu(), round))
         return 0;
     ps->read_cpu = cpu;
-    ps->read_at = mono_ns() + NB_SETTLE_NS; /* (after the stat line too) */
+    ps->read_now = now;
+    ps->read_at = now == cpu ? 0 : mono_ns() + NB_SETTLE_NS; /* (after the stat line too) */
     return 1;
+}
+
+static void settle(uint64_t until)
+{
+    while (mono_ns() < until)
+        ;
 }
 
 /* The read that look_nonblocking decided on, once the thread has settled
@@ -526,9 +542,13 @@ static int look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round
  * stacks, so that it waits only when it samples few threads). */
 static void read_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
 {
-    uint64_t cpu = ps->read_cpu;
-    while (mono_ns() < ps->read_at)
-        ;
+    uint64_t cpu = ps->read_cpu, now;
+    if (ps->read_at && mono_ns() > ps->read_at + NB_STALE_NS) {
+        /* Looked at a while ago: read only a thread that has run since. */
+        if (thread_cpu_ns(s->tid, &now) < 0 || now == ps->read_now)
+            return; /* (its time goes to the next look's sample) */
+        ps->read_at = mono_ns() + NB_SETTLE_NS;
+    }
     uint64_t weight = cpu > s->last_clock ? cpu - s->last_clock : 0;
     if (spp_g.cfg.empty) {
         /* measuring the poller's looks alone */
@@ -542,6 +562,7 @@ static void read_nonblocking(spp_slot *s, poll_state *ps, uint64_t interval)
         /* (A full fence, here and in spp_sampler_code_dying: either it
          * sees this read going on, or this read sees its code
          * unreachable.) */
+        settle(ps->read_at);
         atomic_store(&spp_g.poller_reading, 1);
         atomic_thread_fence(memory_order_seq_cst);
         /* (The thread state found before is used, and checked after the
@@ -664,8 +685,9 @@ static void *poll_main(void *arg)
         }
         for (int k = 0; k < nread; k++) {
             spp_slot *s = &spp_g.slots[P.to_read[k]];
-            /* (still the thread looked at: a slot is reused only once its
-             * thread has unregistered) */
+            /* (A slot is freed only once the clock is disarmed, under mu:
+             * the thread looked at is still the slot's, unless it stopped
+             * being sampled during the round.) */
             if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ACTIVE &&
                 s->mech == SPP_MECH_NONBLOCK && s->tid == P.st[P.to_read[k]].tid)
                 read_nonblocking(s, &P.st[P.to_read[k]], interval);

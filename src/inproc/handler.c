@@ -253,6 +253,7 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
 
 enum {
     RUNNING_TRIES = 32,
+    WANT_TRIES = 8, /* walk_running: tries for the frame a look found */
     SNAP_FIELDS = 7,
     LEARNED = -100, /* walk_running_once: read again at once, with the new frame */
 };
@@ -413,10 +414,11 @@ static void remember_chain(const spp_pyoffsets *o, spp_nb_memory *m, const spp_r
 }
 
 /* One try. Returns the number of frames, 0 if the thread has no Python
- * frame, LEARNED if its frame (or _PyCFrame) was not a remembered one and
- * is now, SPP_ETORN if the chain read was not a stack or its frame is not
- * the one at want (when not 0), < 0 if a read faulted. The thread's frame
- * read goes to *found (0 if none was). */
+ * frame, LEARNED if its frame (or _PyCFrame) was not one this burst read
+ * and is remembered now, SPP_ETORN if the chain read was not a stack or
+ * its frame is not the one at want (when not 0), < 0 if a read faulted.
+ * The thread's frame goes to *found when it is a remembered one (0
+ * otherwise). */
 static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, uint64_t tstate,
                                                        spp_nb_memory *m, uint64_t *learned,
                                                        uint64_t want, uint64_t *found, int flags,
@@ -472,19 +474,19 @@ static __attribute__((noinline)) int walk_running_once(const spp_pyoffsets *o, u
         n = 0;
         goto out;
     }
-    *found = frame;
+    if (want && frame != want)
+        goto out; /* (nor remembered: it would push out the loop's frames) */
     uint32_t k = 0;
     while (k < snap.nframes && snap.frames[k] != frame)
         k++;
     if (k == snap.nframes) {
         if (remember_frame(m, frame)) {
-            *learned = want ? 0 : frame; /* (at once only for the one wanted) */
+            *found = *learned = frame;
             n = LEARNED;
         }
         goto out;
     }
-    if (want && frame != want)
-        goto out;
+    *found = frame;
     if (link && o->cframe_previous >= 0 && outer[holder]) {
         /* The frame the first frame run by the innermost loop returns to
          * (spp_thread_frame's below), at the same moment where the loop
@@ -524,18 +526,20 @@ out:
  * kept if it ends at the same outermost code as the thread's previous
  * stack, or as the next try's (and both are truncated, or neither).
  *
- * A look stands for the frame the thread was in at its moment: when the
- * first try finds the thread's frame but cannot keep its stack (a frame
- * not remembered yet, or one whose fields, read a little after the
- * pointer, show it already left), the tries after it keep only a stack
- * whose frame is that one. (Kept whatever they found, a short frame was
- * sampled only when two looks in a row found it, its share p read as
- * about p*p: a generator resumed in a loop, whose frame the free-threaded
- * builds put at another address each time it is made, got 0.23-0.42 of
- * the loop against perf_event's 0.66-0.70 on 3.13t and 3.14t, where a
- * quarter of the first tries were torn, most of them a generator frame
- * read after it yielded.) When no try holds, SPP_ETORN: the poller tries
- * again at its next look, that sample weighing both looks' time. */
+ * A look stands for the frame the thread was in at its moment: when a
+ * try finds the thread's frame but cannot keep its stack (a frame not
+ * remembered yet, or one whose fields, read a little after the pointer,
+ * show it already left), the tries after it keep only a stack whose frame
+ * is that one, up to WANT_TRIES of them (a frame that never comes back: a
+ * generator's that finished, a function's that returned for good). (Kept
+ * whatever they found, a short frame was sampled only when two reads in a
+ * row found it, its share p read as about p*p: a generator resumed in a
+ * loop, whose frame the free-threaded builds put at another address each
+ * time one is made, got 0.23-0.48 of the loop against perf_event's
+ * 0.66-0.70 on 3.13t and 3.14t, where a quarter of the first tries were
+ * torn, most of them a generator frame read after it yielded.) When no
+ * try holds, SPP_ETORN: the poller tries again at its next look, that
+ * sample weighing both looks' time. */
 static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_slot *s,
                                                   uint64_t tstate, int flags, spp_rawframe *py,
                                                   uint8_t *entries, int *truncated)
@@ -548,11 +552,13 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
     }
     if (!snap.nfields)
         snapshot_plan(o);
-    int empty = 0, agreed = 0, n = SPP_ETORN;
+    int empty = 0, agreed = 0, n = SPP_ETORN, want_since = 0;
     uint64_t learned = 0, want = 0, found;
     uint64_t root = 0;
     int root_truncated = 0;
     for (int tries = 0; tries < RUNNING_TRIES; tries++) {
+        if (want && tries - want_since > WANT_TRIES)
+            break;
         if (tries && !learned) {
             struct timespec a, b;
             uint64_t pause = 300 + spp_random_below(&m->rng, 1500);
@@ -566,6 +572,7 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
         n = walk_running_once(o, tstate, m, &learned, want, &found, flags, py, entries, truncated);
         if ((n == SPP_ETORN || n == LEARNED) && found && !want) {
             want = found;
+            want_since = tries;
             if (n == SPP_ETORN)
                 remember_frame(m, want); /* (read first from now on) */
         } else if (n < 0 && n != SPP_ETORN && n != LEARNED) {
