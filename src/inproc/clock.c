@@ -480,9 +480,9 @@ static void poll_thread(int idx, spp_slot *s, poll_state *ps, const poll_round *
  * machine.) A thread off its CPU has its clock read without that lock. */
 #define NB_SETTLE_NS 10000ull
 
-/* How long after its look a thread's stack may be read without looking
- * again whether it runs (the reads of the round's other threads come
- * between). */
+/* How long after it could first be read (its look, plus NB_SETTLE_NS) a
+ * thread's stack may be read without looking again whether it runs (the
+ * reads of the round's other threads come between). */
 #define NB_STALE_NS 100000ull
 
 /* SPP_MECH_NONBLOCK: one look at one thread. A sample is due an interval
@@ -519,7 +519,8 @@ static int look_nonblocking(spp_slot *s, poll_state *ps, const poll_round *round
     int ran_through = look_ran_through(ps, cpu, round);
     if (cpu + interval / 2 < ps->due || !advanced)
         return 0;
-    /* (The stack is read NB_SETTLE_NS after this clock read.) */
+    /* (The stack is read at least NB_SETTLE_NS after this clock read, at
+     * once when the clock did not move.) */
     if (thread_cpu_ns(s->tid, &now) < 0 || !poll_running(s->tid, &thread_on))
         return 0;
     if (now == cpu && ps->read_once && cpu < ps->due + NB_OVERDUE_INTERVALS * interval &&

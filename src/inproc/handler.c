@@ -247,7 +247,7 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * read as the walk comes to them, and the innermost ones remembered for
  * the next bursts (remember_chain). If the pointer is not a
  * remembered frame, it is remembered and the thread read again at once,
- * until it is found in that frame (walk_running). In code that runs long
+ * until it is found in that frame (walk_running; up to WANT_TRIES tries). In code that runs long
  * enough to be sampled, nearly all frames are known (in the loops measured
  * with the GIL, the first try held at 97-99 % of the looks). */
 
