@@ -247,7 +247,8 @@ static __attribute__((noinline)) int walk_guarded(const spp_pyoffsets *o, uint64
  * read as the walk comes to them, and the innermost ones remembered for
  * the next bursts (remember_chain). If the pointer is not a
  * remembered frame, it is remembered and the thread read again at once,
- * until it is found in that frame (walk_running; up to WANT_TRIES tries). In code that runs long
+ * until it is found in that frame (walk_running; for up to WANT_TRIES
+ * tries). In code that runs long
  * enough to be sampled, nearly all frames are known (in the loops measured
  * with the GIL, the first try held at 97-99 % of the looks). */
 
@@ -530,16 +531,19 @@ out:
  * try finds the thread's frame but cannot keep its stack (a frame not
  * remembered yet, or one whose fields, read a little after the pointer,
  * show it already left), the tries after it keep only a stack whose frame
- * is that one, up to WANT_TRIES of them (a frame that never comes back: a
- * generator's that finished, a function's that returned for good). (Kept
- * whatever they found, a short frame was sampled only when two reads in a
- * row found it, its share p read as about p*p: a generator resumed in a
- * loop, whose frame the free-threaded builds put at another address each
- * time one is made, got 0.23-0.48 of the loop against perf_event's
- * 0.66-0.70 on 3.13t and 3.14t, where a quarter of the first tries were
- * torn, most of them a generator frame read after it yielded.) When no
- * try holds, SPP_ETORN: the poller tries again at its next look, that
- * sample weighing both looks' time. */
+ * is that one, for WANT_TRIES tries; then whatever stack holds (a frame
+ * that never comes back: a generator's that finished, a function's that
+ * returned; 3.9's deep recursion, whose frames are new objects, lost its
+ * samples when the look gave up there: test_stress's raise_deep got 1
+ * sample where it asks 5). (Kept
+ * whatever they found from the first, a short frame was sampled only when
+ * two reads in a row found it, its share p read as about p*p: a generator
+ * resumed in a loop, whose frame the free-threaded builds put at another
+ * address each time one is made, got 0.23-0.48 of the loop against
+ * perf_event's 0.66-0.70 on 3.13t and 3.14t, where a quarter of the first
+ * tries were torn, most of them a generator frame read after it
+ * yielded.) When no try holds, SPP_ETORN: the poller tries again at its
+ * next look, that sample weighing both looks' time. */
 static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_slot *s,
                                                   uint64_t tstate, int flags, spp_rawframe *py,
                                                   uint8_t *entries, int *truncated)
@@ -552,13 +556,13 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
     }
     if (!snap.nfields)
         snapshot_plan(o);
-    int empty = 0, agreed = 0, n = SPP_ETORN, want_since = 0;
+    int empty = 0, agreed = 0, n = SPP_ETORN, wanted = 0, want_since = 0;
     uint64_t learned = 0, want = 0, found;
     uint64_t root = 0;
     int root_truncated = 0;
     for (int tries = 0; tries < RUNNING_TRIES; tries++) {
         if (want && tries - want_since > WANT_TRIES)
-            break;
+            want = 0; /* (gone: whatever the thread runs now) */
         if (tries && !learned) {
             struct timespec a, b;
             uint64_t pause = 300 + spp_random_below(&m->rng, 1500);
@@ -570,8 +574,9 @@ static __attribute__((noinline)) int walk_running(const spp_pyoffsets *o, spp_sl
                    pause);
         }
         n = walk_running_once(o, tstate, m, &learned, want, &found, flags, py, entries, truncated);
-        if ((n == SPP_ETORN || n == LEARNED) && found && !want) {
+        if ((n == SPP_ETORN || n == LEARNED) && found && !wanted) {
             want = found;
+            wanted = 1;
             want_since = tries;
             if (n == SPP_ETORN)
                 remember_frame(m, want); /* (read first from now on) */
