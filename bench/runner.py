@@ -247,7 +247,7 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
         except (OSError, ValueError, IndexError):
             rss_kb = 0
         total, work, funcs = count_samples(out, per_line=variant.tool == "austin", watch=watch)
-        m = re.search(r"(\d+) late\)", stderr)
+        m = re.search(r"(\d+) late[,)]", stderr)
         wall = res["wall"]
         # (wait4 of time: the profiler's CPU and time's own, which is nil)
         res.update(samples=total, work_samples=work, funcs=funcs, prof_cpu=ru.ru_utime + ru.ru_stime - cpu0,

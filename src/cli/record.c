@@ -50,7 +50,7 @@ static uint64_t rnd(uint64_t *state)
 typedef struct recorder {
     const spp_cli_opts *o;
     spp_profile *profile;
-    uint64_t samples, errors, late;
+    uint64_t samples, errors, late, missed;
     uint64_t start, start_real;  /* CLOCK_MONOTONIC and CLOCK_REALTIME ns at the start */
     unsigned *named;             /* per profile thread: 1 + its session's names_gen when named */
     uint32_t named_cap;
@@ -170,9 +170,9 @@ static void add_snapshot(void *ctx, spp_proc *pr, const spp_sampled_thread *thre
 
 static void progress(const recorder *rc, double elapsed, int final)
 {
-    fprintf(stderr, "\r\033[Kspprof: %llu samples, %llu errors, %llu late, %.1f s%s",
+    fprintf(stderr, "\r\033[Kspprof: %llu samples, %llu errors, %llu late, %llu missed, %.1f s%s",
             (unsigned long long)rc->samples, (unsigned long long)rc->errors,
-            (unsigned long long)rc->late, elapsed, final ? "\n" : "");
+            (unsigned long long)rc->late, (unsigned long long)rc->missed, elapsed, final ? "\n" : "");
 }
 
 static const char *default_output(const char *format, pid_t pid, char *buf, size_t n)
@@ -486,9 +486,20 @@ int spp_cmd_record(const spp_cli_opts *o)
         /* Next deadline: one period on average, jittered by up to a quarter
          * either way so that periodic work in the target is not aliased. */
         uint64_t jitter = period / 2 ? rnd(&seed) % (period / 2) : 0;
-        deadline += period - period / 4 + jitter;
-        if (deadline + 10 * period < when)
-            deadline = when; /* far behind (target paused?): don't burst */
+        uint64_t step = period - period / 4 + jitter;
+        deadline += step;
+        if (deadline <= when) {
+            /* Behind (this machine ran something else for longer than a
+             * period, or a sample takes longer than one): the deadlines
+             * passed are skipped and counted as missed, and the next sample
+             * comes a step from now. Taken, they would be a burst of
+             * samples of one moment, the stack after the stall counted as
+             * often as the stall had periods (a VM here stops spprof for
+             * 0.3-7 ms a few times a second). This sample's weight stands
+             * for the stall's time all the same. */
+            rc.missed += (when - deadline) / period + 1;
+            deadline = when + step;
+        }
         if (launched && o->nonblocking) {
             /* (When pausing, the session reaps the child as a tracee.) */
             int status;
@@ -536,14 +547,14 @@ int spp_cmd_record(const spp_cli_opts *o)
             spp_cli_error("cannot write %s: %s", output, strerror(-w));
             rcode = 1;
         } else {
-            fprintf(stderr, "spprof: wrote %s (%llu samples, %llu errors, %llu late)\n", output,
-                    (unsigned long long)rc.samples, (unsigned long long)rc.errors,
-                    (unsigned long long)rc.late);
+            fprintf(stderr, "spprof: wrote %s (%llu samples, %llu errors, %llu late, %llu missed)\n",
+                    output, (unsigned long long)rc.samples, (unsigned long long)rc.errors,
+                    (unsigned long long)rc.late, (unsigned long long)rc.missed);
         }
     } else {
-        fprintf(stderr, "spprof: %llu samples, %llu errors, %llu late\n",
+        fprintf(stderr, "spprof: %llu samples, %llu errors, %llu late, %llu missed\n",
                 (unsigned long long)rc.samples, (unsigned long long)rc.errors,
-                (unsigned long long)rc.late);
+                (unsigned long long)rc.late, (unsigned long long)rc.missed);
     }
     if (launched && exit_status < 0) {
         /* Stopped early (Ctrl-C, --duration): the program keeps running as
