@@ -11,7 +11,7 @@ written its file, it collects:
 
 - the target's wall and CPU time for the work (timed by the target);
 - the profiler's CPU time from go to its exit (wait4 rusage minus
-  /proc/PID/stat at go: its start-up and attach left out, its writing of the
+  its threads' run times at go, to the ns: its start-up and attach left out, its writing of the
   output in) and its peak RSS (GNU time's %M: the peak of a child forked
   from this Python would be at least this Python's own);
 - the samples in its output, all and those of the timed work (stacks through
@@ -50,10 +50,23 @@ def need_time():
 
 
 def proc_cpu(pid):
-    """utime + stime of every thread of pid, in seconds."""
+    """The CPU time of pid so far, in seconds: its threads' run times in ns
+    (/proc/PID/task/*/schedstat). /proc/PID/stat's utime + stime count
+    whole clock ticks (10 ms here): subtracted from the exact total of
+    wait4, they overstated the CPU after go by 10 ms on average, 50 µs a
+    sample in a 200-sample run at 100 Hz. stat's figure also counts threads
+    that have ended, so the larger of the two is taken."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ns = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return max(ticks, ns / 1e9)
 
 
 def function_of(frame):
