@@ -261,11 +261,13 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
             rss_kb = 0
         total, work, funcs = count_samples(out, per_line=variant.tool == "austin", watch=watch)
         m = re.search(r"(\d+) late[,)]", stderr)
+        mm = re.search(r"(\d+) missed\)", stderr)
         wall = res["wall"]
         # (wait4 of time: the profiler's CPU and time's own, which is nil)
         res.update(samples=total, work_samples=work, funcs=funcs, prof_cpu=ru.ru_utime + ru.ru_stime - cpu0,
                    rss_mb=rss_kb / 1024, obtained=work / (variant.rate * wall),
-                   late=int(m.group(1)) / (variant.rate * wall) if m else None, behind="behind" in stderr,
+                   late=int(m.group(1)) / (variant.rate * wall) if m else None,
+                   missed=int(mm.group(1)) / (variant.rate * wall) if mm else None, behind="behind" in stderr,
                    starved=bool(starved))
         if work == 0:
             print("  warning: %s wrote no samples of the work (exit status %d): %s" % (
@@ -276,14 +278,17 @@ def run_once(variant, exe, workload, amount, python, watch=(), settle=SETTLE):
 
 def lag(runs):
     """What a tool says of its own lag over some runs: spprof counts samples
-    taken more than half a period late (median share of those asked for);
+    taken more than half a period late and the deadlines it skipped for
+    being later still (median shares of the samples asked for);
     py-spy warns when it is more than a second behind (in how many runs).
     And in how many runs the harness had to stop a profiler that starved
     its target."""
     late = [r["late"] for r in runs if r.get("late") is not None]
     behind = sum(bool(r.get("behind")) for r in runs)
     starved = sum(bool(r.get("starved")) for r in runs)
+    missed = [r["missed"] for r in runs if r.get("missed") is not None]
     said = ["late %.1f %%" % (100 * common.med(late))] if late else []
+    said += ["missed %.1f %%" % (100 * common.med(missed))] if missed else []
     said += ["behind in %d/%d" % (behind, len(runs))] if behind else []
     said += ["target starved, profiler stopped after %d s in %d/%d" % (STARVED_S, starved, len(runs))] if starved else []
     return "; ".join(said)

@@ -1126,7 +1126,8 @@ def test_a_rate_the_machine_cannot_keep_up_does_not_stop_the_target(tmp_path):
     20 kHz spprof paused it back to back: the benchmark's 2 s of work had
     had 0.5 s of CPU after 53 s. spprof now lets the target run at least
     half as long as the last sample took before pausing it again: samples
-    come late instead (counted, and weighted by the time they stand for).
+    come late or are missed instead (counted; each sample weighted by the
+    time it stands for).
     How many a second it still takes depends on the machine (bench/rates.py
     measures it); that the late samples' weights still add up to the time
     the work took does not."""
@@ -1179,12 +1180,15 @@ def test_a_stalled_recorder_skips_the_samples_it_missed_instead_of_bursting(tmp_
     each stall, weighted by the stall's time; before, each stall was
     followed by a burst of about 6 late samples microseconds apart."""
     path = tmp_path / "spin.py"
-    path.write_text("import time\nend = time.time() + 3\nwhile time.time() < end:\n    pass\n")
+    path.write_text("import sys, time\nprint('ready', flush=True)\nend = time.time() + 3\n"
+                    "while time.time() < end:\n    pass\n")
     out = tmp_path / "p.json"
     prof = subprocess.Popen([spprof_exe(), "record", "--nonblocking", "-r", "1000", "-f", "speedscope", "-o",
-                             str(out), "--", sys.executable, str(path)], stderr=subprocess.PIPE, text=True)
+                             str(out), "--", sys.executable, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        assert prof.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
         for _ in range(20):
             os.kill(prof.pid, signal.SIGSTOP)
             time.sleep(0.006)
@@ -1198,9 +1202,11 @@ def test_a_stalled_recorder_skips_the_samples_it_missed_instead_of_bursting(tmp_
     m = re.search(r"(\d+) samples, (\d+) errors, (\d+) late, (\d+) missed", err)
     assert m, err
     samples, late, missed = int(m.group(1)), int(m.group(3)), int(m.group(4))
-    # One late sample a stall (and a few of the machine's own, 0.2 % here):
-    # with the burst, each of the ~6 samples after a stall was late.
-    assert 15 <= late <= 45, err
+    # One late sample a stall, and the machine's own: 0.2 % of the samples
+    # on an idle machine (22-25 late in all), up to 1.2 % with another
+    # test run on both CPUs (48-54). With the burst, each of the ~6 samples
+    # after a stall was late: 120 and more.
+    assert 15 <= late <= 20 + 0.02 * samples, err
     # Each stall of 6+ ms misses about 5 deadlines of the 0.75-1.25 ms steps.
     assert missed >= 60, err
     # Every sample stands for the time since the one before, the late ones

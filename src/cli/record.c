@@ -438,7 +438,7 @@ int spp_cmd_record(const spp_cli_opts *o)
     uint64_t deadline = start, last_progress = 0, last_discovery = 0;
     /* Paused threads do no work: the next pause starts no sooner than half
      * as long as the last sample took after it ended, so that a rate the
-     * machine cannot keep up costs late samples, not a target paused back to
+     * machine cannot keep up costs late and missed samples, not a target paused back to
      * back (at 20 kHz here, 2 s of work had had 0.5 s of CPU after 53 s: each
      * stop and resume costs the target kernel time too). */
     uint64_t not_before = 0;
@@ -486,19 +486,21 @@ int spp_cmd_record(const spp_cli_opts *o)
         /* Next deadline: one period on average, jittered by up to a quarter
          * either way so that periodic work in the target is not aliased. */
         uint64_t jitter = period / 2 ? rnd(&seed) % (period / 2) : 0;
-        uint64_t step = period - period / 4 + jitter;
-        deadline += step;
-        if (deadline <= when) {
-            /* Behind (this machine ran something else for longer than a
-             * period, or a sample takes longer than one): the deadlines
-             * passed are skipped and counted as missed, and the next sample
-             * comes a step from now. Taken, they would be a burst of
-             * samples of one moment, the stack after the stall counted as
-             * often as the stall had periods (a VM here stops spprof for
-             * 0.3-7 ms a few times a second). This sample's weight stands
-             * for the stall's time all the same. */
-            rc.missed += (when - deadline) / period + 1;
-            deadline = when + step;
+        deadline += period - period / 4 + jitter;
+        if (when > deadline + period / 2) {
+            /* More than half a period behind (this machine ran something
+             * else, or a sample takes longer than a period): the deadlines
+             * that late are skipped and counted as missed, and the schedule
+             * goes on from the first one ahead. Taken, they would be a
+             * burst of late samples of one moment, the stack after the
+             * stall counted as often as the stall had periods (a VM here
+             * stops spprof for 0.1-7 ms a few times a second). This
+             * sample's weight stands for the stall's time all the same. A
+             * deadline passed by less is kept: the next sample comes at
+             * once, on time by the rule above. */
+            uint64_t k = (when - deadline) / period + 1;
+            rc.missed += k;
+            deadline += k * period;
         }
         if (launched && o->nonblocking) {
             /* (When pausing, the session reaps the child as a tracee.) */
