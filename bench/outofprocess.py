@@ -13,8 +13,10 @@ them:
   timed work in its output;
 - rate fidelity: samples obtained over rate x the work's wall time (on the
   one-thread target, one sample per tick); the highest sustained rate is the
-  highest step where that is >= 99 %, every lower step passing too; what each
-  tool says of its own lag is shown beside it;
+  highest step where that is >= 99 % less the counting noise of a random
+  sampler (sweep_floor) and, for spprof, its late and missed samples are
+  under 1 %, every lower step passing too; what each tool says of its own
+  lag is shown beside it;
 - peak RSS of the profiler, also on a 50-thread target (target: <= 20 MB);
 - target slowdown against the unprofiled run of the same round.
 
@@ -89,20 +91,18 @@ def sweep_floor(asked, reps):
 def sweep(tools, exe, amount, python, rates, reps, settle):
     """Highest step each variant sustains, stepping up until it fails: the
     median over reps of samples obtained is >= 99 % of those asked for, less
-    twice the counting noise of a sampler whose intervals are random, and,
-    for a tool that counts its late samples (spprof), the median share late
-    is < 1 %. (py-spy counts none: for it the first condition stands for
-    both, since a sampler more than 1 % late that does not catch up obtains
-    fewer than 99 %. spprof skips the deadlines it is more than half a
-    period late for, and says how many: the late and the skipped together
-    must be under 1 %, which its counts' small noise leaves as strict as the
-    bare 99 %.) The noise: py-spy draws its intervals from an
-    exponential distribution, so the samples it takes in a run that asks
-    for N vary as a Poisson count, by sqrt(N): 7 % at 200 (100 Hz, 2 s),
-    and the bare 99 % rule failed it at 100 Hz in one run and passed it at
-    5 kHz in the next. spprof's intervals vary by a quarter of a period at
-    most, its counts by far less; the same allowance is given to every
-    tool, and what spprof says of its lag holds it to 1 %."""
+    three times the counting noise of that median for a sampler whose
+    intervals are random (sweep_floor), and, for a tool that says how far
+    behind it fell (spprof: the samples it took late and the deadlines it
+    skipped), the median share late or missed is < 1 %. py-spy says nothing
+    of it: for py-spy only the first condition can be asked. The noise:
+    py-spy draws its intervals from an exponential distribution, so the
+    samples it takes in a run that asks for N vary as a Poisson count, by
+    sqrt(N): 7 % at 200 (100 Hz, 2 s), and the bare 99 % rule passed it at
+    5 kHz in one run and failed it at 100 Hz in the next. spprof's
+    intervals vary by a quarter of a period at most, its counts by far
+    less; the same allowance is given to every tool, and what spprof says
+    of its lag holds it to 1 %."""
     highest = {v.name: None for v in tools}
     detail = {v.name: [] for v in tools}
     live = [v.name for v in tools]

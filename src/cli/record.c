@@ -489,15 +489,15 @@ int spp_cmd_record(const spp_cli_opts *o)
         deadline += period - period / 4 + jitter;
         if (when > deadline + period / 2) {
             /* More than half a period behind (this machine ran something
-             * else, or a sample takes longer than a period): the deadlines
-             * that late are skipped and counted as missed, and the schedule
+             * else, or a sample takes longer than a period): every deadline
+             * passed is skipped and counted as missed, and the schedule
              * goes on from the first one ahead. Taken, they would be a
              * burst of late samples of one moment, the stack after the
              * stall counted as often as the stall had periods (a VM here
              * stops spprof for 0.1-7 ms a few times a second). This
-             * sample's weight stands for the stall's time all the same. A
-             * deadline passed by less is kept: the next sample comes at
-             * once, on time by the rule above. */
+             * sample's weight stands for the stall's time all the same.
+             * Behind by half a period or less, the next deadline is kept:
+             * its sample comes at once, on time by the rule above. */
             uint64_t k = (when - deadline) / period + 1;
             rc.missed += k;
             deadline += k * period;
