@@ -115,9 +115,9 @@ def sweep(tools, exe, amount, python, rates, reps, settle):
                                                                    settle=settle))
         for v in vs:
             obtained = common.med([r["obtained"] for r in res[v.name]])
-            late = [r["late"] + (r.get("missed") or 0) for r in res[v.name] if r.get("late") is not None]
+            behind = [r["late"] + (r.get("missed") or 0) for r in res[v.name] if r.get("late") is not None]
             asked = common.med([rate * r["wall"] for r in res[v.name]])
-            ok = obtained >= sweep_floor(asked, len(res[v.name])) and (not late or common.med(late) < 0.01)
+            ok = obtained >= sweep_floor(asked, len(res[v.name])) and (not behind or common.med(behind) < 0.01)
             # What the rate cost the target: its wall time over its CPU time
             # (1.00 unprofiled: the work is one CPU-bound thread), which
             # grows as a blocking profiler keeps it paused.
