@@ -40,12 +40,14 @@
 
 /* --nonblocking: the pages each thread's stack was last read from. */
 #define STACK_PAGES_THREADS 64
-#define SNAPSHOT_TRIES 6
+#define SNAPSHOT_TRIES 10
 typedef struct spp_stack_pages {
     uint64_t tstate;
     uint64_t used;     /* stack_pages_clock when last used */
     uint64_t root;     /* the outermost code of its last stack kept, 0: none */
     int n;
+    int head, nframes; /* pages[0, head): the thread state's; then its frames' */
+    uint64_t at_page;  /* the page of the pointer to its current frame */
     uint64_t pages[SPP_SNAP_PAGES];
 } spp_stack_pages;
 
@@ -747,7 +749,7 @@ static spp_stack_pages *pages_of(spp_session *s, uint64_t tstate)
             oldest = &s->stack_pages[i];
     }
     oldest->tstate = tstate;
-    oldest->n = 0;
+    oldest->n = oldest->head = oldest->nframes = 0;
     oldest->root = 0;
     return oldest;
 }
@@ -785,13 +787,63 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
     for (int i = 0; i < head; i++)
         k->pages[n++] = log[i];
     qsort(log + head, (size_t)(nlog - head), sizeof(*log), by_address);
-    for (int pass = 0; pass < 2; pass++)
+    for (int pass = 0; pass < 2; pass++) {
         for (int i = head; i < nlog; i++) {
             int is_frame = bsearch(&log[i], frames, (size_t)nf, sizeof(*frames), by_address) != NULL;
             if (is_frame == !pass)
                 k->pages[n++] = log[i];
         }
+        if (pass == 0)
+            k->nframes = n - head;
+    }
+    k->head = head;
     k->n = n;
+}
+
+/* The snapshot of a thread's known pages: the thread state's but the one
+ * that points to its current frame, its frames' pages, that one, its
+ * frames' again, then the rest (see walk_thread). Where the snapshot
+ * cannot hold every frame page twice, those at the highest addresses are
+ * (on 3.11+ the innermost frames', the ones that change). */
+static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
+{
+    uint64_t list[SPP_SNAP_PAGES];
+    int n = 0, at = 0, twice = SPP_SNAP_PAGES - k->n;
+    if (twice > k->nframes)
+        twice = k->nframes;
+    for (int i = 0; i < k->head; i++)
+        if (k->pages[i] != k->at_page)
+            list[n++] = k->pages[i];
+        else
+            at = 1;
+    for (int i = k->head + k->nframes - twice; i < k->head + k->nframes; i++)
+        list[n++] = k->pages[i];
+    if (at)
+        list[n++] = k->at_page;
+    for (int i = k->head; i < k->n; i++)
+        list[n++] = k->pages[i];
+    spp_remote_snapshot(remote, list, n);
+}
+
+/* Whether the fields of the frames at addrs that link them into a stack
+ * (their code and their caller) read the same in both copies of their
+ * pages (or were copied once: a page of the thread state's too). The
+ * innermost frame may instead have been cleared by the second (3.14+
+ * clear a frame's code as they pop it; 3.9 and 3.10 its caller as they
+ * free it): it was the thread's frame when first copied. */
+static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const uint64_t *addrs,
+                         int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t later;
+        int code = spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_code, &later, 8);
+        if (!code && !(i == 0 && (o->code_tagged ? later & ~(uint64_t)7 : later) == 0))
+            return 0;
+        int prev = spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_previous, &later, 8);
+        if (!prev && !(i == 0 && later == 0))
+            return 0;
+    }
+    return 1;
 }
 
 /* Walks one thread's frames into st.
@@ -805,13 +857,26 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
  * pages held it, usually copied a few microseconds apart, not the frames
  * one system call apart each (a frame read after its caller's call
  * returned and its place was taken by another call would be shown under a
- * caller it never had). A clean walk is kept when its outermost code is the
- * thread's last stack's, or the previous snapshot's (the copy is not one
- * moment: on 3.10 a generator's frame copied as it yielded, no caller, and
- * its state as it ran again, was kept alone in 73 of 2990 samples of
- * test_cli's generator loop in a CI run). Given up (SPP_ETORN) after a few
- * snapshots, or when the walk finds the frames inconsistent in all of
- * them. This narrows the race to the copy itself; it cannot close it. */
+ * caller it never had).
+ *
+ * The copy is not one moment either: it takes 0.15-0.2 us a page. The
+ * pointer to the current frame read from one page and the frames from
+ * another copied later still showed a leaf under a caller that had
+ * replaced its own in 0.8-3 % of test_cli's two-paths samples on 3.11
+ * (6 % in a loaded CI run). So the frames' pages are copied twice, just
+ * before and just after the page holding that pointer (snapshot_stack),
+ * and a walk counts only if each frame's code and caller read the same in
+ * both copies (frames_steady): then they were the frame's at the moment
+ * the pointer was read, and the stack shown is the thread's stack at that
+ * moment (unless a frame changed and changed back within the copy; 0-0.07
+ * % of the same samples). A clean walk is kept when its outermost code is
+ * the thread's last stack's, or the previous snapshot's (on 3.10 a
+ * generator's frame copied as it yielded, no caller, and its state as it
+ * ran again, was kept alone in 73 of 2990 samples of test_cli's generator
+ * loop in a CI run). Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots,
+ * or when the walk finds the frames inconsistent in all of them: a call
+ * every 50-100 ns changes a frame within the copy in 40-60 % of tries
+ * (six tries left 0.5-6 % of samples unread, ten 0.4-1 %). */
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;
@@ -827,10 +892,13 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     uint64_t other_root = 0; /* the previous clean walk's, not kept */
     for (int attempt = 0; attempt < SNAPSHOT_TRIES; attempt++) {
         if (known->n)
-            spp_remote_snapshot(&s->remote, known->pages, known->n);
+            snapshot_stack(&s->remote, known);
         spp_remote_log_begin(&s->remote);
         uint64_t frame, below;
         int found = spp_thread_frame(o, &s->reader, th->tstate, &frame, &below);
+        uint64_t at = 0;
+        if (found >= 0 && spp_thread_frame_at(o, &s->reader, th->tstate, &at) < 0)
+            at = 0;
         int head = spp_remote_nlogged(&s->remote);
         if (found < 0) {
             n = SPP_ETORN;
@@ -841,6 +909,7 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
                          st->frames, st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
         }
         int clean = spp_remote_snapshot_clean(&s->remote);
+        int steady = clean && n > 0 ? frames_steady(o, &s->remote, st->addrs, n) : 1;
         /* After a failed try the next snapshot holds the pages of this one
          * too: a walk cut short by a frame caught being left read fewer
          * pages than the stack needs (frame objects, 3.9 and 3.10, are
@@ -848,8 +917,9 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         if (!clean || n < 0)
             spp_remote_log_pages(&s->remote, known->pages, known->n);
         order_pages(known, &s->remote, head, st->addrs, n > 0 ? n : 0);
+        known->at_page = at & ~(uint64_t)4095;
         spp_remote_snapshot_end(&s->remote);
-        if (clean && n >= 0) {
+        if (clean && steady && n >= 0) {
             uint64_t root = n > 0 ? st->frames[n - 1].code : 0;
             if (!n || !known->root || root == known->root || root == other_root) {
                 known->root = n ? root : known->root;

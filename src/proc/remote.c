@@ -113,9 +113,14 @@ static void took_snapped(void *ctx, int i, uint32_t len)
     snapped *sp = ctx;
     spp_snapshot *sn = sp->sn;
     /* (pages are read in order: page i went to buffer i) */
+    int first = table_find(sn->slot, sn->addr, sp->pages[i]);
     sn->addr[i] = sp->pages[i];
     sn->len[i] = len;
-    table_add(sn->slot, sp->pages[i], i);
+    sn->twin[i] = -1;
+    if (first < 0)
+        table_add(sn->slot, sp->pages[i], i);
+    else if (sn->twin[first] < 0)
+        sn->twin[first] = (int16_t)i;
 }
 
 void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
@@ -136,6 +141,30 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
 }
 
 int spp_remote_snapshot_clean(const spp_remote *r) { return r->snap.on && r->snap.missed == 0; }
+
+int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, void *later, size_t n)
+{
+    const spp_snapshot *sn = &r->snap;
+    unsigned char *out = later;
+    int same = 1;
+    if (!sn->on)
+        return -1;
+    while (n > 0) {
+        uint64_t page = addr & ~(uint64_t)4095, off = addr - page;
+        int a = table_find(sn->slot, sn->addr, page), b = a >= 0 ? sn->twin[a] : -1;
+        size_t take = 4096 - off < n ? 4096 - off : n;
+        if (a < 0 || off + take > sn->len[a] || (b >= 0 && off + take > sn->len[b]))
+            return -1;
+        if (b < 0)
+            b = a;
+        memcpy(out, sn->data[b] + off, take);
+        same = same && memcmp(sn->data[a] + off, out, take) == 0;
+        out += take;
+        addr += take;
+        n -= take;
+    }
+    return same;
+}
 
 void spp_remote_snapshot_end(spp_remote *r)
 {
