@@ -763,17 +763,17 @@ static int by_address(const void *a, const void *b)
 /* Orders the pages the walk read for the next snapshot of the thread:
  * first those that say where its stack is (the thread state: read first
  * by the walk), then the pages of its frames in address order, then the
- * rest (code objects, which a running thread does not change). A frame
- * read long after the pointer to it may have returned and its place been
- * taken (a view torn by the copy): the frames right after the pointer keep
- * that window short. (Address order puts callers before callees only for
- * 3.11+ frames in one chunk of the interpreter's frame stack; measured, it
- * tore no fewer stacks than the walk's order, and costs nothing.) */
+ * rest (code objects, which a running thread does not change). Frame
+ * pages are those of this walk's frames and those that were before (a
+ * walk given up part way found fewer frames than the stack has), so that
+ * the next snapshot copies them twice (snapshot_stack). */
 static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
                         const uint64_t *addrs, int nframes)
 {
-    uint64_t frames[2 * SPP_CLI_MAX_DEPTH], log[SPP_SNAP_PAGES];
+    uint64_t frames[2 * SPP_CLI_MAX_DEPTH + SPP_SNAP_PAGES], log[SPP_SNAP_PAGES];
     int nf = 0, nlog = spp_remote_logged(remote, log);
+    for (int i = k->head; i < k->head + k->nframes; i++)
+        frames[nf++] = k->pages[i];
     for (int i = 0; i < nframes && i < SPP_CLI_MAX_DEPTH; i++) {
         /* (most fields read lie in its first 128 bytes: a page it spills
          * into by more goes with the rest) */
@@ -804,7 +804,7 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
  * that points to its current frame, its frames' pages, that one, its
  * frames' again, then the rest (see walk_thread). Where the snapshot
  * cannot hold every frame page twice, those at the highest addresses are
- * (on 3.11+ the innermost frames', the ones that change). */
+ * (in one chunk of the 3.11+ frame stack, the innermost frames'). */
 static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
 {
     uint64_t list[SPP_SNAP_PAGES];
@@ -825,24 +825,18 @@ static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
     spp_remote_snapshot(remote, list, n);
 }
 
-/* Whether the fields of the frames at addrs that link them into a stack
- * (their code and their caller) read the same in both copies of their
- * pages (or were copied once: a page of the thread state's too). The
- * innermost frame may instead have been cleared by the second (3.14+
- * clear a frame's code as they pop it; 3.9 and 3.10 its caller as they
- * free it): it was the thread's frame when first copied. */
+/* Whether the frames at addrs (innermost first) were linked as the walk
+ * found them when the pointer to the current frame was copied: each one's
+ * caller, and each one's code but the innermost's, read the same in both
+ * copies of their pages (a page copied once, one of the thread state's
+ * too, is not checked). */
 static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const uint64_t *addrs,
                          int n)
 {
-    for (int i = 0; i < n; i++) {
-        uint64_t later;
-        int code = spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_code, &later, 8);
-        if (!code && !(i == 0 && (o->code_tagged ? later & ~(uint64_t)7 : later) == 0))
+    for (int i = 0; i < n; i++)
+        if (!spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
+            (i > 0 && !spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_code, 8)))
             return 0;
-        int prev = spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_previous, &later, 8);
-        if (!prev && !(i == 0 && later == 0))
-            return 0;
-    }
     return 1;
 }
 
@@ -864,19 +858,23 @@ static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const
  * another copied later still showed a leaf under a caller that had
  * replaced its own in 0.8-3 % of test_cli's two-paths samples on 3.11
  * (6 % in a loaded CI run). So the frames' pages are copied twice, just
- * before and just after the page holding that pointer (snapshot_stack),
- * and a walk counts only if each frame's code and caller read the same in
- * both copies (frames_steady): then they were the frame's at the moment
- * the pointer was read, and the stack shown is the thread's stack at that
- * moment (unless a frame changed and changed back within the copy; 0-0.07
- * % of the same samples). A clean walk is kept when its outermost code is
+ * before and just after the page holding that pointer (snapshot_stack);
+ * the walk reads the later copy, and counts only if each frame's caller,
+ * and each caller's code, read the same in both (frames_steady): then the
+ * callers were the thread's when the pointer was read, unless a frame
+ * changed and changed back within the copy (0-0.13 % of the same
+ * samples). The innermost frame may have changed: the later copy shows
+ * the frame the pointer pointed to, or one its caller called since (its
+ * slot holds the last one called); a sample is not given up because its
+ * innermost call was short, which would leave short calls out of the
+ * profile. Other fields (a frame's line, whether it runs) are the later
+ * copy's. A clean walk is kept when its outermost code is
  * the thread's last stack's, or the previous snapshot's (on 3.10 a
  * generator's frame copied as it yielded, no caller, and its state as it
  * ran again, was kept alone in 73 of 2990 samples of test_cli's generator
  * loop in a CI run). Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots,
- * or when the walk finds the frames inconsistent in all of them: a call
- * every 50-100 ns changes a frame within the copy in 40-60 % of tries
- * (six tries left 0.5-6 % of samples unread, ten 0.4-1 %). */
+ * or when the walk finds the frames inconsistent in all of them (the same
+ * samples: 0.03-0.15 % of them on 3.11 and 3.14, 1.5-2.5 % on 3.9). */
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;

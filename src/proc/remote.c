@@ -68,6 +68,15 @@ static void table_add(int16_t *table, uint64_t page, int index)
     table[i] = (int16_t)index;
 }
 
+/* The entry of index from (for page) now points to index to. */
+static void table_move(int16_t *table, uint64_t page, int from, int to)
+{
+    unsigned i = slot_of(page);
+    while (table[i] != from)
+        i = (i + 1) & (SPP_SNAP_SLOTS - 1);
+    table[i] = (int16_t)to;
+}
+
 /* -1 when the log is full. */
 static int log_page(spp_snapshot *sn, uint64_t page)
 {
@@ -113,14 +122,14 @@ static void took_snapped(void *ctx, int i, uint32_t len)
     snapped *sp = ctx;
     spp_snapshot *sn = sp->sn;
     /* (pages are read in order: page i went to buffer i) */
-    int first = table_find(sn->slot, sn->addr, sp->pages[i]);
+    int earlier = table_find(sn->slot, sn->addr, sp->pages[i]);
     sn->addr[i] = sp->pages[i];
     sn->len[i] = len;
-    sn->twin[i] = -1;
-    if (first < 0)
+    sn->twin[i] = (int16_t)earlier;
+    if (earlier < 0)
         table_add(sn->slot, sp->pages[i], i);
-    else if (sn->twin[first] < 0)
-        sn->twin[first] = (int16_t)i;
+    else
+        table_move(sn->slot, sp->pages[i], earlier, i);
 }
 
 void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
@@ -142,28 +151,23 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
 
 int spp_remote_snapshot_clean(const spp_remote *r) { return r->snap.on && r->snap.missed == 0; }
 
-int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, void *later, size_t n)
+int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n)
 {
     const spp_snapshot *sn = &r->snap;
-    unsigned char *out = later;
-    int same = 1;
     if (!sn->on)
         return -1;
     while (n > 0) {
         uint64_t page = addr & ~(uint64_t)4095, off = addr - page;
-        int a = table_find(sn->slot, sn->addr, page), b = a >= 0 ? sn->twin[a] : -1;
+        int b = table_find(sn->slot, sn->addr, page), a = b >= 0 ? sn->twin[b] : -1;
         size_t take = 4096 - off < n ? 4096 - off : n;
-        if (a < 0 || off + take > sn->len[a] || (b >= 0 && off + take > sn->len[b]))
+        if (b < 0 || off + take > sn->len[b])
             return -1;
-        if (b < 0)
-            b = a;
-        memcpy(out, sn->data[b] + off, take);
-        same = same && memcmp(sn->data[a] + off, out, take) == 0;
-        out += take;
+        if (a >= 0 && (off + take > sn->len[a] || memcmp(sn->data[a] + off, sn->data[b] + off, take)))
+            return 0;
         addr += take;
         n -= take;
     }
-    return same;
+    return 1;
 }
 
 void spp_remote_snapshot_end(spp_remote *r)

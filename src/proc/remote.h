@@ -39,7 +39,7 @@ typedef struct spp_snapshot {
     uint64_t log[SPP_SNAP_PAGES];
     int16_t slot[SPP_SNAP_SLOTS];    /* page -> index into addr, -1 for none */
     int16_t logslot[SPP_SNAP_SLOTS]; /* page -> index into log, -1 for none */
-    int16_t twin[SPP_SNAP_PAGES];    /* index of a page's second copy, -1 for none */
+    int16_t twin[SPP_SNAP_PAGES];    /* index of a page's earlier copy, -1 for none */
     unsigned char (*data)[4096];     /* owned, SPP_SNAP_PAGES (allocated by the first snapshot) */
 } spp_snapshot;
 
@@ -83,12 +83,11 @@ void spp_remote_log_pages(spp_remote *r, const uint64_t *pages, int n);
  * serves reads from them until spp_remote_snapshot_end. */
 void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
 /* A page listed twice is copied twice, at the two moments of the system
- * call its places in the list give; reads are served from the first copy.
+ * call its places in the list give; reads are served from the later copy.
  * Whether [addr, addr + n) reads the same in both: 0 if it changed between
- * them, 1 if not or if the snapshot holds a page of it once, -1 if the
- * snapshot does not hold it. Unless -1, later receives its bytes in the
- * second copy (the only one for a page held once). */
-int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, void *later, size_t n);
+ * them (or the earlier copy was cut short), 1 if not or if the snapshot
+ * holds a page of it once, -1 if the snapshot does not hold it. */
+int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n);
 /* Whether every read since spp_remote_log_begin was served from the
  * snapshot. */
 int spp_remote_snapshot_clean(const spp_remote *r);
