@@ -837,6 +837,34 @@ static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const
         if (!spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
             (i > 0 && !spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_code, 8)))
             return 0;
+    /* A new innermost frame: its caller must still be at the same
+     * instruction (the call), or it may have returned and been called
+     * again (its slot then holds an older call's frame). */
+    if (n > 1 && !spp_remote_snapshot_steady(remote, addrs[0] + (uint64_t)o->frame_code, 8) &&
+        !spp_remote_snapshot_steady(remote, addrs[1] + (uint64_t)o->frame_instr,
+                                    o->frame_model == SPP_FRAMES_OBJECT ? 4 : 8))
+        return 0;
+    return 1;
+}
+
+/* Whether what says where the stack is and what links it were read from
+ * the snapshot: the pages read for the thread state (the first head
+ * logged) and each frame's first 128 bytes (where the fields read lie).
+ * The rest, code objects, which do not change while a frame runs them,
+ * may have been read since. (Requiring them too kept a stack with code
+ * not in the last stack's pages only if the next try found it again: the
+ * stack it had most often was kept more often still.) */
+static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t *addrs, int n)
+{
+    uint64_t log[SPP_SNAP_PAGES];
+    int nlog = spp_remote_logged(remote, log);
+    for (int i = 0; i < head && i < nlog; i++)
+        if (!spp_remote_snapshot_holds(remote, log[i]))
+            return 0;
+    for (int i = 0; i < n; i++)
+        if (!spp_remote_snapshot_holds(remote, addrs[i] & ~(uint64_t)4095) ||
+            !spp_remote_snapshot_holds(remote, (addrs[i] + 127) & ~(uint64_t)4095))
+            return 0;
     return 1;
 }
 
@@ -846,35 +874,37 @@ static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const
  * so its stack is read from a snapshot: every page the walk needs (the
  * thread state, the frames, the code objects), read together in one
  * system call (spp_remote_snapshot), and the walk counts only if it found
- * all it read in that snapshot; otherwise the pages it did read make the
- * next snapshot. What a clean walk shows is the thread's stack as those
- * pages held it, usually copied a few microseconds apart, not the frames
+ * the thread state and its frames in that snapshot (stack_in_snapshot);
+ * otherwise the pages it did read make the next snapshot. What a clean
+ * walk shows is the thread's stack as those pages held it, not the frames
  * one system call apart each (a frame read after its caller's call
  * returned and its place was taken by another call would be shown under a
  * caller it never had).
  *
- * The copy is not one moment either: it takes 0.15-0.2 us a page. The
- * pointer to the current frame read from one page and the frames from
- * another copied later still showed a leaf under a caller that had
- * replaced its own in 0.8-3 % of test_cli's two-paths samples on 3.11
- * (6 % in a loaded CI run). So the frames' pages are copied twice, just
- * before and just after the page holding that pointer (snapshot_stack);
- * the walk reads the later copy, and counts only if each frame's caller,
- * and each caller's code, read the same in both (frames_steady): then the
- * callers were the thread's when the pointer was read, unless a frame
- * changed and changed back within the copy (0-0.13 % of the same
- * samples). The innermost frame may have changed: the later copy shows
- * the frame the pointer pointed to, or one its caller called since (its
- * slot holds the last one called); a sample is not given up because its
- * innermost call was short, which would leave short calls out of the
- * profile. Other fields (a frame's line, whether it runs) are the later
- * copy's. A clean walk is kept when its outermost code is
- * the thread's last stack's, or the previous snapshot's (on 3.10 a
- * generator's frame copied as it yielded, no caller, and its state as it
- * ran again, was kept alone in 73 of 2990 samples of test_cli's generator
- * loop in a CI run). Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots,
- * or when the walk finds the frames inconsistent in all of them (the same
- * samples: 0.03-0.15 % of them on 3.11 and 3.14, 1.5-2.5 % on 3.9). */
+ * The copy is not one moment either: a page the target is writing takes
+ * a microsecond or more to copy. The pointer to the current frame read
+ * from one page and the frames from another copied later still showed a
+ * leaf under a caller that had replaced its own in 0.8-3 % of test_cli's
+ * two-paths samples on 3.11 (6 % in a loaded CI run). So the frames'
+ * pages are copied twice, just before and just after the page holding
+ * that pointer (snapshot_stack); the walk reads the later copy, and counts
+ * only if each frame's caller, and each caller's code, read the same in
+ * both (frames_steady): then the callers were the thread's when the
+ * pointer was read, unless one changed and changed back within the copy.
+ * The innermost frame may be another call by the same caller at the same
+ * instruction (a loop calling a function): rejecting that left short calls
+ * out (a loop calling three one-line functions, 25 % of its samples in
+ * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
+ * --nonblocking 24 %). Measured on the two-paths samples: 0.1-1.3 % torn
+ * on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 % on 3.13t, none on 3.9, 3.10, 3.14
+ * and 3.15. Other fields (a frame's line, whether it runs) are the later
+ * copy's. A clean walk is kept when its outermost code is the thread's
+ * last stack's, or the previous snapshot's (on 3.10 a generator's frame
+ * copied as it yielded, no caller, and its state as it ran again, was kept
+ * alone in 73 of 2990 samples of test_cli's generator loop in a CI run).
+ * Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots, or when the walk
+ * finds the frames inconsistent in all of them (the same samples: 0.03-0.3
+ * % of them on 3.11-3.15, 1.5-3.4 % on 3.9 and 3.10). */
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;
@@ -889,7 +919,8 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     int n = SPP_ETORN;
     uint64_t other_root = 0; /* the previous clean walk's, not kept */
     for (int attempt = 0; attempt < SNAPSHOT_TRIES; attempt++) {
-        if (known->n)
+        int snapped = known->n > 0;
+        if (snapped)
             snapshot_stack(&s->remote, known);
         spp_remote_log_begin(&s->remote);
         uint64_t frame, below;
@@ -906,8 +937,9 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
             n = spp_walk(o, &s->reader, frame, below, SPP_WALK_RUNNING, s->target.code_type,
                          st->frames, st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
         }
-        int clean = spp_remote_snapshot_clean(&s->remote);
+        int clean = snapped && stack_in_snapshot(&s->remote, head, st->addrs, n > 0 ? n : 0);
         int steady = clean && n > 0 ? frames_steady(o, &s->remote, st->addrs, n) : 1;
+
         /* After a failed try the next snapshot holds the pages of this one
          * too: a walk cut short by a frame caught being left read fewer
          * pages than the stack needs (frame objects, 3.9 and 3.10, are

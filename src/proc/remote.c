@@ -93,7 +93,6 @@ void spp_remote_log_begin(spp_remote *r)
 {
     r->snap.logging = 1;
     r->snap.nlog = 0;
-    r->snap.missed = 0;
     memset(r->snap.logslot, 0xff, sizeof(r->snap.logslot));
 }
 
@@ -149,7 +148,10 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
     read_pages(r, pages, bufs, n, took_snapped, &sp);
 }
 
-int spp_remote_snapshot_clean(const spp_remote *r) { return r->snap.on && r->snap.missed == 0; }
+int spp_remote_snapshot_holds(const spp_remote *r, uint64_t page)
+{
+    return r->snap.on && table_find(r->snap.slot, r->snap.addr, page) >= 0;
+}
 
 int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n)
 {
@@ -278,8 +280,6 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
         return SPP_EINVAL;
     if (n > 16384) {
         /* Large reads (line tables, long strings) bypass the cache. */
-        if (r->snap.logging)
-            r->snap.missed++;
         int rc = spp_remote_read_raw(r->pid, addr, buf, n);
         r->reads++;
         if (rc < 0)
@@ -295,12 +295,11 @@ static int remote_read(void *ctx, uint64_t addr, void *buf, size_t n)
             data = r->snap.data[in_snap];
             len = r->snap.len[in_snap];
         } else {
-            /* A page that cannot be read is not logged, nor a miss: the
-             * reader stops there as it would have in the snapshot. */
+            /* A page that cannot be read is not logged: the reader stops
+             * there as it would have in the snapshot. */
             const spp_remote_page *p = page_for(r, page);
             if (!p)
                 return SPP_EINVAL;
-            r->snap.missed += r->snap.on;
             data = p->data;
             len = p->len;
         }

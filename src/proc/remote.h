@@ -25,15 +25,13 @@ typedef struct spp_remote_page {
  * one cannot be read), so that what they hold was usually copied within a
  * few microseconds of each other (the kernel copies them one at a time, and
  * can be preempted in between), not one system call apart each. While one
- * is taken, reads come from it where they can; every page read is logged,
- * and reading a page the snapshot does not hold (a miss) means the
- * reader's view was not the snapshot's alone. */
+ * is taken, reads come from it where they can, and every page read is
+ * logged: spp_remote_snapshot_holds tells which of those it held. */
 typedef struct spp_snapshot {
     int on;                  /* reads are served from the snapshot */
     int n;                   /* pages in it */
     int logging;             /* pages read are logged */
     int nlog;
-    int missed;              /* reads not served from the snapshot */
     uint64_t addr[SPP_SNAP_PAGES];
     uint32_t len[SPP_SNAP_PAGES];
     uint64_t log[SPP_SNAP_PAGES];
@@ -88,9 +86,8 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
  * them (or the earlier copy was cut short), 1 if not or if the snapshot
  * holds a page of it once, -1 if the snapshot does not hold it. */
 int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n);
-/* Whether every read since spp_remote_log_begin was served from the
- * snapshot. */
-int spp_remote_snapshot_clean(const spp_remote *r);
+/* Whether the snapshot holds the page at page. */
+int spp_remote_snapshot_holds(const spp_remote *r, uint64_t page);
 void spp_remote_snapshot_end(spp_remote *r);
 /* One uncached read. Returns 0, or -errno. */
 int spp_remote_read_raw(pid_t pid, uint64_t addr, void *buf, size_t n);
