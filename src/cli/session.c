@@ -808,7 +808,8 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
 static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
 {
     uint64_t list[SPP_SNAP_PAGES];
-    int n = 0, at = 0, twice = SPP_SNAP_PAGES - k->n;
+    /* (code objects may be read after: they make room for frames first) */
+    int n = 0, at = 0, twice = SPP_SNAP_PAGES - k->head - k->nframes;
     if (twice > k->nframes)
         twice = k->nframes;
     for (int i = 0; i < k->head; i++)
@@ -820,7 +821,7 @@ static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
         list[n++] = k->pages[i];
     if (at)
         list[n++] = k->at_page;
-    for (int i = k->head; i < k->n; i++)
+    for (int i = k->head; i < k->n && n < SPP_SNAP_PAGES; i++)
         list[n++] = k->pages[i];
     spp_remote_snapshot(remote, list, n);
 }
@@ -828,21 +829,36 @@ static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
 /* Whether the frames at addrs (innermost first) were linked as the walk
  * found them when the pointer to the current frame was copied: each one's
  * caller, and each one's code but the innermost's, read the same in both
- * copies of their pages (a page copied once, one of the thread state's
- * too, is not checked). */
-static int frames_steady(const spp_pyoffsets *o, const spp_remote *remote, const uint64_t *addrs,
-                         int n)
+ * copies of their pages. A frame on a page copied once is taken as it is
+ * only where the snapshot had no room for every frame page twice, or
+ * where the page is one of the thread state's (k: the snapshot's pages). */
+static int field_steady(const spp_stack_pages *k, const spp_remote *remote, uint64_t addr,
+                        size_t n)
+{
+    int steady = spp_remote_snapshot_steady(remote, addr, n);
+    if (steady != SPP_SNAP_ONCE)
+        return steady != 0;
+    if (k->head + 2 * k->nframes > SPP_SNAP_PAGES)
+        return 1;
+    for (int i = 0; i < k->head; i++)
+        if (k->pages[i] == (addr & ~(uint64_t)4095))
+            return 1;
+    return 0;
+}
+
+static int frames_steady(const spp_pyoffsets *o, const spp_stack_pages *k,
+                         const spp_remote *remote, const uint64_t *addrs, int n)
 {
     for (int i = 0; i < n; i++)
-        if (!spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
-            (i > 0 && !spp_remote_snapshot_steady(remote, addrs[i] + (uint64_t)o->frame_code, 8)))
+        if (!field_steady(k, remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
+            (i > 0 && !field_steady(k, remote, addrs[i] + (uint64_t)o->frame_code, 8)))
             return 0;
     /* A new innermost frame: its caller must still be at the same
      * instruction (the call), or it may have returned and been called
      * again (its slot then holds an older call's frame). */
-    if (n > 1 && !spp_remote_snapshot_steady(remote, addrs[0] + (uint64_t)o->frame_code, 8) &&
-        !spp_remote_snapshot_steady(remote, addrs[1] + (uint64_t)o->frame_instr,
-                                    o->frame_model == SPP_FRAMES_OBJECT ? 4 : 8))
+    if (n > 1 && spp_remote_snapshot_steady(remote, addrs[0] + (uint64_t)o->frame_code, 8) == 0 &&
+        !field_steady(k, remote, addrs[1] + (uint64_t)o->frame_instr,
+                      o->frame_model == SPP_FRAMES_OBJECT ? 4 : 8))
         return 0;
     return 1;
 }
@@ -890,15 +906,16 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * that pointer (snapshot_stack); the walk reads the later copy, and counts
  * only if each frame's caller, and each caller's code, read the same in
  * both (frames_steady): then the callers were the thread's when the
- * pointer was read, unless one changed and changed back within the copy.
+ * pointer was read, unless one returned and was called again within the
+ * copy (between its two copies, or within the later one, between its
+ * frame's copy and its callee's).
  * The innermost frame may be another call by the same caller at the same
  * instruction (a loop calling a function): rejecting that left short calls
  * out (a loop calling three one-line functions, 25 % of its samples in
  * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
  * --nonblocking 24 %). Measured on the two-paths samples: 0.1-1.3 % torn
  * on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 % on 3.13t, none on 3.9, 3.10, 3.14
- * and 3.15. Other fields (a frame's line, whether it runs) are the later
- * copy's. A clean walk is kept when its outermost code is the thread's
+ * and 3.15. Other fields (a frame's line) are the later copy's. A clean walk is kept when its outermost code is the thread's
  * last stack's, or the previous snapshot's (on 3.10 a generator's frame
  * copied as it yielded, no caller, and its state as it ran again, was kept
  * alone in 73 of 2990 samples of test_cli's generator loop in a CI run).
@@ -920,6 +937,7 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
     uint64_t other_root = 0; /* the previous clean walk's, not kept */
     for (int attempt = 0; attempt < SNAPSHOT_TRIES; attempt++) {
         int snapped = known->n > 0;
+        uint64_t at_page = known->at_page;
         if (snapped)
             snapshot_stack(&s->remote, known);
         spp_remote_log_begin(&s->remote);
@@ -937,8 +955,11 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
             n = spp_walk(o, &s->reader, frame, below, SPP_WALK_RUNNING, s->target.code_type,
                          st->frames, st->entries, st->addrs, SPP_CLI_MAX_DEPTH, &st->truncated);
         }
-        int clean = snapped && stack_in_snapshot(&s->remote, head, st->addrs, n > 0 ? n : 0);
-        int steady = clean && n > 0 ? frames_steady(o, &s->remote, st->addrs, n) : 1;
+        /* (a pointer that moved, to another eval loop's _PyCFrame on
+         * 3.11 and 3.12, was not copied between the frames' copies) */
+        int clean = snapped && (at & ~(uint64_t)4095) == at_page &&
+                    stack_in_snapshot(&s->remote, head, st->addrs, n > 0 ? n : 0);
+        int steady = clean && n > 0 ? frames_steady(o, known, &s->remote, st->addrs, n) : 1;
 
         /* After a failed try the next snapshot holds the pages of this one
          * too: a walk cut short by a frame caught being left read fewer

@@ -138,7 +138,7 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n)
     if (!sn->data)
         sn->data = malloc(SPP_SNAP_PAGES * sizeof(*sn->data));
     if (n > SPP_SNAP_PAGES || !sn->data)
-        n = sn->data ? SPP_SNAP_PAGES : 0; /* (out of memory: every read a miss) */
+        n = sn->data ? SPP_SNAP_PAGES : 0; /* (out of memory: no page held) */
     memset(sn->slot, 0xff, sizeof(sn->slot));
     for (int i = 0; i < n; i++)
         bufs[i] = sn->data[i];
@@ -156,6 +156,7 @@ int spp_remote_snapshot_holds(const spp_remote *r, uint64_t page)
 int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n)
 {
     const spp_snapshot *sn = &r->snap;
+    int once = 0;
     if (!sn->on)
         return -1;
     while (n > 0) {
@@ -166,10 +167,11 @@ int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n)
             return -1;
         if (a >= 0 && (off + take > sn->len[a] || memcmp(sn->data[a] + off, sn->data[b] + off, take)))
             return 0;
+        once |= a < 0;
         addr += take;
         n -= take;
     }
-    return 1;
+    return once ? SPP_SNAP_ONCE : 1;
 }
 
 void spp_remote_snapshot_end(spp_remote *r)

@@ -83,8 +83,9 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
 /* A page listed twice is copied twice, at the two moments of the system
  * call its places in the list give; reads are served from the later copy.
  * Whether [addr, addr + n) reads the same in both: 0 if it changed between
- * them (or the earlier copy was cut short), 1 if not or if the snapshot
- * holds a page of it once, -1 if the snapshot does not hold it. */
+ * them (or the earlier copy was cut short), 1 if not, SPP_SNAP_ONCE if the
+ * snapshot holds a page of it once, -1 if it does not hold it. */
+#define SPP_SNAP_ONCE 2
 int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n);
 /* Whether the snapshot holds the page at page. */
 int spp_remote_snapshot_holds(const spp_remote *r, uint64_t page);
