@@ -754,6 +754,15 @@ static spp_stack_pages *pages_of(spp_session *s, uint64_t tstate)
     return oldest;
 }
 
+/* The pages of the frame at addr that hold the fields the walk reads
+ * (most lie in its first 128 bytes: a page it spills into by more goes
+ * with the rest). */
+static void frame_pages(uint64_t addr, uint64_t pages[2])
+{
+    pages[0] = addr & ~(uint64_t)4095;
+    pages[1] = (addr + 127) & ~(uint64_t)4095;
+}
+
 static int by_address(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -774,12 +783,8 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
     int nf = 0, nlog = spp_remote_logged(remote, log);
     for (int i = k->head; i < k->head + k->nframes; i++)
         frames[nf++] = k->pages[i];
-    for (int i = 0; i < nframes && i < SPP_CLI_MAX_DEPTH; i++) {
-        /* (most fields read lie in its first 128 bytes: a page it spills
-         * into by more goes with the rest) */
-        frames[nf++] = addrs[i] & ~(uint64_t)4095;
-        frames[nf++] = (addrs[i] + 127) & ~(uint64_t)4095;
-    }
+    for (int i = 0; i < nframes && i < SPP_CLI_MAX_DEPTH; i++, nf += 2)
+        frame_pages(addrs[i], frames + nf);
     qsort(frames, (size_t)nf, sizeof(*frames), by_address);
     if (head > nlog)
         head = nlog;
@@ -805,13 +810,17 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
  * frames' again, then the rest (see walk_thread). Where the snapshot
  * cannot hold every frame page twice, those at the highest addresses are
  * (in one chunk of the 3.11+ frame stack, the innermost frames'). */
+static int frame_pages_twice(const spp_stack_pages *k)
+{
+    /* (code objects may be read after: they make room for frames first) */
+    int twice = SPP_SNAP_PAGES - k->head - k->nframes;
+    return twice < k->nframes ? twice : k->nframes;
+}
+
 static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
 {
     uint64_t list[SPP_SNAP_PAGES];
-    /* (code objects may be read after: they make room for frames first) */
-    int n = 0, at = 0, twice = SPP_SNAP_PAGES - k->head - k->nframes;
-    if (twice > k->nframes)
-        twice = k->nframes;
+    int n = 0, at = 0, twice = frame_pages_twice(k);
     for (int i = 0; i < k->head; i++)
         if (k->pages[i] != k->at_page)
             list[n++] = k->pages[i];
@@ -838,7 +847,7 @@ static int field_steady(const spp_stack_pages *k, const spp_remote *remote, uint
     int steady = spp_remote_snapshot_steady(remote, addr, n);
     if (steady != SPP_SNAP_ONCE)
         return steady != 0;
-    if (k->head + 2 * k->nframes > SPP_SNAP_PAGES)
+    if (frame_pages_twice(k) < k->nframes)
         return 1;
     for (int i = 0; i < k->head; i++)
         if (k->pages[i] == (addr & ~(uint64_t)4095))
@@ -865,7 +874,7 @@ static int frames_steady(const spp_pyoffsets *o, const spp_stack_pages *k,
 
 /* Whether what says where the stack is and what links it were read from
  * the snapshot: the pages read for the thread state (the first head
- * logged) and each frame's first 128 bytes (where the fields read lie).
+ * logged) and each frame's fields (frame_pages).
  * The rest, code objects, which do not change while a frame runs them,
  * may have been read since. (Requiring them too kept a stack with code
  * not in the last stack's pages only if the next try found it again: the
@@ -877,10 +886,13 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
     for (int i = 0; i < head && i < nlog; i++)
         if (!spp_remote_snapshot_holds(remote, log[i]))
             return 0;
-    for (int i = 0; i < n; i++)
-        if (!spp_remote_snapshot_holds(remote, addrs[i] & ~(uint64_t)4095) ||
-            !spp_remote_snapshot_holds(remote, (addrs[i] + 127) & ~(uint64_t)4095))
+    for (int i = 0; i < n; i++) {
+        uint64_t pages[2];
+        frame_pages(addrs[i], pages);
+        if (!spp_remote_snapshot_holds(remote, pages[0]) ||
+            !spp_remote_snapshot_holds(remote, pages[1]))
             return 0;
+    }
     return 1;
 }
 
@@ -915,8 +927,9 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
  * --nonblocking 24 %). Measured on the two-paths samples: 0.1-1.3 % torn
  * on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 % on 3.13t, none on 3.9, 3.10, 3.14
- * and 3.15. Other fields (a frame's line) are the later copy's. A clean walk is kept when its outermost code is the thread's
- * last stack's, or the previous snapshot's (on 3.10 a generator's frame
+ * and 3.15. Other fields (a frame's line) are the later copy's. A clean
+ * walk is kept when its outermost code is the thread's last stack's, or
+ * the previous snapshot's (on 3.10 a generator's frame
  * copied as it yielded, no caller, and its state as it ran again, was kept
  * alone in 73 of 2990 samples of test_cli's generator loop in a CI run).
  * Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots, or when the walk
@@ -960,7 +973,6 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         int clean = snapped && (at & ~(uint64_t)4095) == at_page &&
                     stack_in_snapshot(&s->remote, head, st->addrs, n > 0 ? n : 0);
         int steady = clean && n > 0 ? frames_steady(o, known, &s->remote, st->addrs, n) : 1;
-
         /* After a failed try the next snapshot holds the pages of this one
          * too: a walk cut short by a frame caught being left read fewer
          * pages than the stack needs (frame objects, 3.9 and 3.10, are
