@@ -925,7 +925,7 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * instruction (a loop calling a function): rejecting that left short calls
  * out (a loop calling three one-line functions, 25 % of its samples in
  * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
- * --nonblocking 24 %). Measured on the two-paths samples: 0.1-1.3 % torn
+ * --nonblocking 24 %). Measured on the two-paths samples: 0.03-2.1 % torn
  * on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 % on 3.13t, none on 3.9, 3.10, 3.14
  * and 3.15. Other fields (a frame's line) are the later copy's. A clean
  * walk is kept when its outermost code is the thread's last stack's, or
