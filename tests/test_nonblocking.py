@@ -320,12 +320,16 @@ def test_frames_that_change_every_microsecond_get_their_share(script):
     a look that found it kept whatever the next read found: 0.23-0.48
     against 0.66-0.70 (3.13t, 3.14t), one CI run 0.36 under; 0.05-0.16
     under since a look keeps only a stack in the frame it found (README).
-    Both clocks run twice, in turn, and their shares are averaged: this
-    VM's fetches change speed from one minute to the next."""
+    Both clocks run three times, in turn, and their shares are averaged:
+    this VM's fetches change speed from one minute to the next. 3.15 is the
+    weakest: its generator 0.06-0.37 under perf_event's in single runs
+    (2026-12-05; a CI run's mean of two, 0.21), where paused reads (spprof
+    record, py-spy) give it 0.57-0.65 against perf_event's 0.68-0.76 on
+    every version: which of the two references is off is not known yet."""
     import sysconfig
 
     runs = {"perf": [], "nonblocking": []}
-    for _ in range(2):
+    for _ in range(3):
         for clock in runs:
             runs[clock].append(last_json(script(CHANGING, env={"SPPROF_CLOCK": clock})))
     for clock, clock_name in (("perf", "perf_event"), ("nonblocking", "nonblocking")):

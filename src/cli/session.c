@@ -41,14 +41,22 @@
 /* --nonblocking: the pages each thread's stack was last read from. */
 #define STACK_PAGES_THREADS 64
 #define SNAPSHOT_TRIES 10
+/* The tries after the first that keep only a stack whose innermost frame
+ * is the one the first try found (walk_thread). */
+#define WANT_TRIES 4
+/* A page no walk of the thread read in this many looks is no longer
+ * copied (order_pages). */
+#define PAGES_KEPT_LOOKS 16
 typedef struct spp_stack_pages {
     uint64_t tstate;
     uint64_t used;     /* stack_pages_clock when last used */
     uint64_t root;     /* the outermost code of its last stack kept, 0: none */
+    uint32_t looks;    /* the looks at the thread so far */
     int n;
     int head, nframes; /* pages[0, head): the thread state's; then its frames' */
     uint64_t at_page;  /* the page of the pointer to its current frame */
     uint64_t pages[SPP_SNAP_PAGES];
+    uint32_t seen[SPP_SNAP_PAGES]; /* the look at which a walk last read each */
 } spp_stack_pages;
 
 enum tstate { T_RUNNING, T_STOPPED, T_LISTENING, T_GONE };
@@ -769,34 +777,66 @@ static int by_address(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Orders the pages the walk read for the next snapshot of the thread:
- * first those that say where its stack is (the thread state: read first
- * by the walk), then the pages of its frames in address order, then the
- * rest (code objects, which a running thread does not change). Frame
- * pages are those of this walk's frames and those that were before (a
- * walk given up part way found fewer frames than the stack has), so that
- * the next snapshot copies them twice (snapshot_stack). */
-static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head,
+/* A page and the look at which a walk last read it (by_address sorts
+ * these too: the page comes first). */
+typedef struct page_seen {
+    uint64_t page;
+    uint32_t seen;
+} page_seen;
+
+/* Orders the pages logged (the first nread read by the walk, then the
+ * pages known before) for the next snapshot of the thread: first those
+ * that say where its stack is (the thread state: read first by the walk),
+ * then the pages of its frames in address order, then the rest (code
+ * objects, which a running thread does not change). Frame pages are those
+ * of this walk's frames and those that were before, so that the next
+ * snapshot copies them twice (snapshot_stack). A page stays known while a
+ * walk read it in the last PAGES_KEPT_LOOKS looks: the frames of a loop
+ * that makes a generator, or calls one of a few functions, lie on a few
+ * pages, not all of them in every stack. (Known were the last walk's
+ * pages alone: a try whose leaf was on a page the walk before had not read
+ * was read again, later, where the thread more often was in the frame the
+ * last walk found. The generator of test_cli's loop got 0.15-0.45 of the
+ * samples, paused 0.61.) */
+static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head, int nread,
                         const uint64_t *addrs, int nframes)
 {
     uint64_t frames[2 * SPP_CLI_MAX_DEPTH + SPP_SNAP_PAGES], log[SPP_SNAP_PAGES];
-    int nf = 0, nlog = spp_remote_logged(remote, log);
+    page_seen old[SPP_SNAP_PAGES], ent[SPP_SNAP_PAGES];
+    int nf = 0, nlog = spp_remote_logged(remote, log), nent = 0;
     for (int i = k->head; i < k->head + k->nframes; i++)
         frames[nf++] = k->pages[i];
     for (int i = 0; i < nframes && i < SPP_CLI_MAX_DEPTH; i++, nf += 2)
         frame_pages(addrs[i], frames + nf);
     qsort(frames, (size_t)nf, sizeof(*frames), by_address);
-    if (head > nlog)
-        head = nlog;
+    for (int i = 0; i < k->n; i++)
+        old[i] = (page_seen){k->pages[i], k->seen[i]};
+    qsort(old, (size_t)k->n, sizeof(*old), by_address);
+    for (int i = 0; i < nlog; i++) {
+        page_seen e = {log[i], k->looks};
+        const page_seen *was = i < nread ? NULL
+                                         : bsearch(&e, old, (size_t)k->n, sizeof(*old), by_address);
+        if (was && k->looks - was->seen >= PAGES_KEPT_LOOKS)
+            continue;
+        e.seen = was ? was->seen : e.seen;
+        ent[nent++] = e;
+    }
+    if (head > nent)
+        head = nent;
     int n = 0;
-    for (int i = 0; i < head; i++)
-        k->pages[n++] = log[i];
-    qsort(log + head, (size_t)(nlog - head), sizeof(*log), by_address);
+    for (int i = 0; i < head; i++, n++) {
+        k->pages[n] = ent[i].page;
+        k->seen[n] = ent[i].seen;
+    }
+    qsort(ent + head, (size_t)(nent - head), sizeof(*ent), by_address);
     for (int pass = 0; pass < 2; pass++) {
-        for (int i = head; i < nlog; i++) {
-            int is_frame = bsearch(&log[i], frames, (size_t)nf, sizeof(*frames), by_address) != NULL;
-            if (is_frame == !pass)
-                k->pages[n++] = log[i];
+        for (int i = head; i < nent; i++) {
+            int is_frame =
+                bsearch(&ent[i].page, frames, (size_t)nf, sizeof(*frames), by_address) != NULL;
+            if (is_frame == !pass) {
+                k->pages[n] = ent[i].page;
+                k->seen[n++] = ent[i].seen;
+            }
         }
         if (pass == 0)
             k->nframes = n - head;
@@ -858,9 +898,9 @@ static int field_steady(const spp_stack_pages *k, const spp_remote *remote, uint
 static int frames_steady(const spp_pyoffsets *o, const spp_stack_pages *k,
                          const spp_remote *remote, const uint64_t *addrs, int n)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 1; i < n; i++)
         if (!field_steady(k, remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
-            (i > 0 && !field_steady(k, remote, addrs[i] + (uint64_t)o->frame_code, 8)))
+            !field_steady(k, remote, addrs[i] + (uint64_t)o->frame_code, 8))
             return 0;
     /* A new innermost frame: its caller must still be at the same
      * instruction (the call), or it may have returned and been called
@@ -925,16 +965,30 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * instruction (a loop calling a function): rejecting that left short calls
  * out (a loop calling three one-line functions, 25 % of its samples in
  * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
- * --nonblocking 24 %). Measured on the two-paths samples: 0.03-2.1 % torn
- * on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 % on 3.13t, none on 3.9, 3.10, 3.14
- * and 3.15. Other fields (a frame's line) are the later copy's. A clean
- * walk is kept when its outermost code is the thread's last stack's, or
- * the previous snapshot's (on 3.10 a generator's frame
- * copied as it yielded, no caller, and its state as it ran again, was kept
- * alone in 73 of 2990 samples of test_cli's generator loop in a CI run).
+ * --nonblocking 24 %). Its own link to its caller may change between the
+ * copies too: a generator's is set only while it runs (the walk follows
+ * the later copy's, to callers that must be steady). Measured on the
+ * two-paths samples: 0.03-2.1 % torn on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 %
+ * on 3.13t, none on 3.9, 3.10, 3.14 and 3.15. Other fields (a frame's
+ * line) are the later copy's. A clean walk is kept when its outermost code
+ * is the thread's last stack's, or the previous snapshot's (on 3.10 a
+ * generator's frame copied as it yielded, no caller, and its state as it
+ * ran again, was kept alone in 73 of 2990 samples of test_cli's generator
+ * loop in a CI run); no frame at all, when the clean try before found
+ * none too (on 3.12 a _PyCFrame copied after its eval loop had left showed
+ * no frame in 7-11 % of the generator loop's samples).
+ *
+ * A sample stands for the moment of its first try: when that try is not
+ * kept, the next WANT_TRIES keep only a stack whose innermost frame is the
+ * one the first found, then any. (Any from the first, a try given up in a
+ * frame the last stack did not have, or caught changing, was followed by
+ * one that more often found the frame the thread spends longest in: a
+ * generator resumed in a loop got 0.14-0.42 of the samples where a paused
+ * read gives 0.55-0.65; 0.03-0.2 under to 0.1 over since, but 0.25-0.28
+ * over on 3.14, where the first tries alone find it in 0.77 of them.)
  * Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots, or when the walk
- * finds the frames inconsistent in all of them (the same samples: 0.03-0.3
- * % of them on 3.11-3.15, 1.5-3.4 % on 3.9 and 3.10). */
+ * finds the frames inconsistent in all of them (the two-paths samples:
+ * 0.1-2.8 % of them on 3.11-3.15, 1.3-2.6 % on 3.9 and 3.10). */
 static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
 {
     const spp_pyoffsets *o = &s->target.off;
@@ -946,15 +1000,18 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
                          : 0;
     spp_stack_pages *known = pages_of(s, th->tstate);
     known->used = ++s->stack_pages_clock;
+    known->looks++;
     int n = SPP_ETORN;
     uint64_t other_root = 0; /* the previous clean walk's, not kept */
+    uint64_t want = 0;
+    int no_frame = 0; /* a clean try found no frame */
     for (int attempt = 0; attempt < SNAPSHOT_TRIES; attempt++) {
         int snapped = known->n > 0;
         uint64_t at_page = known->at_page;
         if (snapped)
             snapshot_stack(&s->remote, known);
         spp_remote_log_begin(&s->remote);
-        uint64_t frame, below;
+        uint64_t frame = 0, below;
         int found = spp_thread_frame(o, &s->reader, th->tstate, &frame, &below);
         uint64_t at = 0;
         if (found >= 0 && spp_thread_frame_at(o, &s->reader, th->tstate, &at) < 0)
@@ -973,22 +1030,31 @@ static int walk_thread(spp_session *s, spp_pythread *th, spp_sampled_thread *st)
         int clean = snapped && (at & ~(uint64_t)4095) == at_page &&
                     stack_in_snapshot(&s->remote, head, st->addrs, n > 0 ? n : 0);
         int steady = clean && n > 0 ? frames_steady(o, known, &s->remote, st->addrs, n) : 1;
-        /* After a failed try the next snapshot holds the pages of this one
-         * too: a walk cut short by a frame caught being left read fewer
-         * pages than the stack needs (frame objects, 3.9 and 3.10, are
-         * anywhere on the heap). */
-        if (!clean || n < 0)
-            spp_remote_log_pages(&s->remote, known->pages, known->n);
-        order_pages(known, &s->remote, head, st->addrs, n > 0 ? n : 0);
+        /* The next snapshot holds the pages of this one too (order_pages
+         * drops those not read for a while): a walk cut short by a frame
+         * caught being left read fewer pages than the stack needs (frame
+         * objects, 3.9 and 3.10, are anywhere on the heap), and a stack
+         * kept may not have the frames of the next. */
+        int nread = spp_remote_nlogged(&s->remote);
+        spp_remote_log_pages(&s->remote, known->pages, known->n);
+        order_pages(known, &s->remote, head, nread, st->addrs, n > 0 ? n : 0);
         known->at_page = at & ~(uint64_t)4095;
         spp_remote_snapshot_end(&s->remote);
-        if (clean && steady && n >= 0) {
+        /* (the look's moment is the first try's: see WANT_TRIES) */
+        if (attempt == 0)
+            want = found >= 0 ? frame : 0;
+        int wanted = !want || frame == want || attempt > WANT_TRIES;
+        if (clean && steady && n >= 0 && wanted) {
             uint64_t root = n > 0 ? st->frames[n - 1].code : 0;
-            if (!n || !known->root || root == known->root || root == other_root) {
+            if (n ? !known->root || root == known->root || root == other_root
+                  : !known->root || no_frame) {
                 known->root = n ? root : known->root;
                 return n;
             }
-            other_root = root;
+            if (n)
+                other_root = root;
+            else
+                no_frame = 1;
         }
         st->truncated = 0;
     }
