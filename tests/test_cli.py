@@ -1151,28 +1151,35 @@ def test_nonblocking_gives_a_generator_the_share_a_paused_read_does(tmp_path):
     did not have, or whose link changed between the two copies), and the
     next try found the caller. 3.12 showed 7-11 % of the samples with no
     Python frame (its eval loop's _PyCFrame read where one had just left).
-    Measured since (session.c's walk_thread): 0.03-0.09 under the paused
-    share on 3.9 and 3.10, 0.03-0.2 under on 3.11, 0.04-0.1 over on 3.12,
+    Measured since (session.c's walk_thread, single runs): 0.03-0.09 under
+    the paused share on 3.9 and 3.10; 3.11 is weak, 0.03-0.22 under on an
+    idle machine, 0.21-0.34 beside another test run (ASan or not: its
+    eval loop's _PyCFrame, on the C stack, moves at every resume), so it
+    is held to 0.35 (the code before: 0.43-0.45 under); 0.04-0.1 over on 3.12,
     3.13t and 3.15, 0.09-0.15 over on 3.14t and 0.25-0.28 over on 3.14.
     What is asserted is what was fixed: no share lost, no frame lost. The
     over-count on 3.14 is a known weakness (README, Nonblocking sampling),
-    not a bound here."""
+    not a bound here. Each mode runs twice and the shares are averaged."""
     path = tmp_path / "gen.py"
     path.write_text(textwrap.dedent(GENERATOR_LOOP))
-    shares, no_frame = {}, {}
-    for mode in ([], ["--nonblocking"]):
-        out = tmp_path / "g.txt"
-        r = run(["record", "-f", "raw", "-r", "500", *mode, "-o", out, "--", sys.executable, path, "2"])
-        assert r.returncode == 0, r.stderr
-        counts = folded(out)
-        total = sum(counts.values())
-        assert total >= 500, r.stderr
-        key = mode[0] if mode else "paused"
-        loop = share(counts, "numbers") + share(counts, "consume")
-        shares[key] = share(counts, "numbers") / loop
-        no_frame[key] = sum(n for s, n in counts.items() if s.startswith("<no Python frame>")) / total
+    shares, no_frame = {"paused": [], "--nonblocking": []}, {"paused": [], "--nonblocking": []}
+    for _ in range(2):  # (in turn: the machine's speed drifts)
+        for mode in ([], ["--nonblocking"]):
+            out = tmp_path / "g.txt"
+            r = run(["record", "-f", "raw", "-r", "500", *mode, "-o", out, "--", sys.executable, path, "2"])
+            assert r.returncode == 0, r.stderr
+            counts = folded(out)
+            total = sum(counts.values())
+            assert total >= 500, r.stderr
+            key = mode[0] if mode else "paused"
+            loop = share(counts, "numbers") + share(counts, "consume")
+            shares[key].append(share(counts, "numbers") / loop)
+            no_frame[key].append(sum(n for s, n in counts.items() if s.startswith("<no Python frame>")) / total)
+    shares = {k: sum(v) / len(v) for k, v in shares.items()}
+    no_frame = {k: max(v) for k, v in no_frame.items()}
     assert shares["paused"] > 0.45, shares
-    assert shares["--nonblocking"] > shares["paused"] - 0.25, shares
+    under = 0.35 if sys.version_info[:2] == (3, 11) else 0.25
+    assert shares["--nonblocking"] > shares["paused"] - under, shares
     assert no_frame["--nonblocking"] < 0.04, no_frame
 
 

@@ -878,7 +878,8 @@ static void snapshot_stack(spp_remote *remote, const spp_stack_pages *k)
 /* Whether the frames at addrs (innermost first) were linked as the walk
  * found them when the pointer to the current frame was copied: each one's
  * caller, and each one's code but the innermost's, read the same in both
- * copies of their pages. A frame on a page copied once is taken as it is
+ * copies of their pages (the innermost's caller may have been none in the
+ * earlier: was_unlinked). A frame on a page copied once is taken as it is
  * only where the snapshot had no room for every frame page twice, or
  * where the page is one of the thread state's (k: the snapshot's pages). */
 static int field_steady(const spp_stack_pages *k, const spp_remote *remote, uint64_t addr,
@@ -895,12 +896,26 @@ static int field_steady(const spp_stack_pages *k, const spp_remote *remote, uint
     return 0;
 }
 
+/* Whether the frame at addr had no caller in the earlier copy: a
+ * generator's frame is linked to its caller only while it runs, and may
+ * have been resumed between the copies. (Any other change of the innermost
+ * frame's link is not taken: on 3.9 and 3.10 a frame object reused for a
+ * call of the same function by another caller would show it under that
+ * caller.) */
+static int was_unlinked(const spp_pyoffsets *o, const spp_remote *remote, uint64_t addr)
+{
+    uint64_t prev;
+    return spp_remote_snapshot_earlier(remote, addr + (uint64_t)o->frame_previous, &prev, 8) == 0 &&
+           prev == 0;
+}
+
 static int frames_steady(const spp_pyoffsets *o, const spp_stack_pages *k,
                          const spp_remote *remote, const uint64_t *addrs, int n)
 {
-    for (int i = 1; i < n; i++)
-        if (!field_steady(k, remote, addrs[i] + (uint64_t)o->frame_previous, 8) ||
-            !field_steady(k, remote, addrs[i] + (uint64_t)o->frame_code, 8))
+    for (int i = 0; i < n; i++)
+        if ((!field_steady(k, remote, addrs[i] + (uint64_t)o->frame_previous, 8) &&
+             (i > 0 || !was_unlinked(o, remote, addrs[0]))) ||
+            (i > 0 && !field_steady(k, remote, addrs[i] + (uint64_t)o->frame_code, 8)))
             return 0;
     /* A new innermost frame: its caller must still be at the same
      * instruction (the call), or it may have returned and been called
@@ -965,8 +980,8 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * instruction (a loop calling a function): rejecting that left short calls
  * out (a loop calling three one-line functions, 25 % of its samples in
  * them when paused: 10-13 % rejected, 9-18 % kept this way, py-spy
- * --nonblocking 24 %). Its own link to its caller may change between the
- * copies too: a generator's is set only while it runs (the walk follows
+ * --nonblocking 24 %). Its own link to its caller may have been none in the
+ * earlier copy: a generator's is set only while it runs (the walk follows
  * the later copy's, to callers that must be steady). Measured on the
  * two-paths samples: 0.03-2.1 % torn on 3.11, 0.4-0.7 % on 3.12, 0.2-0.3 %
  * on 3.13t, none on 3.9, 3.10, 3.14 and 3.15. Other fields (a frame's
@@ -974,8 +989,8 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * is the thread's last stack's, or the previous snapshot's (on 3.10 a
  * generator's frame copied as it yielded, no caller, and its state as it
  * ran again, was kept alone in 73 of 2990 samples of test_cli's generator
- * loop in a CI run); no frame at all, when the clean try before found
- * none too (on 3.12 a _PyCFrame copied after its eval loop had left showed
+ * loop in a CI run); no frame at all, when an earlier clean try of this
+ * sample found none too (on 3.12 a _PyCFrame copied after its eval loop had left showed
  * no frame in 7-11 % of the generator loop's samples).
  *
  * A sample stands for the moment of its first try: when that try is not
@@ -984,8 +999,9 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * frame the last stack did not have, or caught changing, was followed by
  * one that more often found the frame the thread spends longest in: a
  * generator resumed in a loop got 0.14-0.42 of the samples where a paused
- * read gives 0.55-0.65; 0.03-0.2 under to 0.1 over since, but 0.25-0.28
- * over on 3.14, where the first tries alone find it in 0.77 of them.)
+ * read gives 0.55-0.65; 0.03-0.09 under to 0.1 over since, but up to
+ * 0.34 under on 3.11 on a loaded machine and 0.25-0.28 over on 3.14, where
+ * the first tries alone find it in 0.77 of them.)
  * Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots, or when the walk
  * finds the frames inconsistent in all of them (the two-paths samples:
  * 0.1-2.8 % of them on 3.11-3.15, 1.3-2.6 % on 3.9 and 3.10). */

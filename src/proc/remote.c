@@ -174,6 +174,17 @@ int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n)
     return once ? SPP_SNAP_ONCE : 1;
 }
 
+int spp_remote_snapshot_earlier(const spp_remote *r, uint64_t addr, void *buf, size_t n)
+{
+    const spp_snapshot *sn = &r->snap;
+    uint64_t page = addr & ~(uint64_t)4095, off = addr - page;
+    int b = sn->on ? table_find(sn->slot, sn->addr, page) : -1, a = b >= 0 ? sn->twin[b] : -1;
+    if (a < 0 || off + n > sn->len[a])
+        return -1;
+    memcpy(buf, sn->data[a] + off, n);
+    return 0;
+}
+
 void spp_remote_snapshot_end(spp_remote *r)
 {
     r->snap.on = 0;

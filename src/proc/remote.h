@@ -87,6 +87,9 @@ void spp_remote_snapshot(spp_remote *r, const uint64_t *pages, int n);
  * snapshot holds a page of it once, -1 if it does not hold it. */
 #define SPP_SNAP_ONCE 2
 int spp_remote_snapshot_steady(const spp_remote *r, uint64_t addr, size_t n);
+/* [addr, addr + n), within one page, as the earlier of its two copies
+ * held it, into buf: 0, or -1 if the snapshot has no earlier copy of it. */
+int spp_remote_snapshot_earlier(const spp_remote *r, uint64_t addr, void *buf, size_t n);
 /* Whether the snapshot holds the page at page. */
 int spp_remote_snapshot_holds(const spp_remote *r, uint64_t page);
 void spp_remote_snapshot_end(spp_remote *r);
