@@ -999,7 +999,7 @@ static int stack_in_snapshot(const spp_remote *remote, int head, const uint64_t 
  * frame the last stack did not have, or caught changing, was followed by
  * one that more often found the frame the thread spends longest in: a
  * generator resumed in a loop got 0.14-0.42 of the samples where a paused
- * read gives 0.55-0.65; 0.03-0.09 under to 0.1 over since, but up to
+ * read gives 0.55-0.65; 0.13 under to 0.15 over since, but up to
  * 0.34 under on 3.11 on a loaded machine and 0.25-0.28 over on 3.14, where
  * the first tries alone find it in 0.77 of them.)
  * Given up (SPP_ETORN) after SNAPSHOT_TRIES snapshots, or when the walk
