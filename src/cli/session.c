@@ -782,6 +782,7 @@ static int by_address(const void *a, const void *b)
 typedef struct page_seen {
     uint64_t page;
     uint32_t seen;
+    int keep; /* a page of the thread state or of a frame */
 } page_seen;
 
 /* Orders the pages logged (the first nread read by the walk, then the
@@ -790,8 +791,10 @@ typedef struct page_seen {
  * then the pages of its frames in address order, then the rest (code
  * objects, which a running thread does not change). Frame pages are those
  * of this walk's frames and those that were before, so that the next
- * snapshot copies them twice (snapshot_stack). A page stays known while a
- * walk read it in the last PAGES_KEPT_LOOKS looks: the frames of a loop
+ * snapshot copies them twice (snapshot_stack). A page of the thread state
+ * or of a frame stays known while a walk read it in the last
+ * PAGES_KEPT_LOOKS looks (code objects' only while the last walk read
+ * them: a walk may read them live, stack_in_snapshot): the frames of a loop
  * that makes a generator, or calls one of a few functions, lie on a few
  * pages, not all of them in every stack. (Known were the last walk's
  * pages alone: a try whose leaf was on a page the walk before had not read
@@ -810,13 +813,13 @@ static void order_pages(spp_stack_pages *k, const spp_remote *remote, int head, 
         frame_pages(addrs[i], frames + nf);
     qsort(frames, (size_t)nf, sizeof(*frames), by_address);
     for (int i = 0; i < k->n; i++)
-        old[i] = (page_seen){k->pages[i], k->seen[i]};
+        old[i] = (page_seen){k->pages[i], k->seen[i], i < k->head + k->nframes};
     qsort(old, (size_t)k->n, sizeof(*old), by_address);
     for (int i = 0; i < nlog; i++) {
-        page_seen e = {log[i], k->looks};
+        page_seen e = {log[i], k->looks, 1};
         const page_seen *was = i < nread ? NULL
                                          : bsearch(&e, old, (size_t)k->n, sizeof(*old), by_address);
-        if (was && k->looks - was->seen >= PAGES_KEPT_LOOKS)
+        if (was && (!was->keep || k->looks - was->seen >= PAGES_KEPT_LOOKS))
             continue;
         e.seen = was ? was->seen : e.seen;
         ent[nent++] = e;
