@@ -459,10 +459,12 @@ def expect_one_cpu_skew_on_old_kernels(request, cpus):
 CLOCK_NAMES = {"perf": "perf_event", "poll": "cpu_poll", "nonblocking": "nonblocking"}
 
 
-def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
+def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll"), runs=1):
     """source (defining work) profiled under each of clocks (SPPROF_CLOCK
     values): {clock: {tag: share}} and what each run measured itself,
-    {clock + "_measured": ...}. With cpus="one" the target (and so the
+    {clock + "_measured": ...}. With runs > 1 the clocks run in turn that
+    many times and the shares are averaged (the poller's judgements are
+    summed): a single run's share moves with the machine's state. With cpus="one" the target (and so the
     poller) runs on one CPU, as in a one-CPU container: the poller then
     takes the CPU of the thread it samples, whose signal comes where it was
     stopped. With cpus="busy" two busy processes per CPU run beside it, as
@@ -483,13 +485,18 @@ def line_shares(script, source, *args, cpus="all", clocks=("perf", "poll")):
             spin = "import os\nwhile os.getppid() == %d:\n    for _ in range(100000): pass" % os.getpid()
             for _ in range(2 * len(os.sched_getaffinity(0))):
                 spinners.append(subprocess.Popen([sys.executable, "-c", spin]))
-        for clock in clocks:
-            r = last_json(script(source + LINE_SHARES, *args, env={"SPPROF_CLOCK": clock}))
-            assert r["clock"] == CLOCK_NAMES[clock], r
-            out[clock] = r["shares"]
-            out[clock + "_measured"] = r["measured"]
-            if clock == "poll":
-                out["poll_judged"] = r["judged"]
+        for _ in range(runs):
+            for clock in clocks:
+                r = last_json(script(source + LINE_SHARES, *args, env={"SPPROF_CLOCK": clock}))
+                assert r["clock"] == CLOCK_NAMES[clock], r
+                for key, part in ((clock, r["shares"]), (clock + "_measured", r["measured"])):
+                    mean = out.setdefault(key, {})
+                    for tag, v in part.items():
+                        mean[tag] = mean.get(tag, 0) + v / runs
+                if clock == "poll":
+                    judged = out.setdefault("poll_judged", {})
+                    for k, v in r["judged"].items():
+                        judged[k] = judged.get(k, 0) + v
     finally:
         for p in spinners:
             p.kill()
@@ -531,9 +538,11 @@ def test_polling_clock_keeps_lines_true_in_code_dense_with_system_calls(script, 
     takes the thread's CPU where the scheduler finds its slice spent, which
     for this loop is the clock read itself: the call's line got 0.36-0.40
     against perf_event's 0.23-0.26 until such samples were handed on at a
-    clock read's exit (since, 0.25-0.28)."""
+    clock read's exit (since, 0.25-0.28). Each clock runs twice, in turn,
+    and the shares are averaged: in one CI run (3.9, one CPU) perf_event's
+    call line got 0.08 and the polling clock's 0.19."""
     expect_one_cpu_skew_on_old_kernels(request, cpus)
-    shares = line_shares(script, SYSCALL_DENSE, cpus=cpus)
+    shares = line_shares(script, SYSCALL_DENSE, cpus=cpus, runs=2)
     assert shares["perf"]["BODY"] > 0.35, shares
     assert abs(shares["poll"]["BODY"] - shares["perf"]["BODY"]) < 0.10, shares
     assert shares["poll"]["CALL"] < shares["perf"]["CALL"] + 0.10, shares
