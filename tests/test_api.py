@@ -558,7 +558,7 @@ FOREIGN_SIGTRAP = """
     elif before == "handler":
         signal.signal(signal.SIGTRAP, lambda *a: got.append(1))
     spprof.start(interval_ms=1)
-    burn(0.2)
+    burn(0.4)
     st = spprof.stats()
     report = {"clock": st.clock, "samples": st.collected_samples, "ms": st.sampled_time_ms,
               "signal": _spprof.stats()["signal"]}
@@ -576,7 +576,8 @@ def test_a_sigtrap_from_elsewhere_does_what_it_did_without_spprof(script, before
     than its O_ASYNC SIGPROF): a SIGTRAP that is not the clock's still dumps
     core, is ignored, or reaches the program's handler, as before spprof;
     with a handler of the program's, spprof leaves SIGTRAP to it and signals
-    with SIGPROF, at the same rate."""
+    with SIGPROF, at the same rate. (0.4 s of CPU: with 0.2 s, one CI run's
+    3.13 took 147 samples where 150 are asked, a VM stall's worth short.)"""
     import signal
 
     from conftest import kernel_at_least
@@ -585,9 +586,9 @@ def test_a_sigtrap_from_elsewhere_does_what_it_did_without_spprof(script, before
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert lines, proc.stderr
     r = lines[0]
-    assert 150 <= r["ms"] <= 260, r  # 0.2 s of CPU
+    assert 300 <= r["ms"] <= 520, r  # 0.4 s of CPU
     if r["clock"] == "perf_event":
-        assert r["samples"] >= 150, r  # at 1 kHz
+        assert r["samples"] >= 300, r  # at 1 kHz
         # perf_event's sigtrap (from Linux 6.15), but where the program
         # handles SIGTRAP itself
         trap = kernel_at_least(6, 15) and before != "handler"
@@ -601,7 +602,7 @@ def test_a_sigtrap_from_elsewhere_does_what_it_did_without_spprof(script, before
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     end = lines[1]
     assert end["survived"] and end["got"] == (1 if before == "handler" else 0), end
-    assert end["samples"] >= 180, end  # sampling went on through it
+    assert end["samples"] >= 330, end  # sampling went on through it
 
 
 @pytest.mark.parametrize("faulthandler_on", [False, True])
